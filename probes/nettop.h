@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: GPL-2.0 OR MIT
+ *
+ * Our own minimal kernel ABI: fixed-width types, map and helper declarations,
+ * x86_64 pt_regs, and the C twin of the Rust `nettop-shared` crate.
+ * No kernel headers and no vmlinux.h: nothing here depends on one kernel's
+ * struct layouts. Where the probe needs a field of `struct sock` it reads it
+ * at an offset guessed at run time (see `struct nettop_offsets`).
+ */
+#ifndef NETTOP_H
+#define NETTOP_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed int __s32;
+typedef signed long long __s64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __always_inline inline __attribute__((always_inline))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+/* Stable UAPI numbers (include/uapi/linux/bpf.h, socket.h, in.h). */
+#define BPF_MAP_TYPE_HASH 1
+#define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PERCPU_ARRAY 6
+#define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_ANY 0
+#define BPF_NOEXIST 1
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define MSG_PEEK 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+
+/* Helpers by their stable ids. */
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
+                                   __u64 flags) = (void *)2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
+
+/* x86_64 `struct pt_regs` (arch/x86/include/uapi/asm/ptrace.h): stable ABI. */
+struct pt_regs {
+    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+    unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+#define PT_ARG1(r) ((r)->di)
+#define PT_ARG2(r) ((r)->si)
+#define PT_RET(r) ((r)->ax)
+
+/* ---- The C twin of nettop-shared (shared/src/lib.rs). Keep in step: a Rust
+ * test compares both layouts through this object's BTF. ---- */
+
+/* How much of `struct sock` (and of `struct net`) one guessing connection
+ * copies out. Userspace searches these windows; they bound every guess. */
+#define NETTOP_SK_WINDOW 2048
+#define NETTOP_NET_WINDOW 1024
+
+enum nettop_guess_state {
+    NETTOP_GUESS_IDLE = 0,
+    NETTOP_GUESS_ARMED = 1,   /* set by userspace: copy the next matching socket */
+    NETTOP_GUESS_CHECKED = 2, /* set by the probe: windows filled */
+};
+
+struct nettop_guess_status {
+    __u32 state;
+    /* When deref_net is set, the probe also copies NETTOP_NET_WINDOW bytes
+     * from the pointer stored at sk + net_ptr_offset. */
+    __u32 deref_net;
+    __u32 net_ptr_offset;
+    /* 1 kprobe/fexit on connect, 2 tracepoint SYN_SENT: tells which hook fired. */
+    __u32 hook;
+    __u64 sk;
+    /* The guessing thread's unique name: matched instead of a pid, which
+     * differs inside a container's own pid namespace. */
+    char comm[16];
+    __u8 sk_data[NETTOP_SK_WINDOW];
+    __u8 net_data[NETTOP_NET_WINDOW];
+};
+
+struct nettop_offsets {
+    __u32 ready; /* 0 until guessing is over: every data hook ignores everything before */
+    __u32 ipv6;  /* saddr_v6/daddr_v6 are valid */
+    __u32 saddr;
+    __u32 daddr;
+    __u32 sport; /* network byte order (inet_sport) */
+    __u32 dport; /* network byte order (skc_dport) */
+    __u32 family;
+    __u32 netns;     /* offset of the `struct net *` in struct sock */
+    __u32 netns_ino; /* offset of the inode number in struct net */
+    __u32 saddr_v6;
+    __u32 daddr_v6;
+    __u32 _pad;
+};
+
+/* Per-socket record, keyed by the socket's kernel address: what the guesser
+ * needs to be checked against and what the connection table will count. */
+struct nettop_sock_key {
+    __u64 sk;
+};
+
+#define NETTOP_DIR_UNKNOWN 0
+#define NETTOP_DIR_OUTGOING 1
+#define NETTOP_DIR_INCOMING 2
+
+#define NETTOP_FLAG_CLOSED 1
+
+struct nettop_sock_info {
+    __u64 bytes_sent;
+    __u64 bytes_recv;
+    __u64 first_ns;
+    __u64 last_ns;
+    __u32 sends;
+    __u32 recvs;
+    __u32 retransmits;
+    __u32 tgid;
+    __u32 netns;
+    __u16 family;
+    __u16 sport; /* host byte order */
+    __u16 dport; /* host byte order */
+    __u8 proto;
+    __u8 direction;
+    __u8 flags;
+    __u8 _pad[3];
+    __u8 saddr[16];
+    __u8 daddr[16];
+    char comm[16];
+};
+
+/* Counters, one slot each in a per-CPU array. */
+enum nettop_counter {
+    NETTOP_CNT_CONNECT = 0,
+    NETTOP_CNT_ACCEPT,
+    NETTOP_CNT_SEND,
+    NETTOP_CNT_RECV,
+    NETTOP_CNT_CLOSE,
+    NETTOP_CNT_RETRANSMIT,
+    NETTOP_CNT_GUESS,
+    NETTOP_CNT_MAP_FULL,
+    NETTOP_CNT_MAX,
+};
+
+#endif
