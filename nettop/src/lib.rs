@@ -1,0 +1,4 @@
+//! nettop: every TCP and UDP connection on a Linux host, per process, traced
+//! with eBPF through a prebuilt probe that adapts to the running kernel by
+//! guessing `struct sock` offsets at run time.
+pub mod probe;

@@ -1,0 +1,390 @@
+//! Offset guessing as a pure state machine: no I/O, so unit tests drive it
+//! with simulated `struct sock` layouts.
+//!
+//! The probe copies a window of every guessing socket (and, on request, of
+//! the `struct net` it points to). Each connection uses fresh random loopback
+//! addresses and ports, so a candidate offset survives only if it holds the
+//! expected value in *every* connection: a decoy that matches once by chance
+//! is dropped by the next one. Fields are searched in struct order, each from
+//! the end of the previous one, at offsets aligned to the field's size, and
+//! the lowest surviving candidate wins.
+
+use std::fmt;
+
+/// Connections of each family in the first stage; every field must hold in
+/// all of them.
+const CONFIRMATIONS: usize = 2;
+/// Pointer candidates for the network namespace tried before giving up.
+const MAX_NETNS_CANDIDATES: usize = 48;
+
+/// A field of `struct sock` (or, for `NetnsIno`, of `struct net`), in the
+/// order they lie in memory — the order in which they are guessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Daddr,
+    Saddr,
+    Dport,
+    Family,
+    Netns,
+    NetnsIno,
+    DaddrV6,
+    SaddrV6,
+    Sport,
+}
+
+impl Field {
+    pub const ALL: [Field; 9] = [
+        Field::Saddr,
+        Field::Daddr,
+        Field::Sport,
+        Field::Dport,
+        Field::Family,
+        Field::Netns,
+        Field::NetnsIno,
+        Field::SaddrV6,
+        Field::DaddrV6,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Saddr => "saddr",
+            Field::Daddr => "daddr",
+            Field::Sport => "sport",
+            Field::Dport => "dport",
+            Field::Family => "family",
+            Field::Netns => "netns",
+            Field::NetnsIno => "netns_ino",
+            Field::SaddrV6 => "saddr_v6",
+            Field::DaddrV6 => "daddr_v6",
+        }
+    }
+
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, Field::SaddrV6 | Field::DaddrV6)
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuessError {
+    #[error("could not guess {0}: no offset held the expected value in every guessing connection")]
+    NotFound(Field),
+}
+
+/// What the driver must do next: make one guessing connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Connect from an AF_INET6 socket (to a v4-mapped peer) instead of AF_INET.
+    pub v6: bool,
+    /// Which network namespace to connect in: 0 is the caller's, 1 a private one.
+    pub ns: usize,
+    /// Also copy the `struct net` window through the pointer at this offset.
+    pub deref_net: Option<u32>,
+}
+
+/// The values one guessing connection is known to have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// The v4-mapped IPv6 addresses, for `Request::v6` connections.
+    pub saddr_v6: Option<[u8; 16]>,
+    pub daddr_v6: Option<[u8; 16]>,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub netns_ino: u32,
+}
+
+/// What the probe copied for one connection.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub expected: Expected,
+    pub ns: usize,
+    pub sk: Vec<u8>,
+    pub net: Option<Vec<u8>>,
+}
+
+/// Every guessed offset: bytes from the start of `struct sock`, except
+/// `netns_ino`, from the start of `struct net`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Guessed {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub netns: u32,
+    pub netns_ino: u32,
+    pub saddr_v6: Option<u32>,
+    pub daddr_v6: Option<u32>,
+}
+
+impl Guessed {
+    pub fn get(&self, field: Field) -> Option<u32> {
+        match field {
+            Field::Saddr => Some(self.saddr),
+            Field::Daddr => Some(self.daddr),
+            Field::Sport => Some(self.sport),
+            Field::Dport => Some(self.dport),
+            Field::Family => Some(self.family),
+            Field::Netns => Some(self.netns),
+            Field::NetnsIno => Some(self.netns_ino),
+            Field::SaddrV6 => self.saddr_v6,
+            Field::DaddrV6 => self.daddr_v6,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct GuessConfig {
+    pub ipv6: bool,
+    /// 2 when a private network namespace could be made: pointers and inodes
+    /// must then differ between namespaces, which rules out global objects
+    /// and the low-entropy inode of the initial namespace.
+    pub namespaces: usize,
+}
+
+/// Fields of `struct sock` solved from the first stage.
+#[derive(Clone, Copy, Debug)]
+struct SockFields {
+    daddr: u32,
+    saddr: u32,
+    dport: u32,
+    family: u32,
+    daddr_v6: Option<u32>,
+    saddr_v6: Option<u32>,
+    sport: u32,
+}
+
+#[derive(Debug)]
+enum Stage {
+    Sockets,
+    Netns {
+        fields: SockFields,
+        candidates: Vec<u32>,
+        index: usize,
+        seen: Vec<Observation>,
+    },
+    Done(Result<Guessed, GuessError>),
+}
+
+/// The guessing state machine. Call [`Guesser::next`] for the next
+/// connection to make, feed its observation back, until it reports done.
+#[derive(Debug)]
+pub struct Guesser {
+    config: GuessConfig,
+    plan: Vec<Request>,
+    sockets: Vec<Observation>,
+    stage: Stage,
+    connections: usize,
+}
+
+pub enum Next {
+    Connect(Request),
+    Done(Result<Guessed, GuessError>),
+}
+
+impl Guesser {
+    pub fn new(config: GuessConfig) -> Self {
+        let namespaces = config.namespaces.clamp(1, 2);
+        let mut plan = Vec::new();
+        for i in 0..CONFIRMATIONS.max(namespaces) {
+            plan.push(Request { v6: false, ns: i % namespaces, deref_net: None });
+            if config.ipv6 {
+                plan.push(Request { v6: true, ns: i % namespaces, deref_net: None });
+            }
+        }
+        Guesser {
+            config: GuessConfig { namespaces, ..config },
+            plan,
+            sockets: Vec::new(),
+            stage: Stage::Sockets,
+            connections: 0,
+        }
+    }
+
+    /// Guessing connections fed so far.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    pub fn next(&self) -> Next {
+        match &self.stage {
+            Stage::Sockets => Next::Connect(self.plan[self.sockets.len()]),
+            Stage::Netns { candidates, index, seen, .. } => Next::Connect(Request {
+                v6: false,
+                ns: seen.len() % self.config.namespaces,
+                deref_net: Some(candidates[*index]),
+            }),
+            Stage::Done(result) => Next::Done(result.clone()),
+        }
+    }
+
+    pub fn feed(&mut self, obs: Observation) {
+        self.connections += 1;
+        let stage = std::mem::replace(&mut self.stage, Stage::Sockets);
+        self.stage = match stage {
+            Stage::Sockets => {
+                self.sockets.push(obs);
+                if self.sockets.len() < self.plan.len() {
+                    Stage::Sockets
+                } else {
+                    self.solve_sockets()
+                }
+            }
+            Stage::Netns { fields, candidates, index, mut seen } => {
+                seen.push(obs);
+                self.solve_netns(fields, candidates, index, seen)
+            }
+            done @ Stage::Done(_) => done,
+        };
+    }
+
+    fn solve_sockets(&self) -> Stage {
+        match solve_sock_fields(&self.sockets, self.config.ipv6) {
+            Err(e) => Stage::Done(Err(e)),
+            Ok(fields) => {
+                let candidates = netns_candidates(&self.sockets, fields.family + 2);
+                if candidates.is_empty() {
+                    return Stage::Done(Err(GuessError::NotFound(Field::Netns)));
+                }
+                Stage::Netns { fields, candidates, index: 0, seen: Vec::new() }
+            }
+        }
+    }
+
+    fn solve_netns(
+        &self,
+        fields: SockFields,
+        candidates: Vec<u32>,
+        index: usize,
+        seen: Vec<Observation>,
+    ) -> Stage {
+        let needed = CONFIRMATIONS.max(self.config.namespaces);
+        match inode_offset(&seen) {
+            // Still consistent: confirm with another connection.
+            Some(_) if seen.len() < needed => Stage::Netns { fields, candidates, index, seen },
+            Some(ino) => Stage::Done(Ok(Guessed {
+                saddr: fields.saddr,
+                daddr: fields.daddr,
+                sport: fields.sport,
+                dport: fields.dport,
+                family: fields.family,
+                netns: candidates[index],
+                netns_ino: ino,
+                saddr_v6: fields.saddr_v6,
+                daddr_v6: fields.daddr_v6,
+            })),
+            None if index + 1 < candidates.len() => {
+                Stage::Netns { fields, candidates, index: index + 1, seen: Vec::new() }
+            }
+            None => Stage::Done(Err(GuessError::NotFound(Field::NetnsIno))),
+        }
+    }
+}
+
+/// Offsets from `start` (rounded up to `align`) to the end of the window.
+fn aligned_from(start: u32, align: u32, len: usize, size: usize) -> impl Iterator<Item = u32> {
+    let first = start.div_ceil(align) * align;
+    let last = len.saturating_sub(size) as u32;
+    (first..=last).step_by(align as usize)
+}
+
+fn bytes(window: &[u8], off: u32, n: usize) -> Option<&[u8]> {
+    window.get(off as usize..off as usize + n)
+}
+
+/// Lowest aligned offset ≥ `start` at which `expect(obs)` is found in every
+/// observation that has a value for it.
+fn find<F>(obs: &[Observation], field: Field, start: u32, align: u32, expect: F) -> Result<u32, GuessError>
+where
+    F: Fn(&Observation) -> Option<Vec<u8>>,
+{
+    let wanted: Vec<(&Observation, Vec<u8>)> =
+        obs.iter().filter_map(|o| expect(o).map(|v| (o, v))).collect();
+    let size = wanted.first().map_or(0, |(_, v)| v.len());
+    if wanted.len() < CONFIRMATIONS || size == 0 {
+        return Err(GuessError::NotFound(field));
+    }
+    let len = wanted.iter().map(|(o, _)| o.sk.len()).min().unwrap_or(0);
+    aligned_from(start, align, len, size)
+        .find(|&off| wanted.iter().all(|(o, v)| bytes(&o.sk, off, size) == Some(v.as_slice())))
+        .ok_or(GuessError::NotFound(field))
+}
+
+fn solve_sock_fields(obs: &[Observation], ipv6: bool) -> Result<SockFields, GuessError> {
+    let e = |o: &Observation| o.expected.clone();
+    let daddr = find(obs, Field::Daddr, 0, 4, |o| Some(e(o).daddr.to_vec()))?;
+    let saddr = find(obs, Field::Saddr, daddr + 4, 4, |o| Some(e(o).saddr.to_vec()))?;
+    let dport = find(obs, Field::Dport, saddr + 4, 2, |o| Some(e(o).dport.to_be_bytes().to_vec()))?;
+    let family =
+        find(obs, Field::Family, dport + 2, 2, |o| Some(e(o).family.to_ne_bytes().to_vec()))?;
+    // The namespace pointer (solved later) lies between family and the
+    // IPv6 addresses: leave room for it.
+    let after_net = family + 2 + 8;
+    let (daddr_v6, saddr_v6, sport_from) = if ipv6 {
+        let d = find(obs, Field::DaddrV6, after_net, 4, |o| e(o).daddr_v6.map(|a| a.to_vec()))?;
+        let s = find(obs, Field::SaddrV6, d + 16, 4, |o| e(o).saddr_v6.map(|a| a.to_vec()))?;
+        (Some(d), Some(s), s + 16)
+    } else {
+        (None, None, after_net)
+    };
+    let sport =
+        find(obs, Field::Sport, sport_from, 2, |o| Some(e(o).sport.to_be_bytes().to_vec()))?;
+    Ok(SockFields { daddr, saddr, dport, family, daddr_v6, saddr_v6, sport })
+}
+
+fn is_kernel_pointer(v: u64) -> bool {
+    v >= 0xffff_8000_0000_0000 && v != u64::MAX
+}
+
+/// 8-aligned offsets after `start` that hold the same kernel pointer in
+/// every connection of a namespace and, given two namespaces, different
+/// pointers in each.
+fn netns_candidates(obs: &[Observation], start: u32) -> Vec<u32> {
+    let len = obs.iter().map(|o| o.sk.len()).min().unwrap_or(0);
+    let ptr_at = |o: &Observation, off: u32| {
+        bytes(&o.sk, off, 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap()))
+    };
+    aligned_from(start, 8, len, 8)
+        .filter(|&off| {
+            let mut per_ns: [Option<u64>; 2] = [None, None];
+            for o in obs {
+                let Some(p) = ptr_at(o, off).filter(|&p| is_kernel_pointer(p)) else {
+                    return false;
+                };
+                match per_ns[o.ns.min(1)] {
+                    Some(prev) if prev != p => return false,
+                    _ => per_ns[o.ns.min(1)] = Some(p),
+                }
+            }
+            match per_ns {
+                [Some(a), Some(b)] => a != b,
+                [Some(_), None] => true,
+                _ => false,
+            }
+        })
+        .take(MAX_NETNS_CANDIDATES)
+        .collect()
+}
+
+/// Lowest 4-aligned offset in the `struct net` windows holding each
+/// connection's namespace inode.
+fn inode_offset(seen: &[Observation]) -> Option<u32> {
+    let len = seen.iter().map(|o| o.net.as_ref().map_or(0, Vec::len)).min()?;
+    aligned_from(0, 4, len, 4).find(|&off| {
+        seen.iter().all(|o| {
+            o.net.as_deref().and_then(|n| bytes(n, off, 4))
+                == Some(o.expected.netns_ino.to_ne_bytes().as_slice())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;

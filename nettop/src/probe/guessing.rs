@@ -1,0 +1,256 @@
+//! The guessing driver: makes the loopback connections the state machine in
+//! `guess` asks for, arms the probe through the status map, and feeds back
+//! what the probe copied.
+//!
+//! Connections run on worker threads named with a random, unique comm: the
+//! probe matches that name, not a pid, so guessing also works inside a
+//! container with its own pid namespace, and renaming a worker thread leaves
+//! the process's own name alone. A second worker moves to a private network
+//! namespace when it can, so namespace pointers and inodes are confirmed
+//! across two namespaces.
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::fs::MetadataExt;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::maps::{Array, MapData};
+use nettop_shared::{GUESS_ARMED, GUESS_CHECKED, GUESS_IDLE, GuessStatus};
+use socket2::{Domain, Socket, Type};
+
+use super::guess::{Expected, GuessConfig, Guessed, Guesser, Next, Observation};
+
+/// Tries per connection before concluding the hook does not fire.
+const TRIES: usize = 3;
+
+#[derive(Clone, Debug)]
+pub struct GuessRun {
+    pub offsets: Guessed,
+    pub connections: usize,
+    pub namespaces: usize,
+    pub elapsed_ms: f64,
+}
+
+/// Whether IPv6 fields can be guessed, and if not, why.
+pub fn ipv6_status() -> Result<(), String> {
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Err(_) => Err("IPv6 is disabled on this host (ipv6.disable=1 or no IPv6 support)".into()),
+        Ok(v) if v.trim() != "0" => {
+            Err("IPv6 is disabled on this host (net.ipv6.conf.all.disable_ipv6=1)".into())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<GuessRun> {
+    let started = Instant::now();
+    let comm = unique_comm();
+    let host = Worker::spawn(comm, false)?;
+    let private = Worker::spawn(comm, true).ok();
+    let workers: Vec<&Worker> = std::iter::once(&host).chain(private.as_ref()).collect();
+    let mut guesser = Guesser::new(GuessConfig { ipv6, namespaces: workers.len() });
+
+    let result = loop {
+        let req = match guesser.next() {
+            Next::Connect(req) => req,
+            Next::Done(r) => break r.map_err(anyhow::Error::from),
+        };
+        let mut observed = None;
+        for _ in 0..TRIES {
+            let mut st = GuessStatus::zeroed();
+            st.state = GUESS_ARMED;
+            st.comm = comm;
+            if let Some(off) = req.deref_net {
+                st.deref_net = 1;
+                st.net_ptr_offset = off;
+            }
+            status.set(0, st, 0).context("arm the guess status map")?;
+            let expected = workers[req.ns].connect(req.v6)?;
+            let st = status.get(&0, 0).context("read the guess status map")?;
+            if st.state == GUESS_CHECKED {
+                observed = Some(Observation {
+                    expected,
+                    ns: req.ns,
+                    sk: st.sk_data.to_vec(),
+                    net: req.deref_net.map(|_| st.net_data.to_vec()),
+                });
+                break;
+            }
+        }
+        let Some(obs) = observed else {
+            break Err(anyhow!(
+                "the probe's connect hook never fired for a guessing connection ({TRIES} tries)"
+            ));
+        };
+        guesser.feed(obs);
+    };
+    let mut idle = GuessStatus::zeroed();
+    idle.state = GUESS_IDLE;
+    status.set(0, idle, 0).context("disarm the guess status map")?;
+    Ok(GuessRun {
+        offsets: result?,
+        connections: guesser.connections(),
+        namespaces: workers.len(),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// "ntg-" and 11 random letters: nothing else on the host is called that.
+fn unique_comm() -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    comm[..4].copy_from_slice(b"ntg-");
+    for b in &mut comm[4..15] {
+        *b = fastrand::alphabetic() as u8;
+    }
+    comm
+}
+
+type Job = (bool, mpsc::Sender<Result<Expected>>);
+
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    fn spawn(comm: [u8; 16], private_netns: bool) -> Result<Worker> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("nettop-guess".into())
+            .spawn(move || {
+                let setup = setup_thread(&comm, private_netns);
+                let ok = setup.is_ok();
+                let _ = ready_tx.send(setup);
+                if !ok {
+                    return;
+                }
+                for (v6, reply) in rx {
+                    let _ = reply.send(connect_once(v6));
+                }
+            })
+            .context("spawn guessing thread")?;
+        ready_rx.recv().context("guessing thread died")??;
+        Ok(Worker { jobs })
+    }
+
+    fn connect(&self, v6: bool) -> Result<Expected> {
+        let (tx, rx) = mpsc::channel();
+        self.jobs.send((v6, tx)).map_err(|_| anyhow!("guessing thread died"))?;
+        rx.recv().map_err(|_| anyhow!("guessing thread died"))?
+    }
+}
+
+fn setup_thread(comm: &[u8; 16], private_netns: bool) -> Result<()> {
+    // SAFETY: prctl(PR_SET_NAME) with a NUL-terminated 16-byte buffer.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) } != 0 {
+        bail!("name the guessing thread: {}", std::io::Error::last_os_error());
+    }
+    if private_netns {
+        // SAFETY: unshare affects only this thread, which does nothing else.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        }
+        loopback_up()?;
+    }
+    Ok(())
+}
+
+/// A new network namespace's `lo` starts down.
+fn loopback_up() -> Result<()> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, None).context("socket for SIOCSIFFLAGS")?;
+    // SAFETY: ifreq is plain data; the ioctls read and write it in place.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[..2].copy_from_slice(&[b'l' as libc::c_char, b'o' as libc::c_char]);
+        use std::os::fd::AsRawFd;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            bail!("SIOCGIFFLAGS lo: {}", std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            bail!("SIOCSIFFLAGS lo: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// 127.x.y.z, never 127.0.0.1 (an unbound socket's default, and a value that
+/// matched unrelated fields on some kernels), never a .0 or .255 host part.
+fn random_loopback() -> Ipv4Addr {
+    Ipv4Addr::new(127, fastrand::u8(1..=254), fastrand::u8(..), fastrand::u8(1..=254))
+}
+
+/// Ports whose two bytes differ, so network and host byte order never agree.
+fn random_port() -> u16 {
+    loop {
+        let p = fastrand::u16(20000..60000);
+        if p >> 8 != p & 0xff {
+            return p;
+        }
+    }
+}
+
+fn mapped(a: Ipv4Addr) -> Ipv6Addr {
+    a.to_ipv6_mapped()
+}
+
+fn bound_socket(domain: Domain, addr: impl Fn(u16) -> SocketAddr) -> Result<(Socket, u16)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let port = random_port();
+        let s = Socket::new(domain, Type::STREAM, None).context("guessing socket")?;
+        if domain == Domain::IPV6 {
+            s.set_only_v6(false).context("IPV6_V6ONLY")?;
+        }
+        match s.bind(&addr(port).into()) {
+            Ok(()) => return Ok((s, port)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow!("bind a guessing socket: {}", last.expect("tried at least once")))
+}
+
+/// One guessing connection: a listener on one random loopback address, a
+/// client bound to another, connect, then reset both (SO_LINGER 0), so that
+/// nothing lingers in TIME_WAIT.
+fn connect_once(v6: bool) -> Result<Expected> {
+    let saddr = random_loopback();
+    let daddr = loop {
+        let d = random_loopback();
+        if d != saddr {
+            break d;
+        }
+    };
+    let (listener, dport) =
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(daddr, p)))?;
+    listener.listen(4).context("listen")?;
+    let (client, sport) = if v6 {
+        bound_socket(Domain::IPV6, |p| SocketAddr::V6(SocketAddrV6::new(mapped(saddr), p, 0, 0)))?
+    } else {
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(saddr, p)))?
+    };
+    client.set_linger(Some(std::time::Duration::ZERO)).context("SO_LINGER")?;
+    let peer = if v6 {
+        SocketAddr::V6(SocketAddrV6::new(mapped(daddr), dport, 0, 0))
+    } else {
+        SocketAddr::V4(SocketAddrV4::new(daddr, dport))
+    };
+    client.connect(&peer.into()).with_context(|| format!("guessing connect to {peer}"))?;
+    if let Ok((conn, _)) = listener.accept() {
+        let _ = conn.set_linger(Some(std::time::Duration::ZERO));
+    }
+    let netns_ino = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("stat /proc/thread-self/ns/net")?
+        .ino() as u32;
+    Ok(Expected {
+        saddr: saddr.octets(),
+        daddr: daddr.octets(),
+        saddr_v6: v6.then(|| mapped(saddr).octets()),
+        daddr_v6: v6.then(|| mapped(daddr).octets()),
+        sport,
+        dport,
+        family: if v6 { libc::AF_INET6 as u16 } else { libc::AF_INET as u16 },
+        netns_ino,
+    })
+}

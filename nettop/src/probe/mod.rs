@@ -1,0 +1,266 @@
+//! Everything that touches BPF: loading the embedded object, choosing and
+//! attaching a backend, guessing offsets and checking them against BTF.
+//! Only this module knows which backend is attached.
+pub mod backend;
+pub mod btf;
+pub mod guess;
+pub mod guessing;
+pub mod kprobe_events;
+pub mod privileges;
+pub mod tracefs;
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::{Ebpf, EbpfLoader};
+use nettop_shared::{COUNTER_MAX, GuessStatus, Offsets, SockInfo, SockKey};
+
+pub use backend::{Backend, BackendChoice};
+use btf::BtfOffsets;
+use guess::{Field, Guessed};
+use kprobe_events::KprobeEvents;
+
+/// The probe object, built by probes/build.sh and committed.
+static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../assets/nettop.bpf.o");
+
+/// Where the offsets come from (`--offsets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetsMode {
+    /// Guess, and cross-check against BTF where the kernel has it.
+    Auto,
+    /// Guess only; never read BTF.
+    Guess,
+    /// Read BTF only.
+    Btf,
+}
+
+#[derive(Clone, Debug)]
+pub struct StartConfig {
+    pub backend: BackendChoice,
+    pub offsets: OffsetsMode,
+    /// Read BTF from this file instead of /sys/kernel/btf/vmlinux.
+    pub btf_path: Option<PathBuf>,
+}
+
+/// A backend that was tried and why it was not used.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attempt {
+    pub backend: Backend,
+    pub error: String,
+}
+
+/// Loaded and attached probe. Dropping it detaches every program.
+pub struct Probe {
+    // Field order is drop order: perf events go before the programs.
+    kprobes: Option<KprobeEvents>,
+    ebpf: Ebpf,
+    backend: Backend,
+    pub attempts: Vec<Attempt>,
+    /// Hooks of the chosen backend that could not attach, with the reason
+    /// (IPv6 functions on kernels without IPv6).
+    pub missing_hooks: Vec<String>,
+    pub guess: Option<guessing::GuessRun>,
+    pub ipv6: Result<(), String>,
+    offsets: Offsets,
+    btf_job: Option<JoinHandle<Result<BtfOffsets>>>,
+    btf_path: PathBuf,
+    mode: OffsetsMode,
+}
+
+/// The outcome of the BTF cross-check.
+#[derive(Clone, Debug)]
+pub enum Verification {
+    /// Guessing was not cross-checked (`--offsets guess`).
+    NotRequested,
+    /// BTF could not be read: why.
+    Unavailable(String),
+    Checked(BtfOffsets),
+}
+
+impl Probe {
+    /// Attach a backend (in order kprobe, fentry, tracepoint for `auto`,
+    /// falling through on any failure) and resolve the offsets it reads.
+    pub fn start(config: &StartConfig) -> Result<Probe> {
+        privileges::check()?;
+        let tracefs = tracefs::root()?;
+        let btf_path = config.btf_path.clone().unwrap_or_else(|| btf::VMLINUX.into());
+        let btf_job = (config.offsets != OffsetsMode::Guess).then(|| {
+            let path = btf_path.clone();
+            std::thread::spawn(move || btf::read_offsets(&path))
+        });
+        let ipv6 = guessing::ipv6_status();
+        let mut attempts = Vec::new();
+        let mut btf_job = btf_job;
+        for backend in config.backend.order() {
+            let attempt = (|| -> Result<Probe> {
+                let mut ebpf = EbpfLoader::new().load(OBJECT).context("load the probe object")?;
+                let attached = backend::attach(backend, &mut ebpf, &tracefs)?;
+                let mut probe = Probe {
+                    kprobes: attached.kprobes,
+                    ebpf,
+                    backend,
+                    attempts: Vec::new(),
+                    missing_hooks: attached.missing,
+                    guess: None,
+                    ipv6: ipv6.clone(),
+                    offsets: Offsets::default(),
+                    btf_job: None,
+                    btf_path: btf_path.clone(),
+                    mode: config.offsets,
+                };
+                if config.offsets != OffsetsMode::Btf {
+                    let mut status: Array<_, GuessStatus> =
+                        Array::try_from(probe.ebpf.map_mut("guess_status").context("map guess_status")?)?;
+                    let run = guessing::run(&mut status, probe.ipv6.is_ok())
+                        .with_context(|| format!("guessing offsets on the {backend} backend"))?;
+                    probe.offsets = to_offsets(&run.offsets);
+                    probe.guess = Some(run);
+                    probe.write_offsets()?;
+                }
+                Ok(probe)
+            })();
+            match attempt {
+                Ok(mut probe) => {
+                    probe.attempts = attempts;
+                    probe.btf_job = btf_job.take();
+                    if config.offsets == OffsetsMode::Btf {
+                        match probe.verify() {
+                            Verification::Checked(_) => {}
+                            Verification::Unavailable(why) => {
+                                return Err(anyhow!("--offsets btf: {why}"));
+                            }
+                            Verification::NotRequested => unreachable!("btf mode always reads BTF"),
+                        }
+                    }
+                    return Ok(probe);
+                }
+                Err(e) => attempts.push(Attempt { backend, error: format!("{e:#}") }),
+            }
+        }
+        let tried: Vec<String> =
+            attempts.iter().map(|a| format!("{}: {}", a.backend, a.error)).collect();
+        Err(anyhow!("no backend could start ({})", tried.join("; ")))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        self.offsets
+    }
+
+    /// Wait for the BTF cross-check. With `--offsets auto`, a field on which
+    /// BTF disagrees with the guess is switched to BTF's value (the caller
+    /// warns with the field's name); with `--offsets btf`, BTF is all there is.
+    pub fn verify(&mut self) -> Verification {
+        let Some(job) = self.btf_job.take() else {
+            return Verification::NotRequested;
+        };
+        let btf = match job.join() {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Verification::Unavailable(format!(
+                    "could not verify offsets against BTF: {e:#}"
+                ));
+            }
+            Err(_) => return Verification::Unavailable("the BTF reader panicked".into()),
+        };
+        let guessed = self.guess.as_ref().map(|g| g.offsets);
+        let mut fixed = self.offsets;
+        for (field, off) in &btf.0 {
+            let Some(off) = *off else { continue };
+            let replace = match guessed {
+                // Fields that could not be guessed (IPv6 off) stay unused.
+                Some(g) => g.get(*field).is_some_and(|g| g != off),
+                None => true,
+            };
+            if replace {
+                set_field(&mut fixed, *field, off);
+            }
+        }
+        if self.mode == OffsetsMode::Btf {
+            fixed.ipv6 = u32::from(btf.get(Field::SaddrV6).is_some() && self.ipv6.is_ok());
+        }
+        if fixed != self.offsets {
+            self.offsets = fixed;
+            if let Err(e) = self.write_offsets() {
+                return Verification::Unavailable(format!("could not apply BTF offsets: {e:#}"));
+            }
+        }
+        Verification::Checked(btf)
+    }
+
+    pub fn btf_path(&self) -> &std::path::Path {
+        &self.btf_path
+    }
+
+    fn write_offsets(&mut self) -> Result<()> {
+        let mut map: Array<_, Offsets> =
+            Array::try_from(self.ebpf.map_mut("offsets").context("map offsets")?)?;
+        let mut o = self.offsets;
+        o.ready = 1;
+        map.set(0, o, 0).context("write the offsets map")?;
+        self.offsets = o;
+        Ok(())
+    }
+
+    /// The kernel's count of missed kprobe/kretprobe hits (kprobe backend).
+    pub fn kprobe_missed(&self) -> Option<u64> {
+        self.kprobes.as_ref().map(KprobeEvents::missed)
+    }
+
+    /// Every socket the probe has a record of.
+    pub fn sockets(&self) -> Result<Vec<(u64, SockInfo)>> {
+        let map: HashMap<&MapData, SockKey, SockInfo> =
+            HashMap::try_from(self.ebpf.map("socks").context("map socks")?)?;
+        map.iter()
+            .map(|r| r.map(|(k, v)| (k.sk, v)).map_err(Into::into))
+            .collect()
+    }
+
+    /// The probe's counters, summed over CPUs, indexed by `nettop_shared::Counter`.
+    pub fn counters(&self) -> Result<[u64; COUNTER_MAX as usize]> {
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("counters").context("map counters")?)?;
+        let mut out = [0u64; COUNTER_MAX as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = map.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn to_offsets(g: &Guessed) -> Offsets {
+    Offsets {
+        ready: 0,
+        ipv6: u32::from(g.saddr_v6.is_some() && g.daddr_v6.is_some()),
+        saddr: g.saddr,
+        daddr: g.daddr,
+        sport: g.sport,
+        dport: g.dport,
+        family: g.family,
+        netns: g.netns,
+        netns_ino: g.netns_ino,
+        saddr_v6: g.saddr_v6.unwrap_or(0),
+        daddr_v6: g.daddr_v6.unwrap_or(0),
+        _pad: 0,
+    }
+}
+
+fn set_field(o: &mut Offsets, field: Field, v: u32) {
+    match field {
+        Field::Saddr => o.saddr = v,
+        Field::Daddr => o.daddr = v,
+        Field::Sport => o.sport = v,
+        Field::Dport => o.dport = v,
+        Field::Family => o.family = v,
+        Field::Netns => o.netns = v,
+        Field::NetnsIno => o.netns_ino = v,
+        Field::SaddrV6 => o.saddr_v6 = v,
+        Field::DaddrV6 => o.daddr_v6 = v,
+    }
+}
