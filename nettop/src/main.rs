@@ -10,7 +10,11 @@ use nettop::probe::{BackendChoice, OffsetsMode, StartConfig};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "nettop", version, about = "Every TCP and UDP connection on this host, per process, traced with eBPF")]
+#[command(
+    name = "nettop",
+    version,
+    about = "Every TCP and UDP connection on this host, per process, traced with eBPF"
+)]
 struct Args {
     /// Attach backend: kprobe where it attaches, else fentry, else tracepoint.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
@@ -54,7 +58,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let config = StartConfig { backend: args.backend, offsets: args.offsets, btf_path: args.btf };
+    let config = StartConfig {
+        backend: args.backend,
+        offsets: args.offsets,
+        btf_path: args.btf,
+    };
     let result = match args.command {
         Some(Command::Offsets { json }) => cli::offsets::run(&config, json),
         Some(Command::Sockets { duration, json }) => cli::sockets::run(&config, duration, json),
@@ -66,7 +74,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nettop: {}", cli::escape(&format!("{e:#}")));
-            let privileges = e.chain().any(|c| c.downcast_ref::<PrivilegeError>().is_some());
+            let privileges = e
+                .chain()
+                .any(|c| c.downcast_ref::<PrivilegeError>().is_some());
             ExitCode::from(if privileges { EXIT_PRIVILEGES as u8 } else { 1 })
         }
     }

@@ -27,7 +27,10 @@ impl Readable for Bytes<'_> {
                 buffer.copy_from_slice(src);
                 Ok(())
             }
-            None => Err(btfparse::Error::new(btfparse::ErrorKind::EOF, "read past end")),
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::EOF,
+                "read past end",
+            )),
         }
     }
 }
@@ -41,7 +44,11 @@ fn check(ti: &TypeInformation, c_name: &str, size: usize, fields: &[(&str, usize
         let (_, off) = ti
             .offset_of(id, field)
             .unwrap_or_else(|e| panic!("{c_name}.{field}: {e:?}"));
-        assert_eq!(off, Offset::ByteOffset(*rust_off as u32), "{c_name}.{field}");
+        assert_eq!(
+            off,
+            Offset::ByteOffset(*rust_off as u32),
+            "{c_name}.{field}"
+        );
     }
 }
 
@@ -65,7 +72,12 @@ fn shared_types_match_probe_btf() {
         fields!(Offsets: ready, ipv6, saddr, daddr, sport, dport, family, netns, netns_ino,
                 saddr_v6, daddr_v6),
     );
-    check(&ti, "nettop_sock_key", size_of::<SockKey>(), fields!(SockKey: sk));
+    check(
+        &ti,
+        "nettop_sock_key",
+        size_of::<SockKey>(),
+        fields!(SockKey: sk),
+    );
     check(
         &ti,
         "nettop_sock_info",

@@ -20,14 +20,18 @@ pub fn escape(s: &str) -> String {
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn escapes_terminal_control() {
-        assert_eq!(super::escape("a\x1b[2Jb\n\u{9b}c\\"), "a\\u{1b}[2Jb\\n\\u{9b}c\\\\");
+        assert_eq!(
+            super::escape("a\x1b[2Jb\n\u{9b}c\\"),
+            "a\\u{1b}[2Jb\\n\\u{9b}c\\\\"
+        );
         assert_eq!(super::escape("curl ünïcode"), "curl ünïcode");
     }
 }

@@ -78,13 +78,19 @@ pub fn run(config: &StartConfig, duration: f64, json: bool) -> Result<ExitCode> 
     let probe = Probe::start(config)?;
     if json {
         // Tests start traffic once this line is out: the probe is live.
-        println!("{}", serde_json::json!({"event": "ready", "backend": probe.backend()}));
+        println!(
+            "{}",
+            serde_json::json!({"event": "ready", "backend": probe.backend()})
+        );
     } else {
-        eprintln!("nettop: tracing on the {} backend for {duration} s", probe.backend());
+        eprintln!(
+            "nettop: tracing on the {} backend for {duration} s",
+            probe.backend()
+        );
     }
     std::thread::sleep(Duration::from_secs_f64(duration.max(0.0)));
     let mut rows: Vec<Row> = probe.sockets()?.iter().map(|(sk, s)| row(*sk, s)).collect();
-    rows.sort_by(|a, b| (a.pid, a.lport, a.rport).cmp(&(b.pid, b.lport, b.rport)));
+    rows.sort_by_key(|r| (r.pid, r.lport, r.rport));
     let counters = probe.counters()?;
     if json {
         println!(
@@ -95,8 +101,17 @@ pub fn run(config: &StartConfig, duration: f64, json: bool) -> Result<ExitCode> 
         for r in &rows {
             println!(
                 "{:<4} {:>7} {:<16} {}:{} -> {}:{} {:<8} sent {} recv {}{}",
-                r.proto, r.pid, r.comm, r.laddr, r.lport, r.raddr, r.rport, r.direction, r.bytes_sent,
-                r.bytes_recv, if r.closed { " closed" } else { "" }
+                r.proto,
+                r.pid,
+                r.comm,
+                r.laddr,
+                r.lport,
+                r.raddr,
+                r.rport,
+                r.direction,
+                r.bytes_sent,
+                r.bytes_recv,
+                if r.closed { " closed" } else { "" }
             );
         }
     }

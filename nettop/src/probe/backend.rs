@@ -4,9 +4,9 @@ use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
+use aya::Btf;
 use aya::Ebpf;
 use aya::programs::{FEntry, FExit, KProbe, TracePoint};
-use aya::Btf;
 
 use super::kprobe_events::KprobeEvents;
 use super::tracefs::{self, Expect};
@@ -59,8 +59,18 @@ struct Hook {
     required: bool,
 }
 
-const fn hook(progs: &'static [&'static str], function: &'static str, ret: bool, required: bool) -> Hook {
-    Hook { progs, function, ret, required }
+const fn hook(
+    progs: &'static [&'static str],
+    function: &'static str,
+    ret: bool,
+    required: bool,
+) -> Hook {
+    Hook {
+        progs,
+        function,
+        ret,
+        required,
+    }
 }
 
 const KPROBES: &[Hook] = &[
@@ -82,22 +92,52 @@ const KPROBES: &[Hook] = &[
     hook(&["kp_udpv6_recvmsg"], "udpv6_recvmsg", false, false),
     hook(&["krp_udpv6_recvmsg"], "udpv6_recvmsg", true, false),
     hook(&["kp_tcp_close"], "tcp_close", false, true),
-    hook(&["kp_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
+    hook(
+        &["kp_tcp_retransmit_skb"],
+        "tcp_retransmit_skb",
+        false,
+        true,
+    ),
 ];
 
 /// `ret` here means fexit rather than fentry.
 const FENTRIES: &[Hook] = &[
     hook(&["fx_tcp_v4_connect"], "tcp_v4_connect", true, true),
     hook(&["fx_tcp_v6_connect"], "tcp_v6_connect", true, false),
-    hook(&["fx_inet_csk_accept", "fx_inet_csk_accept_old"], "inet_csk_accept", true, true),
+    hook(
+        &["fx_inet_csk_accept", "fx_inet_csk_accept_old"],
+        "inet_csk_accept",
+        true,
+        true,
+    ),
     hook(&["fx_tcp_sendmsg"], "tcp_sendmsg", true, true),
-    hook(&["fx_tcp_recvmsg", "fx_tcp_recvmsg_old"], "tcp_recvmsg", true, true),
+    hook(
+        &["fx_tcp_recvmsg", "fx_tcp_recvmsg_old"],
+        "tcp_recvmsg",
+        true,
+        true,
+    ),
     hook(&["fx_udp_sendmsg"], "udp_sendmsg", true, true),
-    hook(&["fx_udp_recvmsg", "fx_udp_recvmsg_old"], "udp_recvmsg", true, true),
+    hook(
+        &["fx_udp_recvmsg", "fx_udp_recvmsg_old"],
+        "udp_recvmsg",
+        true,
+        true,
+    ),
     hook(&["fx_udpv6_sendmsg"], "udpv6_sendmsg", true, false),
-    hook(&["fx_udpv6_recvmsg", "fx_udpv6_recvmsg_old"], "udpv6_recvmsg", true, false),
+    hook(
+        &["fx_udpv6_recvmsg", "fx_udpv6_recvmsg_old"],
+        "udpv6_recvmsg",
+        true,
+        false,
+    ),
     hook(&["fe_tcp_close"], "tcp_close", false, true),
-    hook(&["fe_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
+    hook(
+        &["fe_tcp_retransmit_skb"],
+        "tcp_retransmit_skb",
+        false,
+        true,
+    ),
 ];
 
 /// Tracepoints, with the record offsets the probe reads (nettop.bpf.c).
@@ -107,7 +147,12 @@ const TRACEPOINTS: &[(&str, Expect)] = &[
         Expect {
             category: "sock",
             name: "inet_sock_set_state",
-            fields: &[("skaddr", 8), ("oldstate", 16), ("newstate", 20), ("protocol", 30)],
+            fields: &[
+                ("skaddr", 8),
+                ("oldstate", 16),
+                ("newstate", 20),
+                ("protocol", 30),
+            ],
         },
     ),
     (
@@ -115,7 +160,13 @@ const TRACEPOINTS: &[(&str, Expect)] = &[
         Expect {
             category: "sock",
             name: "sock_send_length",
-            fields: &[("sk", 8), ("family", 16), ("protocol", 18), ("ret", 20), ("flags", 24)],
+            fields: &[
+                ("sk", 8),
+                ("family", 16),
+                ("protocol", 18),
+                ("ret", 20),
+                ("flags", 24),
+            ],
         },
     ),
     (
@@ -123,12 +174,22 @@ const TRACEPOINTS: &[(&str, Expect)] = &[
         Expect {
             category: "sock",
             name: "sock_recv_length",
-            fields: &[("sk", 8), ("family", 16), ("protocol", 18), ("ret", 20), ("flags", 24)],
+            fields: &[
+                ("sk", 8),
+                ("family", 16),
+                ("protocol", 18),
+                ("ret", 20),
+                ("flags", 24),
+            ],
         },
     ),
     (
         "tp_tcp_retransmit_skb",
-        Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
+        Expect {
+            category: "tcp",
+            name: "tcp_retransmit_skb",
+            fields: &[("skaddr", 16)],
+        },
     ),
 ];
 
@@ -149,13 +210,19 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let p = ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the probe object"))?;
-    p.try_into().with_context(|| format!("program {name} has an unexpected type"))
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the probe object"))?;
+    p.try_into()
+        .with_context(|| format!("program {name} has an unexpected type"))
 }
 
 /// Attach each hook; a required one failing fails the backend, an optional
 /// one is reported in `missing`.
-fn each_hook(hooks: &[Hook], mut attach_one: impl FnMut(&str, &Hook) -> Result<()>) -> Result<Vec<String>> {
+fn each_hook(
+    hooks: &[Hook],
+    mut attach_one: impl FnMut(&str, &Hook) -> Result<()>,
+) -> Result<Vec<String>> {
     let mut missing = Vec::new();
     for h in hooks {
         let mut last = None;
@@ -184,25 +251,34 @@ fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         p.load().with_context(|| format!("load {prog}"))?;
         events.attach(prog, h.function, h.ret, p.fd()?)
     })?;
-    Ok(Attached { kprobes: Some(events), missing })
+    Ok(Attached {
+        kprobes: Some(events),
+        missing,
+    })
 }
 
 fn attach_fentries(ebpf: &mut Ebpf) -> Result<Attached> {
-    let btf = Btf::from_sys_fs()
-        .context("fentry/fexit need the kernel's BTF (/sys/kernel/btf/vmlinux is missing or unreadable)")?;
+    let btf = Btf::from_sys_fs().context(
+        "fentry/fexit need the kernel's BTF (/sys/kernel/btf/vmlinux is missing or unreadable)",
+    )?;
     let missing = each_hook(FENTRIES, |prog, h| {
         if h.ret {
             let p: &mut FExit = program(ebpf, prog)?;
-            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
+            p.load(h.function, &btf)
+                .with_context(|| format!("load {prog}"))?;
             p.attach().with_context(|| format!("attach {prog}"))?;
         } else {
             let p: &mut FEntry = program(ebpf, prog)?;
-            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
+            p.load(h.function, &btf)
+                .with_context(|| format!("load {prog}"))?;
             p.attach().with_context(|| format!("attach {prog}"))?;
         }
         Ok(())
     })?;
-    Ok(Attached { kprobes: None, missing })
+    Ok(Attached {
+        kprobes: None,
+        missing,
+    })
 }
 
 fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
@@ -213,5 +289,8 @@ fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         p.attach(expect.category, expect.name)
             .with_context(|| format!("attach {}:{}", expect.category, expect.name))?;
     }
-    Ok(Attached { kprobes: None, missing: Vec::new() })
+    Ok(Attached {
+        kprobes: None,
+        missing: Vec::new(),
+    })
 }

@@ -24,11 +24,18 @@ impl KprobeEvents {
     pub fn new(tracefs: &Path) -> Result<Self> {
         let control = tracefs.join("kprobe_events");
         if !control.exists() {
-            bail!("kprobes are not available: {} does not exist (kernel built without CONFIG_KPROBE_EVENTS)", control.display());
+            bail!(
+                "kprobes are not available: {} does not exist (kernel built without CONFIG_KPROBE_EVENTS)",
+                control.display()
+            );
         }
         let group = format!("nettop_{}", std::process::id());
         remove_stale_groups(tracefs);
-        Ok(KprobeEvents { tracefs: tracefs.to_owned(), group, events: Vec::new() })
+        Ok(KprobeEvents {
+            tracefs: tracefs.to_owned(),
+            group,
+            events: Vec::new(),
+        })
     }
 
     /// Create the event for `function` (a kretprobe when `ret`) and attach
@@ -39,9 +46,18 @@ impl KprobeEvents {
         } else {
             format!("p:{}/{name} {function}", self.group)
         };
-        write_control(&self.tracefs, &def)
-            .with_context(|| format!("cannot create {} on {function}", if ret { "kretprobe" } else { "kprobe" }))?;
-        let id_path = self.tracefs.join("events").join(&self.group).join(name).join("id");
+        write_control(&self.tracefs, &def).with_context(|| {
+            format!(
+                "cannot create {} on {function}",
+                if ret { "kretprobe" } else { "kprobe" }
+            )
+        })?;
+        let id_path = self
+            .tracefs
+            .join("events")
+            .join(&self.group)
+            .join(name)
+            .join("id");
         let id: u64 = fs::read_to_string(&id_path)
             .with_context(|| format!("read {}", id_path.display()))?
             .trim()
@@ -52,7 +68,10 @@ impl KprobeEvents {
             Err(e) => {
                 let _ = write_control(&self.tracefs, &format!("-:{}/{name}", self.group));
                 return Err(e).with_context(|| {
-                    format!("perf_event_open on {function} (kernel.perf_event_paranoid = {})", paranoid())
+                    format!(
+                        "perf_event_open on {function} (kernel.perf_event_paranoid = {})",
+                        paranoid()
+                    )
                 });
             }
         };
@@ -60,7 +79,12 @@ impl KprobeEvents {
         let fd = &self.events.last().expect("just pushed").1;
         // SAFETY: plain ioctls on a perf event fd we own, with an fd argument.
         unsafe {
-            if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_fd().as_raw_fd()) < 0 {
+            if libc::ioctl(
+                fd.as_raw_fd(),
+                PERF_EVENT_IOC_SET_BPF,
+                prog.as_fd().as_raw_fd(),
+            ) < 0
+            {
                 return Err(std::io::Error::last_os_error())
                     .with_context(|| format!("attach program to {function}"));
             }
@@ -94,10 +118,14 @@ impl KprobeEvents {
 
 impl Drop for KprobeEvents {
     fn drop(&mut self) {
-        let names: Vec<String> = self.events.drain(..).map(|(n, fd)| {
-            drop(fd);
-            n
-        }).collect();
+        let names: Vec<String> = self
+            .events
+            .drain(..)
+            .map(|(n, fd)| {
+                drop(fd);
+                n
+            })
+            .collect();
         for name in names {
             let _ = write_control(&self.tracefs, &format!("-:{}/{name}", self.group));
         }
@@ -105,19 +133,33 @@ impl Drop for KprobeEvents {
 }
 
 fn write_control(tracefs: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = OpenOptions::new().append(true).open(tracefs.join("kprobe_events"))?;
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(tracefs.join("kprobe_events"))?;
     f.write_all(format!("{line}\n").as_bytes())
 }
 
 /// Events left behind by a nettop that was killed before it could clean up.
 fn remove_stale_groups(tracefs: &Path) {
-    let Ok(list) = fs::read_to_string(tracefs.join("kprobe_events")) else { return };
+    let Ok(list) = fs::read_to_string(tracefs.join("kprobe_events")) else {
+        return;
+    };
     for line in list.lines() {
         // "r4096:nettop_1234/krp_tcp_v4_connect tcp_v4_connect"
-        let Some(event) = line.split_whitespace().next().and_then(|d| d.split_once(':')).map(|(_, e)| e) else {
+        let Some(event) = line
+            .split_whitespace()
+            .next()
+            .and_then(|d| d.split_once(':'))
+            .map(|(_, e)| e)
+        else {
             continue;
         };
-        let Some(pid) = event.strip_prefix("nettop_").and_then(|r| r.split('/').next()) else { continue };
+        let Some(pid) = event
+            .strip_prefix("nettop_")
+            .and_then(|r| r.split('/').next())
+        else {
+            continue;
+        };
         if Path::new("/proc").join(pid).exists() {
             continue;
         }
@@ -126,7 +168,8 @@ fn remove_stale_groups(tracefs: &Path) {
 }
 
 fn paranoid() -> String {
-    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").map_or_else(|_| "?".into(), |s| s.trim().to_owned())
+    fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_owned())
 }
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
@@ -165,7 +208,14 @@ fn perf_event_open_tracepoint(id: u64) -> std::io::Result<OwnedFd> {
     // SAFETY: perf_event_open with a valid attr; pid -1 / cpu 0 as for any
     // BPF-attached tracepoint (the program runs on every CPU).
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1,
+            0,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());

@@ -66,6 +66,7 @@ pub struct Probe {
     pub ipv6: Result<(), String>,
     offsets: Offsets,
     btf_job: Option<JoinHandle<Result<BtfOffsets>>>,
+    verification: Option<Verification>,
     btf_path: PathBuf,
     mode: OffsetsMode,
 }
@@ -86,7 +87,10 @@ impl Probe {
     pub fn start(config: &StartConfig) -> Result<Probe> {
         privileges::check()?;
         let tracefs = tracefs::root()?;
-        let btf_path = config.btf_path.clone().unwrap_or_else(|| btf::VMLINUX.into());
+        let btf_path = config
+            .btf_path
+            .clone()
+            .unwrap_or_else(|| btf::VMLINUX.into());
         let btf_job = (config.offsets != OffsetsMode::Guess).then(|| {
             let path = btf_path.clone();
             std::thread::spawn(move || btf::read_offsets(&path))
@@ -96,7 +100,9 @@ impl Probe {
         let mut btf_job = btf_job;
         for backend in config.backend.order() {
             let attempt = (|| -> Result<Probe> {
-                let mut ebpf = EbpfLoader::new().load(OBJECT).context("load the probe object")?;
+                let mut ebpf = EbpfLoader::new()
+                    .load(OBJECT)
+                    .context("load the probe object")?;
                 let attached = backend::attach(backend, &mut ebpf, &tracefs)?;
                 let mut probe = Probe {
                     kprobes: attached.kprobes,
@@ -108,12 +114,17 @@ impl Probe {
                     ipv6: ipv6.clone(),
                     offsets: Offsets::default(),
                     btf_job: None,
+                    verification: None,
                     btf_path: btf_path.clone(),
                     mode: config.offsets,
                 };
                 if config.offsets != OffsetsMode::Btf {
-                    let mut status: Array<_, GuessStatus> =
-                        Array::try_from(probe.ebpf.map_mut("guess_status").context("map guess_status")?)?;
+                    let mut status: Array<_, GuessStatus> = Array::try_from(
+                        probe
+                            .ebpf
+                            .map_mut("guess_status")
+                            .context("map guess_status")?,
+                    )?;
                     let run = guessing::run(&mut status, probe.ipv6.is_ok())
                         .with_context(|| format!("guessing offsets on the {backend} backend"))?;
                     probe.offsets = to_offsets(&run.offsets);
@@ -137,11 +148,16 @@ impl Probe {
                     }
                     return Ok(probe);
                 }
-                Err(e) => attempts.push(Attempt { backend, error: format!("{e:#}") }),
+                Err(e) => attempts.push(Attempt {
+                    backend,
+                    error: format!("{e:#}"),
+                }),
             }
         }
-        let tried: Vec<String> =
-            attempts.iter().map(|a| format!("{}: {}", a.backend, a.error)).collect();
+        let tried: Vec<String> = attempts
+            .iter()
+            .map(|a| format!("{}: {}", a.backend, a.error))
+            .collect();
         Err(anyhow!("no backend could start ({})", tried.join("; ")))
     }
 
@@ -157,6 +173,15 @@ impl Probe {
     /// BTF disagrees with the guess is switched to BTF's value (the caller
     /// warns with the field's name); with `--offsets btf`, BTF is all there is.
     pub fn verify(&mut self) -> Verification {
+        if let Some(done) = &self.verification {
+            return done.clone();
+        }
+        let v = self.verify_once();
+        self.verification = Some(v.clone());
+        v
+    }
+
+    fn verify_once(&mut self) -> Verification {
         let Some(job) = self.btf_job.take() else {
             return Verification::NotRequested;
         };
