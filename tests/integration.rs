@@ -13,7 +13,11 @@ use serde_json::Value;
 #[path = "support/btf_oracle.rs"]
 mod btf_oracle;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nettop");
+/// The binary under test: NETTOP_BIN inside the qemu VMs, where the build
+/// tree's path does not exist.
+fn bin() -> String {
+    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
+}
 
 /// One nettop at a time: tests look at what is attached system-wide.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -27,7 +31,7 @@ fn backend() -> String {
 }
 
 fn nettop(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.arg("--backend").arg(backend()).args(args);
     c
 }
@@ -260,7 +264,7 @@ fn one_line_error(out: &std::process::Output) -> String {
 
 #[test]
 fn bad_input_is_one_line_and_non_zero() {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--backend", "bogus", "offsets"])
         .output()
         .unwrap();
@@ -284,7 +288,7 @@ fn missing_privileges_say_what_is_needed() {
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            BIN,
+            &bin(),
             "offsets",
         ])
         .output()

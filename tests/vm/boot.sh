@@ -164,7 +164,15 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
-mount -t tmpfs tmpfs /tmp
+# Host libraries found under /tmp (rpath into a build dir) were put in the
+# initramfs's /tmp: carry them over onto the tmpfs instead of hiding them.
+if [ -n "$(ls -A /tmp)" ]; then
+    mv /tmp /.tmp-initramfs && mkdir /tmp
+    mount -t tmpfs tmpfs /tmp
+    cp -a /.tmp-initramfs/. /tmp/ && rm -rf /.tmp-initramfs
+else
+    mount -t tmpfs tmpfs /tmp
+fi
 [ -f /boot/config ] && mv /boot/config "/boot/config-$(uname -r)"
 hostname nettop-vm
 
