@@ -200,6 +200,13 @@ fn check_exact_bytes(listen: &str, family: u64) {
     assert_eq!(client["pid"], me, "{client}");
     assert_eq!(client["family"], family, "{client}");
     assert_eq!(client["netns"], netns, "{client}");
+    // Guessing's own connections are never traffic.
+    let guessing = out["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["comm"].as_str().is_some_and(|c| c.starts_with("ntg-")));
+    assert_eq!(guessing.count(), 0, "guessing connections recorded: {out}");
     let server = find(&out, sport, cport);
     assert_eq!(server["bytes_sent"], 32768, "{server}");
     assert_eq!(server["bytes_recv"], 512, "{server}");

@@ -55,7 +55,9 @@ while [ $# -gt 0 ]; do
         *) echo "boot.sh: unknown argument: $1" >&2; usage ;;
     esac
 done
-[ -n "$kernel" ] && [ -n "$payload" ] && [ -n "$run" ] && [ -n "$outdir" ] || usage
+if [ -z "$kernel" ] || [ -z "$payload" ] || [ -z "$run" ] || [ -z "$outdir" ]; then
+    usage
+fi
 [ -f "$kernel" ] || die "no such kernel: $kernel"
 [ -d "$payload" ] || die "no such payload directory: $payload"
 case $timeout_s in ''|*[!0-9]*) die "--timeout wants whole seconds: $timeout_s" ;; esac
@@ -76,6 +78,7 @@ touch "$outdir/$marker"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/nettop-vm.XXXXXX")
 qpid=""
+# shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
     [ -z "$qpid" ] || kill -TERM "$qpid" 2>/dev/null || true
     rm -rf "$tmp"
@@ -97,11 +100,11 @@ copy_libs() {
     if grep -q 'not found' <<<"$out"; then
         die "$1: shared libraries not found on the host: $(grep 'not found' <<<"$out" | tr -s ' \t' ' ')"
     fi
-    for lib in $(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' <<<"$out"); do
+    while read -r lib; do
         [ -e "$root$lib" ] && continue
         mkdir -p "$root${lib%/*}"
         cp -L "$lib" "$root$lib"
-    done
+    done < <(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' <<<"$out")
 }
 
 cp /bin/busybox "$root/bin/busybox"
@@ -216,12 +219,13 @@ t_initrd=$(date +%s.%N)
 # --- run ----------------------------------------------------------------------
 # Serial files live in $tmp: qemu's option syntax cannot take every path.
 # -nodefaults and -monitor none: no NIC, no VGA, nothing on stdio.
+read -r -a qemu_extra <<<"${VM_QEMU_ARGS:-}"
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
     -accel tcg -cpu max -smp "${VM_SMP:-2}" -m "$mem" \
     -nographic -nodefaults -monitor none -no-reboot \
     -serial "file:$tmp/console.log" -serial "file:$tmp/ttyS1" \
     -kernel "$qemu_kernel" -initrd "$tmp/initrd.gz" \
-    -append "console=ttyS0 quiet panic=-1 $append" ${VM_QEMU_ARGS:-} </dev/null &
+    -append "console=ttyS0 quiet panic=-1 $append" "${qemu_extra[@]}" </dev/null &
 qpid=$!
 qrc=0
 wait "$qpid" || qrc=$?
@@ -276,9 +280,11 @@ echo "$rc" >"$outdir/exit_code"
 
 if [ "$verbose" = 1 ]; then
     cat "$outdir/console.log" >&2
+    echo >&2        # the console's last line has no newline
 elif [ "$rc" -ne 0 ]; then
     echo "boot.sh: last console lines:" >&2
     tail -n 20 "$outdir/console.log" >&2
+    echo >&2
 fi
 awk -v a="$t_start" -v b="$t_initrd" -v c="$t_end" -v rc="$rc" 'BEGIN {
     printf "boot.sh: initramfs %.1f s, VM %.1f s, exit code %d\n", b - a, c - b, rc }' >&2

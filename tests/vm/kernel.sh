@@ -7,6 +7,8 @@
 # PKG is one of
 #   linux-image-6.1.0-56-amd64         a concrete package name
 #   linux-image-6.12.*+deb12-amd64     a glob: the newest matching package
+#                                      (* and ? do not match "-", so the
+#                                      plain flavour never picks -rt/-cloud)
 #   default-6.1 | default-6.12 | default-5.10
 #                                      the newest plain -amd64 of that series
 #
@@ -90,10 +92,11 @@ known() {
     case $out in *"Candidate: (none)"*|"") return 1 ;; *) return 0 ;; esac
 }
 
-# Turn a shell glob into an anchored regex for `apt-cache search`.
+# Turn a shell glob into an anchored regex for `apt-cache search`. * and ?
+# stop at "-": linux-image-6.1.0-*-amd64 must not match ...-56-rt-amd64.
 glob_to_regex() {
     # shellcheck disable=SC2016 # the $ in the sed bracket is a literal character
-    printf '^%s$\n' "$(printf '%s' "$1" | sed -e 's/[].+^$(){}|\\[]/\\&/g' -e 's/\*/[^-]*/g' -e 's/?/./g')"
+    printf '^%s$\n' "$(printf '%s' "$1" | sed -e 's/[].+^$(){}|\\[]/\\&/g' -e 's/\*/[^-]*/g' -e 's/?/[^-]/g')"
 }
 
 print_cached() {
@@ -130,12 +133,13 @@ extract_vmlinux() {
 
 # --- resolve WANT to a concrete package name and a source ------------------
 src=system
+glob=0
 case $want in
     default-6.1) re='^linux-image-6\.1\.0-[0-9]+-amd64$' ;;
     default-6.12) re='^linux-image-6\.12\.[0-9]+\+deb12-amd64$' ;;
     default-5.10) re='^linux-image-5\.10\.0-[0-9]+-amd64$'; src=bullseye ;;
     default-*) die "unknown series '$want' (known: default-6.1, default-6.12, default-5.10)" ;;
-    *'*'*|*'?'*) re=$(glob_to_regex "$want") ;;
+    *'*'*|*'?'*) re=$(glob_to_regex "$want"); glob=1 ;;
     linux-image-*) re="" ;;
     *) die "not a kernel image package name: '$want'" ;;
 esac
@@ -143,11 +147,13 @@ case $want in *5.10.0-*) src=bullseye ;; esac
 
 if [ -n "$re" ]; then
     pkg=$(search "$re" "$src")
-    if [ -z "$pkg" ] && [ "$src" = system ]; then
+    # A glob the system does not match may name a bullseye package; the
+    # default-6.x series are bookworm's only.
+    if [ -z "$pkg" ] && [ "$src" = system ] && [ "$glob" = 1 ]; then
         src=bullseye
         pkg=$(search "$re" bullseye)
     fi
-    [ -n "$pkg" ] || die "no package matches '$want' in the system's apt sources or in bullseye (try: apt-get update)"
+    [ -n "$pkg" ] || die "no package matches '$want' in the $src apt lists (run apt-get update first?)"
 else
     pkg=$want
 fi

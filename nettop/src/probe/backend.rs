@@ -51,7 +51,10 @@ impl BackendChoice {
 
 /// A hook: program name(s) in the object, kernel function, and whether the
 /// backend is useless without it. Several names are arity variants of one
-/// fexit program: the first the verifier accepts is kept.
+/// fexit program: the first the verifier accepts is kept. The variant that
+/// reads the return value at the higher index goes first: on a kernel with
+/// fewer arguments the verifier rejects it, while the other variant's index
+/// would be accepted on the older kernel too, pointing at an argument.
 struct Hook {
     progs: &'static [&'static str],
     function: &'static str,
@@ -105,28 +108,28 @@ const FENTRIES: &[Hook] = &[
     hook(&["fx_tcp_v4_connect"], "tcp_v4_connect", true, true),
     hook(&["fx_tcp_v6_connect"], "tcp_v6_connect", true, false),
     hook(
-        &["fx_inet_csk_accept", "fx_inet_csk_accept_old"],
+        &["fx_inet_csk_accept_old", "fx_inet_csk_accept"],
         "inet_csk_accept",
         true,
         true,
     ),
     hook(&["fx_tcp_sendmsg"], "tcp_sendmsg", true, true),
     hook(
-        &["fx_tcp_recvmsg", "fx_tcp_recvmsg_old"],
+        &["fx_tcp_recvmsg_old", "fx_tcp_recvmsg"],
         "tcp_recvmsg",
         true,
         true,
     ),
     hook(&["fx_udp_sendmsg"], "udp_sendmsg", true, true),
     hook(
-        &["fx_udp_recvmsg", "fx_udp_recvmsg_old"],
+        &["fx_udp_recvmsg_old", "fx_udp_recvmsg"],
         "udp_recvmsg",
         true,
         true,
     ),
     hook(&["fx_udpv6_sendmsg"], "udpv6_sendmsg", true, false),
     hook(
-        &["fx_udpv6_recvmsg", "fx_udpv6_recvmsg_old"],
+        &["fx_udpv6_recvmsg_old", "fx_udpv6_recvmsg"],
         "udpv6_recvmsg",
         true,
         false,

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Runs inside each VM (from /payload): for every backend this kernel should
+# support, record `nettop offsets --json` and run the integration tests with
+# that backend forced. One "RESULT <name> pass|fail" line per check in
+# /out/results; evidence in /out.
+cd /payload
+export NETTOP_BIN=/payload/nettop
+backends=${NETTOP_VM_BACKENDS:-kprobe fentry}
+tests=${NETTOP_VM_TESTS:-guessed_offsets auto_mode tcp_v4 tcp_v6 no_program}
+for b in $backends; do
+    if ./nettop --backend "$b" offsets --json --offsets guess >/out/offsets-"$b".json 2>/out/offsets-"$b".err; then
+        echo "RESULT offsets-$b pass" >>/out/results
+    else
+        echo "RESULT offsets-$b fail" >>/out/results
+    fi
+    # shellcheck disable=SC2086 # $tests is a list of test-name filters
+    if NETTOP_BACKEND=$b NETTOP_EXPECT_BACKEND=$b ./integration --test-threads=1 $tests \
+        >/out/tests-"$b".log 2>&1; then
+        echo "RESULT tests-$b pass" >>/out/results
+    else
+        echo "RESULT tests-$b fail" >>/out/results
+    fi
+    tail -3 /out/tests-"$b".log
+done
+cat /out/results
+grep -q "fail$" /out/results && exit 1
+exit 0
