@@ -289,17 +289,26 @@ fn bad_input_is_one_line_and_non_zero() {
 
 #[test]
 fn missing_privileges_say_what_is_needed() {
+    // A copy nobody can reach: the checkout may sit under a private home.
+    let dir = std::env::temp_dir().join(format!("nettop-priv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("nettop");
+    std::fs::copy(bin(), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            &bin(),
-            "offsets",
         ])
+        .arg(&copy)
+        .arg("offsets")
         .output()
         .expect("setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     let err = one_line_error(&out);
     assert!(
