@@ -3,7 +3,7 @@
 # support, record `nettop offsets --json` and run the integration tests with
 # that backend forced. One "RESULT <name> pass|fail" line per check in
 # /out/results; evidence in /out.
-cd /payload
+cd /payload || exit 1
 export NETTOP_BIN=/payload/nettop
 backends=${NETTOP_VM_BACKENDS:-kprobe fentry}
 tests=${NETTOP_VM_TESTS:-guessed_offsets auto_mode tcp_v4 tcp_v6 no_program}
