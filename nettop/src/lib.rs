@@ -2,3 +2,4 @@
 //! with eBPF through a prebuilt probe that adapts to the running kernel by
 //! guessing `struct sock` offsets at run time.
 pub mod probe;
+pub mod tracer;
