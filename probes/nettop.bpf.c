@@ -22,12 +22,41 @@ struct {
     __type(value, struct nettop_offsets);
 } offsets SEC(".maps");
 
+/* Sized by userspace at load time (--max-connections). Plain hashes, not
+ * LRU: a full table is counted, never silently evicted. */
 struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct nettop_conn_key);
+    __type(value, struct nettop_conn_stats);
+} conns SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
     __type(key, struct nettop_sock_key);
-    __type(value, struct nettop_sock_info);
+    __type(value, struct nettop_sock_state);
 } socks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct nettop_config);
+} config SEC(".maps");
+
+/* Events are built here rather than on the 512-byte BPF stack. */
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct nettop_event);
+} scratch SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -44,11 +73,17 @@ struct arg_key {
     __u32 _pad;
 };
 
+/* The socket and one more argument (connect's address, send/recv's msghdr). */
+struct args {
+    __u64 sk;
+    __u64 aux;
+};
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 16384);
     __type(key, struct arg_key);
-    __type(value, __u64);
+    __type(value, struct args);
 } args SEC(".maps");
 
 enum hook_id {
@@ -81,21 +116,23 @@ static __always_inline struct nettop_offsets *ready_offsets(void)
     return o;
 }
 
-static __always_inline void stash(__u32 hook, __u64 sk)
+static __always_inline void stash(__u32 hook, __u64 sk, __u64 aux)
 {
     struct arg_key key = {.pid_tgid = bpf_get_current_pid_tgid(), .hook = hook};
-    bpf_map_update_elem(&args, &key, &sk, BPF_ANY);
+    struct args a = {.sk = sk, .aux = aux};
+    bpf_map_update_elem(&args, &key, &a, BPF_ANY);
 }
 
-static __always_inline __u64 unstash(__u32 hook)
+static __always_inline struct args unstash(__u32 hook)
 {
     struct arg_key key = {.pid_tgid = bpf_get_current_pid_tgid(), .hook = hook};
-    __u64 *p = bpf_map_lookup_elem(&args, &key);
+    struct args out = {};
+    struct args *p = bpf_map_lookup_elem(&args, &key);
     if (!p)
-        return 0;
-    __u64 sk = *p;
+        return out;
+    out = *p;
     bpf_map_delete_elem(&args, &key);
-    return sk;
+    return out;
 }
 
 /* Guessing: when userspace has armed the status and the connecting thread
@@ -131,125 +168,328 @@ static __always_inline __u16 bswap16(__u16 v)
     return (v >> 8) | (v << 8);
 }
 
-/* The socket's addresses, ports and namespace, through the guessed offsets. */
-static __always_inline void read_tuple(struct nettop_offsets *o, __u64 sk,
-                                       struct nettop_sock_info *info)
+static __always_inline int is_v4_mapped(const __u8 *a)
+{
+    const __u32 *w = (const __u32 *)a;
+    return w[0] == 0 && w[1] == 0 && w[2] == 0xffff0000; /* ::ffff:0:0/96, little-endian word */
+}
+
+static __always_inline int is_zero16(const __u8 *a)
+{
+    const __u64 *w = (const __u64 *)a;
+    return w[0] == 0 && w[1] == 0;
+}
+
+/* v4-mapped IPv6 (and the unspecified address beside one) becomes IPv4. */
+static __always_inline void fold_v4_mapped(struct nettop_conn_key *k)
+{
+    if (k->family != AF_INET6)
+        return;
+    int lm = is_v4_mapped(k->laddr), rm = is_v4_mapped(k->raddr);
+    if (!(lm || rm) || !(lm || is_zero16(k->laddr)) || !(rm || is_zero16(k->raddr)))
+        return;
+    __u32 l = lm ? *(__u32 *)&k->laddr[12] : 0;
+    __u32 r = rm ? *(__u32 *)&k->raddr[12] : 0;
+    __builtin_memset(k->laddr, 0, 16);
+    __builtin_memset(k->raddr, 0, 16);
+    *(__u32 *)k->laddr = l;
+    *(__u32 *)k->raddr = r;
+    k->family = AF_INET;
+}
+
+/* The socket's tuple and namespace through the guessed offsets. Returns
+ * whether it is complete: a client's port is picked only after SYN_SENT. */
+static __always_inline int read_key(struct nettop_offsets *o, __u64 sk, __u8 proto, __u32 tgid,
+                                    struct nettop_conn_key *k)
 {
     __u16 family = 0, port = 0;
+    __builtin_memset(k, 0, sizeof(*k));
+    k->proto = proto;
+    k->tgid = tgid;
     bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + o->family));
-    info->family = family;
     if (family == AF_INET) {
-        bpf_probe_read_kernel(info->saddr, 4, (void *)(sk + o->saddr));
-        bpf_probe_read_kernel(info->daddr, 4, (void *)(sk + o->daddr));
+        bpf_probe_read_kernel(k->laddr, 4, (void *)(sk + o->saddr));
+        bpf_probe_read_kernel(k->raddr, 4, (void *)(sk + o->daddr));
     } else if (family == AF_INET6 && o->ipv6) {
-        bpf_probe_read_kernel(info->saddr, 16, (void *)(sk + o->saddr_v6));
-        bpf_probe_read_kernel(info->daddr, 16, (void *)(sk + o->daddr_v6));
+        bpf_probe_read_kernel(k->laddr, 16, (void *)(sk + o->saddr_v6));
+        bpf_probe_read_kernel(k->raddr, 16, (void *)(sk + o->daddr_v6));
+    } else {
+        return 0;
     }
+    k->family = family;
     bpf_probe_read_kernel(&port, sizeof(port), (void *)(sk + o->sport));
-    info->sport = bswap16(port);
+    k->lport = bswap16(port);
     port = 0;
     bpf_probe_read_kernel(&port, sizeof(port), (void *)(sk + o->dport));
-    info->dport = bswap16(port);
+    k->rport = bswap16(port);
     __u64 net = 0;
     bpf_probe_read_kernel(&net, sizeof(net), (void *)(sk + o->netns));
     if (net)
-        bpf_probe_read_kernel(&info->netns, sizeof(info->netns), (void *)(net + o->netns_ino));
+        bpf_probe_read_kernel(&k->netns, sizeof(k->netns), (void *)(net + o->netns_ino));
+    fold_v4_mapped(k);
+    return k->lport != 0 && (proto == IPPROTO_UDP || k->rport != 0);
 }
 
-static __always_inline void set_owner(struct nettop_sock_info *info)
+/* A peer from a struct sockaddr in kernel memory (connect's address,
+ * sendmsg/recvmsg's msg_name): stable UAPI layouts. */
+static __always_inline int read_peer(__u64 sa, struct nettop_conn_key *k)
 {
-    info->tgid = bpf_get_current_pid_tgid() >> 32;
-    bpf_get_current_comm(info->comm, sizeof(info->comm));
+    __u16 family = 0, port = 0;
+    if (!sa)
+        return 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)sa);
+    bpf_probe_read_kernel(&port, sizeof(port), (void *)(sa + 2));
+    __builtin_memset(k->raddr, 0, 16);
+    if (family == AF_INET) {
+        if (k->family != AF_INET)
+            return 0;
+        bpf_probe_read_kernel(k->raddr, 4, (void *)(sa + 4));
+    } else if (family == AF_INET6) {
+        bpf_probe_read_kernel(k->raddr, 16, (void *)(sa + 8));
+        if (k->family == AF_INET) {
+            if (!is_v4_mapped(k->raddr))
+                return 0;
+            *(__u32 *)k->raddr = *(__u32 *)&k->raddr[12];
+            __builtin_memset(&k->raddr[4], 0, 12);
+        }
+    } else {
+        return 0;
+    }
+    k->rport = bswap16(port);
+    return 1;
 }
 
-/* Find or create the socket's record. `owner` is false where the hook may
- * run in softirq context, whose current task is unrelated to the socket. */
-static __always_inline struct nettop_sock_info *
-sock_info(struct nettop_offsets *o, __u64 sk, __u8 proto, __u8 direction, int owner)
+static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct nettop_conn_stats *st,
+                                 __u64 sk, __s32 err, __u8 direction, const char *comm)
+{
+    __u32 zero = 0;
+    struct nettop_event *ev = bpf_map_lookup_elem(&scratch, &zero);
+    if (!ev)
+        return;
+    ev->key = *key;
+    ev->ts_ns = bpf_ktime_get_ns();
+    ev->sk = sk;
+    ev->err = err;
+    ev->type = type;
+    ev->direction = direction;
+    ev->bytes_sent = st ? st->bytes_sent : 0;
+    ev->bytes_recv = st ? st->bytes_recv : 0;
+    ev->msgs_sent = st ? st->msgs_sent : 0;
+    ev->msgs_recv = st ? st->msgs_recv : 0;
+    ev->retransmits = st ? st->retransmits : 0;
+    if (comm)
+        __builtin_memcpy(ev->comm, comm, sizeof(ev->comm));
+    else
+        bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+    if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0) != 0)
+        count(NETTOP_CNT_EVENTS_LOST);
+}
+
+static __always_inline struct nettop_sock_state *get_sock(__u64 sk)
 {
     struct nettop_sock_key key = {.sk = sk};
-    struct nettop_sock_info *info = bpf_map_lookup_elem(&socks, &key);
-    if (info) {
-        if (direction != NETTOP_DIR_UNKNOWN && info->direction == NETTOP_DIR_UNKNOWN)
-            info->direction = direction;
-        if (owner && info->tgid == 0)
-            set_owner(info);
-        /* An unbound client's port is picked after SYN_SENT: complete it. */
-        if (info->sport == 0 || info->dport == 0)
-            read_tuple(o, sk, info);
-        return info;
-    }
-    struct nettop_sock_info fresh = {};
-    read_tuple(o, sk, &fresh);
-    fresh.proto = proto;
-    fresh.direction = direction;
-    fresh.first_ns = bpf_ktime_get_ns();
-    fresh.last_ns = fresh.first_ns;
-    if (owner)
-        set_owner(&fresh);
-    if (bpf_map_update_elem(&socks, &key, &fresh, BPF_NOEXIST) != 0)
-        count(NETTOP_CNT_MAP_FULL);
     return bpf_map_lookup_elem(&socks, &key);
 }
 
-static __always_inline void on_connect(__u64 sk, long ret)
+static __always_inline void set_owner(struct nettop_sock_state *s)
 {
-    struct nettop_offsets *o = ready_offsets();
-    if (!o || ret != 0)
-        return;
-    count(NETTOP_CNT_CONNECT);
-    sock_info(o, sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 1);
+    s->tgid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(s->comm, sizeof(s->comm));
+    s->owner_known = 1;
 }
 
-static __always_inline void on_accept(__u64 sk, int owner)
+/* A new socket record; `owner` only in process context. */
+static __always_inline struct nettop_sock_state *new_sock(__u64 sk, __u8 proto, __u8 direction,
+                                                         __u8 established, int owner)
 {
-    struct nettop_offsets *o = ready_offsets();
-    if (!o || !sk)
-        return;
-    count(NETTOP_CNT_ACCEPT);
-    sock_info(o, sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, owner);
+    struct nettop_sock_key key = {.sk = sk};
+    struct nettop_sock_state s = {};
+    s.born_ns = bpf_ktime_get_ns();
+    s.proto = proto;
+    s.direction = direction;
+    s.established = established;
+    if (owner)
+        set_owner(&s);
+    if (bpf_map_update_elem(&socks, &key, &s, BPF_ANY) != 0) {
+        count(NETTOP_CNT_SOCK_MAP_FULL);
+        return 0;
+    }
+    return bpf_map_lookup_elem(&socks, &key);
 }
 
-static __always_inline void on_send(__u64 sk, __u8 proto, long ret)
+static __always_inline struct nettop_conn_stats *get_conn(struct nettop_conn_key *key, __u64 sk,
+                                                          __u8 direction)
 {
-    struct nettop_offsets *o = ready_offsets();
-    if (!o || ret <= 0)
-        return;
-    struct nettop_sock_info *info = sock_info(o, sk, proto, NETTOP_DIR_UNKNOWN, 1);
-    if (!info)
-        return;
-    count(NETTOP_CNT_SEND);
-    __sync_fetch_and_add(&info->bytes_sent, ret);
-    info->sends += 1;
-    info->last_ns = bpf_ktime_get_ns();
+    struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, key);
+    if (c)
+        return c;
+    struct nettop_conn_stats fresh = {};
+    fresh.first_ns = bpf_ktime_get_ns();
+    fresh.last_ns = fresh.first_ns;
+    fresh.sk = sk;
+    fresh.direction = direction;
+    if (bpf_map_update_elem(&conns, key, &fresh, BPF_NOEXIST) != 0) {
+        c = bpf_map_lookup_elem(&conns, key);
+        if (!c)
+            count(NETTOP_CNT_CONN_MAP_FULL);
+        return c;
+    }
+    return bpf_map_lookup_elem(&conns, key);
 }
 
-static __always_inline void on_recv(__u64 sk, __u8 proto, long ret)
+/* Give a TCP socket whose owner is known its connection entry, and say so:
+ * connect or accept. */
+static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct nettop_sock_state *s)
 {
-    struct nettop_offsets *o = ready_offsets();
-    if (!o || ret <= 0)
+    if (s->has_key || !s->owner_known || !s->established)
         return;
-    struct nettop_sock_info *info = sock_info(o, sk, proto, NETTOP_DIR_UNKNOWN, 1);
-    if (!info)
+    if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &s->key))
         return;
-    count(NETTOP_CNT_RECV);
-    __sync_fetch_and_add(&info->bytes_recv, ret);
-    info->recvs += 1;
-    info->last_ns = bpf_ktime_get_ns();
+    s->has_key = 1;
+    if (!get_conn(&s->key, sk, s->direction))
+        return;
+    __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
+    if (s->direction != NETTOP_DIR_UNKNOWN)
+        emit(type, &s->key, 0, sk, 0, s->direction, s->comm);
 }
 
-static __always_inline void on_close(__u64 sk)
+/* connect() returned (kprobe/fexit), or SYN_SENT (tracepoint): process context. */
+static __always_inline void on_connect(__u64 sk, long ret, __u64 uaddr)
 {
     struct nettop_offsets *o = ready_offsets();
     if (!o)
         return;
-    struct nettop_sock_key key = {.sk = sk};
-    struct nettop_sock_info *info = bpf_map_lookup_elem(&socks, &key);
-    if (!info)
+    if (ret != 0 && ret != -EINPROGRESS) {
+        struct nettop_conn_key k;
+        read_key(o, sk, IPPROTO_TCP, bpf_get_current_pid_tgid() >> 32, &k);
+        read_peer(uaddr, &k);
+        emit(NETTOP_EV_CONNECT_FAILED, &k, 0, sk, (__s32)-ret, NETTOP_DIR_OUTGOING, 0);
         return;
-    count(NETTOP_CNT_CLOSE);
-    info->flags |= NETTOP_FLAG_CLOSED;
-    info->last_ns = bpf_ktime_get_ns();
+    }
+    struct nettop_sock_state *s = get_sock(sk);
+    if (s && s->owner_known)
+        return; /* nested: tcp_v6_connect → tcp_v4_connect for v4-mapped peers */
+    new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1);
+}
+
+/* inet_csk_accept returned (kprobe/fexit): process context. */
+static __always_inline void on_accept(__u64 sk)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o || !sk)
+        return;
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s)
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 1);
+    if (!s)
+        return;
+    if (!s->owner_known)
+        set_owner(s);
+    s->direction = NETTOP_DIR_INCOMING;
+    s->established = 1;
+    open_tcp(o, sk, s);
+}
+
+static __always_inline void on_established(__u64 sk, int oldstate)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
+        return;
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s && oldstate == TCP_SYN_RECV)
+        /* Passive open, in softirq: the owner comes with accept(), or with
+         * the first send or receive. */
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0);
+    if (!s)
+        return;
+    s->established = 1;
+    open_tcp(o, sk, s);
+}
+
+/* send/recv returned `ret` bytes: process context. `peer` is a sockaddr
+ * (unconnected UDP on kprobe/fentry), or 0. */
+static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, __u64 peer)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o || ret <= 0)
+        return;
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s)
+        /* Older than nettop, or UDP: owned by whoever uses it first. */
+        s = new_sock(sk, proto, NETTOP_DIR_UNKNOWN, proto == IPPROTO_TCP, 1);
+    if (!s)
+        return;
+    if (!s->owner_known)
+        set_owner(s);
+    struct nettop_conn_key k;
+    struct nettop_conn_key *key = &k;
+    if (proto == IPPROTO_TCP) {
+        open_tcp(o, sk, s);
+        if (!s->has_key)
+            return;
+        key = &s->key;
+    } else {
+        read_key(o, sk, proto, s->tgid, &k);
+        if (peer && k.rport == 0)
+            read_peer(peer, &k);
+    }
+    struct nettop_conn_stats *c = get_conn(key, sk, s->direction);
+    if (!c)
+        return;
+    if (sent) {
+        __sync_fetch_and_add(&c->bytes_sent, ret);
+        __sync_fetch_and_add(&c->msgs_sent, 1);
+    } else {
+        __sync_fetch_and_add(&c->bytes_recv, ret);
+        __sync_fetch_and_add(&c->msgs_recv, 1);
+    }
+    c->last_ns = bpf_ktime_get_ns();
+}
+
+/* tcp_close (process context), or the change to CLOSE (any context): the
+ * first of them reports the final totals; deleting the entry makes it the
+ * only one. */
+static __always_inline void on_tcp_close(__u64 sk)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
+        return;
+    struct nettop_sock_key skey = {.sk = sk};
+    struct nettop_sock_state *s = bpf_map_lookup_elem(&socks, &skey);
+    if (!s || s->proto != IPPROTO_TCP)
+        return;
+    if (!s->established) {
+        if (s->direction == NETTOP_DIR_OUTGOING) {
+            struct nettop_conn_key k;
+            read_key(o, sk, IPPROTO_TCP, s->tgid, &k);
+            emit(NETTOP_EV_CONNECT_FAILED, &k, 0, sk, 0, NETTOP_DIR_OUTGOING, s->comm);
+        }
+    } else if (s->has_key) {
+        struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &s->key);
+        if (c) {
+            struct nettop_conn_stats final = *c;
+            if (bpf_map_delete_elem(&conns, &s->key) == 0)
+                emit(NETTOP_EV_CLOSE, &s->key, &final, sk, 0, s->direction, s->comm);
+        }
+    }
+    bpf_map_delete_elem(&socks, &skey);
+}
+
+/* A UDP socket is destroyed (kprobe/fentry only). */
+static __always_inline void on_udp_destroy(__u64 sk)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
+        return;
+    struct nettop_sock_key skey = {.sk = sk};
+    struct nettop_sock_state *s = bpf_map_lookup_elem(&socks, &skey);
+    if (!s)
+        return;
+    struct nettop_conn_key k = {};
+    k.tgid = s->tgid;
+    k.proto = IPPROTO_UDP;
+    emit(NETTOP_EV_SOCK_CLOSE, &k, 0, sk, 0, s->direction, s->comm);
+    bpf_map_delete_elem(&socks, &skey);
 }
 
 static __always_inline void on_retransmit(__u64 sk)
@@ -257,12 +497,21 @@ static __always_inline void on_retransmit(__u64 sk)
     struct nettop_offsets *o = ready_offsets();
     if (!o)
         return;
-    struct nettop_sock_key key = {.sk = sk};
-    struct nettop_sock_info *info = bpf_map_lookup_elem(&socks, &key);
-    if (!info)
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s || !s->has_key)
         return;
-    count(NETTOP_CNT_RETRANSMIT);
-    __sync_fetch_and_add(&info->retransmits, 1);
+    struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &s->key);
+    if (!c)
+        return;
+    __sync_fetch_and_add(&c->retransmits, 1);
+    emit(NETTOP_EV_RETRANSMIT, &s->key, c, sk, 0, s->direction, s->comm);
+}
+
+static __always_inline int tp_connect_enabled(void)
+{
+    __u32 zero = 0;
+    struct nettop_config *c = bpf_map_lookup_elem(&config, &zero);
+    return c && c->tp_connect;
 }
 
 /* ---------------- kprobe backend ---------------- */
@@ -270,7 +519,7 @@ static __always_inline void on_retransmit(__u64 sk)
 #define KPROBE_STASH(fn, hook)                                                                     \
     SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
     {                                                                                              \
-        stash(hook, PT_ARG1(ctx));                                                                 \
+        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx));                                                   \
         return 0;                                                                                  \
     }
 
@@ -286,42 +535,64 @@ KPROBE_STASH(udpv6_recvmsg, HOOK_UDP6_RECV)
 #define KRETPROBE_CONNECT(fn, hook)                                                                \
     SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
     {                                                                                              \
-        __u64 sk = unstash(hook);                                                                  \
-        if (!sk)                                                                                   \
+        struct args a = unstash(hook);                                                             \
+        if (!a.sk)                                                                                 \
             return 0;                                                                              \
-        on_guess(sk, GUESS_HOOK_CONNECT);                                                          \
-        on_connect(sk, (long)PT_RET(ctx));                                                         \
+        on_guess(a.sk, GUESS_HOOK_CONNECT);                                                        \
+        on_connect(a.sk, (long)PT_RET(ctx), a.aux);                                                \
         return 0;                                                                                  \
     }
 
 KRETPROBE_CONNECT(tcp_v4_connect, HOOK_V4_CONNECT)
 KRETPROBE_CONNECT(tcp_v6_connect, HOOK_V6_CONNECT)
 
-#define KRETPROBE_BYTES(fn, hook, handler, proto)                                                  \
+/* msghdr.msg_name is its first member in every kernel. */
+static __always_inline __u64 msg_name(__u64 msg)
+{
+    __u64 name = 0;
+    if (msg)
+        bpf_probe_read_kernel(&name, sizeof(name), (void *)msg);
+    return name;
+}
+
+#define KRETPROBE_BYTES(fn, hook, proto, sent)                                                     \
     SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
     {                                                                                              \
-        __u64 sk = unstash(hook);                                                                  \
-        if (sk)                                                                                    \
-            handler(sk, proto, (long)PT_RET(ctx));                                                 \
+        struct args a = unstash(hook);                                                             \
+        if (a.sk)                                                                                  \
+            on_bytes(a.sk, proto, (long)PT_RET(ctx), sent,                                         \
+                     proto == IPPROTO_UDP ? msg_name(a.aux) : 0);                                  \
         return 0;                                                                                  \
     }
 
-KRETPROBE_BYTES(tcp_sendmsg, HOOK_TCP_SEND, on_send, IPPROTO_TCP)
-KRETPROBE_BYTES(tcp_recvmsg, HOOK_TCP_RECV, on_recv, IPPROTO_TCP)
-KRETPROBE_BYTES(udp_sendmsg, HOOK_UDP_SEND, on_send, IPPROTO_UDP)
-KRETPROBE_BYTES(udp_recvmsg, HOOK_UDP_RECV, on_recv, IPPROTO_UDP)
-KRETPROBE_BYTES(udpv6_sendmsg, HOOK_UDP6_SEND, on_send, IPPROTO_UDP)
-KRETPROBE_BYTES(udpv6_recvmsg, HOOK_UDP6_RECV, on_recv, IPPROTO_UDP)
+KRETPROBE_BYTES(tcp_sendmsg, HOOK_TCP_SEND, IPPROTO_TCP, 1)
+KRETPROBE_BYTES(tcp_recvmsg, HOOK_TCP_RECV, IPPROTO_TCP, 0)
+KRETPROBE_BYTES(udp_sendmsg, HOOK_UDP_SEND, IPPROTO_UDP, 1)
+KRETPROBE_BYTES(udp_recvmsg, HOOK_UDP_RECV, IPPROTO_UDP, 0)
+KRETPROBE_BYTES(udpv6_sendmsg, HOOK_UDP6_SEND, IPPROTO_UDP, 1)
+KRETPROBE_BYTES(udpv6_recvmsg, HOOK_UDP6_RECV, IPPROTO_UDP, 0)
 
 SEC("kretprobe/inet_csk_accept") int krp_inet_csk_accept(struct pt_regs *ctx)
 {
-    on_accept(PT_RET(ctx), 1);
+    on_accept(PT_RET(ctx));
     return 0;
 }
 
 SEC("kprobe/tcp_close") int kp_tcp_close(struct pt_regs *ctx)
 {
-    on_close(PT_ARG1(ctx));
+    on_tcp_close(PT_ARG1(ctx));
+    return 0;
+}
+
+SEC("kprobe/udp_destroy_sock") int kp_udp_destroy_sock(struct pt_regs *ctx)
+{
+    on_udp_destroy(PT_ARG1(ctx));
+    return 0;
+}
+
+SEC("kprobe/udpv6_destroy_sock") int kp_udpv6_destroy_sock(struct pt_regs *ctx)
+{
+    on_udp_destroy(PT_ARG1(ctx));
     return 0;
 }
 
@@ -350,31 +621,32 @@ static __always_inline __u64 fentry_arg(__u64 *ctx, int i)
     {                                                                                              \
         __u64 sk = fentry_arg(ctx, 0);                                                             \
         on_guess(sk, GUESS_HOOK_CONNECT);                                                          \
-        on_connect(sk, (long)(int)ctx[3]);                                                         \
+        on_connect(sk, (long)(int)ctx[3], fentry_arg(ctx, 1));                                     \
         return 0;                                                                                  \
     }
 
 FEXIT_CONNECT(tcp_v4_connect)
 FEXIT_CONNECT(tcp_v6_connect)
 
-/* name, kernel function, handler, protocol, index of the return value */
-#define FEXIT_BYTES(name, fn, handler, proto, ret_idx)                                             \
+/* name, kernel function, protocol, sent?, index of the return value */
+#define FEXIT_BYTES(name, fn, proto, sent, ret_idx)                                                \
     SEC("fexit/" #fn) int fx_##name(__u64 *ctx)                                                   \
     {                                                                                              \
-        handler(fentry_arg(ctx, 0), proto, (long)(int)ctx[ret_idx]);                               \
+        on_bytes(fentry_arg(ctx, 0), proto, (long)(int)ctx[ret_idx], sent,                         \
+                 proto == IPPROTO_UDP ? msg_name(fentry_arg(ctx, 1)) : 0);                         \
         return 0;                                                                                  \
     }
 
-FEXIT_BYTES(tcp_sendmsg, tcp_sendmsg, on_send, IPPROTO_TCP, 3)
-FEXIT_BYTES(udp_sendmsg, udp_sendmsg, on_send, IPPROTO_UDP, 3)
-FEXIT_BYTES(udpv6_sendmsg, udpv6_sendmsg, on_send, IPPROTO_UDP, 3)
+FEXIT_BYTES(tcp_sendmsg, tcp_sendmsg, IPPROTO_TCP, 1, 3)
+FEXIT_BYTES(udp_sendmsg, udp_sendmsg, IPPROTO_UDP, 1, 3)
+FEXIT_BYTES(udpv6_sendmsg, udpv6_sendmsg, IPPROTO_UDP, 1, 3)
 /* recvmsg lost its `noblock` argument in 5.19: six arguments before, five after. */
-FEXIT_BYTES(tcp_recvmsg, tcp_recvmsg, on_recv, IPPROTO_TCP, 5)
-FEXIT_BYTES(tcp_recvmsg_old, tcp_recvmsg, on_recv, IPPROTO_TCP, 6)
-FEXIT_BYTES(udp_recvmsg, udp_recvmsg, on_recv, IPPROTO_UDP, 5)
-FEXIT_BYTES(udp_recvmsg_old, udp_recvmsg, on_recv, IPPROTO_UDP, 6)
-FEXIT_BYTES(udpv6_recvmsg, udpv6_recvmsg, on_recv, IPPROTO_UDP, 5)
-FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, on_recv, IPPROTO_UDP, 6)
+FEXIT_BYTES(tcp_recvmsg, tcp_recvmsg, IPPROTO_TCP, 0, 5)
+FEXIT_BYTES(tcp_recvmsg_old, tcp_recvmsg, IPPROTO_TCP, 0, 6)
+FEXIT_BYTES(udp_recvmsg, udp_recvmsg, IPPROTO_UDP, 0, 5)
+FEXIT_BYTES(udp_recvmsg_old, udp_recvmsg, IPPROTO_UDP, 0, 6)
+FEXIT_BYTES(udpv6_recvmsg, udpv6_recvmsg, IPPROTO_UDP, 0, 5)
+FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, IPPROTO_UDP, 0, 6)
 
 /* inet_csk_accept(sk, arg) since 6.10; (sk, flags, err, kern) before. The
  * direct ctx access lets the verifier reject the wrong arity. */
@@ -383,28 +655,30 @@ FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, on_recv, IPPROTO_UDP, 6)
     {                                                                                              \
         if (!ctx[ret_idx])                                                                         \
             return 0;                                                                              \
-        on_accept(fentry_arg(ctx, ret_idx), 1);                                                    \
+        on_accept(fentry_arg(ctx, ret_idx));                                                       \
         return 0;                                                                                  \
     }
 
 FEXIT_ACCEPT(inet_csk_accept, 2)
 FEXIT_ACCEPT(inet_csk_accept_old, 4)
 
-SEC("fentry/tcp_close") int fe_tcp_close(__u64 *ctx)
-{
-    on_close(fentry_arg(ctx, 0));
-    return 0;
-}
+#define FENTRY_SK(name, handler)                                                                   \
+    SEC("fentry/" #name) int fe_##name(__u64 *ctx)                                                \
+    {                                                                                              \
+        handler(fentry_arg(ctx, 0));                                                               \
+        return 0;                                                                                  \
+    }
 
-SEC("fentry/tcp_retransmit_skb") int fe_tcp_retransmit_skb(__u64 *ctx)
-{
-    on_retransmit(fentry_arg(ctx, 0));
-    return 0;
-}
+FENTRY_SK(tcp_close, on_tcp_close)
+FENTRY_SK(udp_destroy_sock, on_udp_destroy)
+FENTRY_SK(udpv6_destroy_sock, on_udp_destroy)
+FENTRY_SK(tcp_retransmit_skb, on_retransmit)
 
 /* ---------------- tracepoint backend ----------------
  * Field offsets from /sys/kernel/tracing/events/.../format; the loader checks
- * them against the running kernel's format files before attaching. */
+ * them against the running kernel's format files before attaching. The
+ * state-change tracepoint is attached on every backend: it is how a
+ * connection becomes established, fails, or ends. */
 
 #define TP_FIELD(ctx, type, off) (*(type *)((char *)(ctx) + (off)))
 
@@ -417,15 +691,14 @@ SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state(void *ctx)
     if (proto != IPPROTO_TCP)
         return 0;
     if (newstate == TCP_SYN_SENT) {
-        /* Runs in the connecting task's context (connect(2)). */
+        /* connect(2)'s own context. */
         on_guess(sk, GUESS_HOOK_TRACEPOINT);
-        on_connect(sk, 0);
-    } else if (newstate == TCP_ESTABLISHED && oldstate == 3 /* SYN_RECV */) {
-        /* A passive open completes in softirq: the owner comes later, from
-         * the first send or receive in process context. */
-        on_accept(sk, 0);
+        if (tp_connect_enabled())
+            on_connect(sk, 0, 0);
+    } else if (newstate == TCP_ESTABLISHED) {
+        on_established(sk, oldstate);
     } else if (newstate == TCP_CLOSE) {
-        on_close(sk);
+        on_tcp_close(sk);
     }
     return 0;
 }
@@ -441,13 +714,9 @@ static __always_inline int tp_length(void *ctx, int recv)
         return 0;
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
         return 0;
-    if (recv) {
-        if (flags & MSG_PEEK)
-            return 0;
-        on_recv(sk, proto, ret);
-    } else {
-        on_send(sk, proto, ret);
-    }
+    if (recv && (flags & MSG_PEEK))
+        return 0;
+    on_bytes(sk, proto, ret, !recv, 0);
     return 0;
 }
 

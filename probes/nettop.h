@@ -26,6 +26,7 @@ typedef signed long long __s64;
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 6
 #define BPF_MAP_TYPE_LRU_HASH 9
+#define BPF_MAP_TYPE_RINGBUF 27
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 #define AF_INET 2
@@ -35,7 +36,9 @@ typedef signed long long __s64;
 #define MSG_PEEK 2
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
+#define EINPROGRESS 115
 
 /* Helpers by their stable ids. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
@@ -46,6 +49,7 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
+static long (*bpf_ringbuf_output)(void *ringbuf, void *data, __u64 size, __u64 flags) = (void *)130;
 
 /* x86_64 `struct pt_regs` (arch/x86/include/uapi/asm/ptrace.h): stable ABI. */
 struct pt_regs {
@@ -101,50 +105,96 @@ struct nettop_offsets {
     __u32 _pad;
 };
 
-/* Per-socket record, keyed by the socket's kernel address: what the guesser
- * needs to be checked against and what the connection table will count. */
-struct nettop_sock_key {
-    __u64 sk;
+/* The connection table's key: one entry per (namespace, process, tuple).
+ * Addresses are IPv4 in the first 4 bytes for AF_INET (v4-mapped IPv6 is
+ * folded to AF_INET); a remote of all zeros and port 0 is "*", an
+ * unconnected UDP socket whose peers the backend cannot see. */
+struct nettop_conn_key {
+    __u32 netns;
+    __u32 tgid;
+    __u8 proto;
+    __u8 family;
+    __u16 lport; /* host byte order */
+    __u16 rport; /* host byte order */
+    __u16 _pad;
+    __u8 laddr[16];
+    __u8 raddr[16];
 };
 
 #define NETTOP_DIR_UNKNOWN 0
 #define NETTOP_DIR_OUTGOING 1
 #define NETTOP_DIR_INCOMING 2
 
-#define NETTOP_FLAG_CLOSED 1
-
-struct nettop_sock_info {
+struct nettop_conn_stats {
     __u64 bytes_sent;
     __u64 bytes_recv;
+    __u64 msgs_sent; /* successful send calls (datagrams for UDP) */
+    __u64 msgs_recv;
     __u64 first_ns;
     __u64 last_ns;
-    __u32 sends;
-    __u32 recvs;
+    __u64 sk;
     __u32 retransmits;
-    __u32 tgid;
-    __u32 netns;
-    __u16 family;
-    __u16 sport; /* host byte order */
-    __u16 dport; /* host byte order */
-    __u8 proto;
     __u8 direction;
-    __u8 flags;
     __u8 _pad[3];
-    __u8 saddr[16];
-    __u8 daddr[16];
+};
+
+/* What the probe knows of one socket, keyed by its kernel address. */
+struct nettop_sock_key {
+    __u64 sk;
+};
+
+struct nettop_sock_state {
+    struct nettop_conn_key key; /* valid when has_key */
+    __u64 born_ns;
+    __u32 tgid;
+    __u8 has_key;
+    __u8 direction;
+    __u8 proto;
+    __u8 established;
+    __u8 owner_known;
+    __u8 _pad[3];
     char comm[16];
+};
+
+enum nettop_event_type {
+    NETTOP_EV_CONNECT = 1,
+    NETTOP_EV_ACCEPT = 2,
+    NETTOP_EV_CLOSE = 3,
+    NETTOP_EV_CONNECT_FAILED = 4,
+    NETTOP_EV_RETRANSMIT = 5,
+    /* A UDP socket was destroyed: userspace ends every flow of `sk`. */
+    NETTOP_EV_SOCK_CLOSE = 6,
+};
+
+struct nettop_event {
+    struct nettop_conn_key key;
+    __u64 ts_ns;
+    __u64 sk;
+    __u64 bytes_sent;
+    __u64 bytes_recv;
+    __u64 msgs_sent;
+    __u64 msgs_recv;
+    __u32 retransmits;
+    __s32 err; /* errno of a failed connect; 0 when the backend cannot see it */
+    __u8 type;
+    __u8 direction;
+    __u8 _pad[6];
+    char comm[16]; /* the calling thread's name at the event, or at the socket's birth */
+};
+
+/* Set by userspace before tracing starts. */
+struct nettop_config {
+    /* The SYN_SENT state change is the connect hook (tracepoint backend). */
+    __u32 tp_connect;
+    __u32 _pad;
 };
 
 /* Counters, one slot each in a per-CPU array. */
 enum nettop_counter {
-    NETTOP_CNT_CONNECT = 0,
-    NETTOP_CNT_ACCEPT,
-    NETTOP_CNT_SEND,
-    NETTOP_CNT_RECV,
-    NETTOP_CNT_CLOSE,
-    NETTOP_CNT_RETRANSMIT,
+    NETTOP_CNT_EVENTS_LOST = 0, /* ring buffer full */
+    NETTOP_CNT_CONN_MAP_FULL,
+    NETTOP_CNT_SOCK_MAP_FULL,
     NETTOP_CNT_GUESS,
-    NETTOP_CNT_MAP_FULL,
     NETTOP_CNT_MAX,
 };
 

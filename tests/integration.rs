@@ -68,18 +68,12 @@ fn guessed_offsets_equal_the_kernels_btf() {
             .iter()
             .find(|f| f["name"] == name)
             .unwrap_or_else(|| panic!("field {name} missing"));
-        let truth = oracle
-            .field(name)
-            .unwrap_or_else(|| panic!("oracle has no {name}"));
+        let truth = oracle.field(name).unwrap_or_else(|| panic!("oracle has no {name}"));
         if name.ends_with("_v6") && !ipv6_enabled() {
             assert!(f["guessed"].is_null(), "{name} guessed with IPv6 disabled");
             continue;
         }
-        assert_eq!(
-            f["guessed"].as_u64(),
-            Some(truth as u64),
-            "{name}: guessed vs BTF"
-        );
+        assert_eq!(f["guessed"].as_u64(), Some(truth as u64), "{name}: guessed vs BTF");
         assert!(f["btf"].is_null(), "--offsets guess must not read BTF");
     }
     if let Ok(expect) = std::env::var("NETTOP_EXPECT_BACKEND") {
@@ -129,24 +123,14 @@ impl Watch {
             .spawn()
             .expect("spawn nettop sockets");
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains("\"ready\""),
-            "expected the ready line, got {line:?}"
-        );
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("\"ready\""), "expected the ready line, got {line:?}");
         Watch(child)
     }
 
     fn finish(mut self) -> Value {
         let mut rest = String::new();
-        self.0
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut rest)
-            .unwrap();
+        self.0.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
         assert!(self.0.wait().unwrap().success());
         serde_json::from_str(rest.trim()).expect("sockets JSON")
     }
@@ -227,12 +211,7 @@ fn tcp_v6_bytes_are_exact_both_ways() {
         let _g = serial();
         let report = json_of(&["offsets", "--json", "--offsets", "guess"]);
         assert_eq!(report["ipv6"], false);
-        assert!(
-            report["ipv6_unavailable"]
-                .as_str()
-                .unwrap()
-                .contains("IPv6 is disabled")
-        );
+        assert!(report["ipv6_unavailable"].as_str().unwrap().contains("IPv6 is disabled"));
         return;
     }
     check_exact_bytes("[::1]:0", 6);
@@ -242,24 +221,13 @@ fn tcp_v6_bytes_are_exact_both_ways() {
 fn no_program_stays_attached_after_exit() {
     let _g = serial();
     json_of(&["offsets", "--json"]);
-    let out = Command::new("bpftool")
-        .args(["prog", "show"])
-        .output()
-        .expect("bpftool");
+    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in [
-        "tp_inet_sock_se",
-        "krp_tcp_v4_conn",
-        "fx_tcp_v4_conne",
-        "kp_tcp_v4_conne",
-    ] {
+    for name in ["tp_inet_sock_se", "krp_tcp_v4_conn", "fx_tcp_v4_conne", "kp_tcp_v4_conne"] {
         assert!(!text.contains(name), "{name} still loaded:\n{text}");
     }
     let events = std::fs::read_to_string("/sys/kernel/tracing/kprobe_events").unwrap_or_default();
-    assert!(
-        !events.contains("nettop_"),
-        "kprobe events left behind:\n{events}"
-    );
+    assert!(!events.contains("nettop_"), "kprobe events left behind:\n{events}");
 }
 
 fn one_line_error(out: &std::process::Output) -> String {
@@ -271,18 +239,14 @@ fn one_line_error(out: &std::process::Output) -> String {
 
 #[test]
 fn bad_input_is_one_line_and_non_zero() {
-    let out = Command::new(bin())
-        .args(["--backend", "bogus", "offsets"])
-        .output()
-        .unwrap();
+    let out = Command::new(bin()).args(["--backend", "bogus", "offsets"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus"), "{err}");
 
     let _g = serial();
-    let out = nettop(&["offsets", "--offsets", "btf", "--btf", "/nonexistent/btf"])
-        .output()
-        .unwrap();
+    let out =
+        nettop(&["offsets", "--offsets", "btf", "--btf", "/nonexistent/btf"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line_error(&out).contains("/nonexistent/btf"));
 }
@@ -298,12 +262,7 @@ fn missing_privileges_say_what_is_needed() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
         .arg(&copy)
         .arg("offsets")
         .output()

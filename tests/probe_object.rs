@@ -23,9 +23,7 @@ fn committed_probe_object_is_reproducible() {
     let cwd = std::env::current_dir().unwrap();
     let needle = cwd.to_string_lossy();
     assert!(
-        !committed
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes()),
+        !committed.windows(needle.len()).any(|w| w == needle.as_bytes()),
         "absolute path {needle} in the object"
     );
 }

@@ -1,5 +1,9 @@
 //! nettop: every TCP and UDP connection on a Linux host, per process, traced
 //! with eBPF through a prebuilt probe that adapts to the running kernel by
 //! guessing `struct sock` offsets at run time.
+pub mod filter;
 pub mod probe;
 pub mod tracer;
+
+pub use filter::Filter;
+pub use tracer::{Config, Connection, Event, EventKind, EventStream, Stats, Tracer};

@@ -2,10 +2,13 @@
 //! line and exit non-zero.
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nettop::Filter;
 use nettop::probe::privileges::{EXIT_PRIVILEGES, PrivilegeError};
 use nettop::probe::{BackendChoice, OffsetsMode, StartConfig};
+use nettop::tracer::Proto;
 
 mod cli;
 
@@ -25,6 +28,30 @@ struct Args {
     /// Read BTF from this file instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE", global = true)]
     btf: Option<PathBuf>,
+    /// Only this process (thread-group id).
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Only connections with this port at either end.
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// Only this protocol.
+    #[arg(long, value_enum, global = true)]
+    proto: Option<Proto>,
+    /// Only processes whose name or command line contains this text.
+    #[arg(long, global = true)]
+    comm: Option<String>,
+    /// Seconds without traffic after which a UDP flow ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, global = true)]
+    udp_timeout: f64,
+    /// Seconds a closed connection stays listed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, global = true)]
+    linger: f64,
+    /// Capacity of the kernel's connection table.
+    #[arg(long, default_value_t = 65536, global = true)]
+    max_connections: u32,
+    /// Leave out IPv6 connections.
+    #[arg(long, global = true)]
+    no_ipv6: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -37,15 +64,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Attach, watch for a while, then print the probe's per-socket records
-    /// (a low-level view; the connection table builds on it).
-    Sockets {
-        /// Seconds to watch before printing.
-        #[arg(long, default_value_t = 1.0)]
-        duration: f64,
+    /// Stream connect, accept, close, failed-connect and retransmit events until interrupted.
+    Trace {
+        /// One JSON object per line; the first is {"event":"ready",…}.
         #[arg(long)]
         json: bool,
     },
+    /// Print every current connection once (with exact TCP totals) and exit.
+    List {
+        /// A JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Args {
+    fn tracer_config(&self) -> anyhow::Result<nettop::Config> {
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!("--{name} wants a number of seconds ≥ 0, not {v}"))
+            }
+        };
+        if self.max_connections == 0 {
+            anyhow::bail!("--max-connections must be at least 1");
+        }
+        Ok(nettop::Config {
+            ipv6: !self.no_ipv6,
+            backend: self.backend,
+            offsets: self.offsets,
+            btf_path: self.btf.clone(),
+            max_connections: self.max_connections,
+            udp_timeout: secs("udp-timeout", self.udp_timeout)?,
+            linger: secs("linger", self.linger)?,
+            filter: Filter {
+                pid: self.pid,
+                port: self.port,
+                proto: self.proto,
+                comm: self.comm.clone(),
+            },
+            ..nettop::Config::default()
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,25 +119,29 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let config = StartConfig {
-        backend: args.backend,
-        offsets: args.offsets,
-        btf_path: args.btf,
-    };
-    let result = match args.command {
-        Some(Command::Offsets { json }) => cli::offsets::run(&config, json),
-        Some(Command::Sockets { duration, json }) => cli::sockets::run(&config, duration, json),
+    let result = match &args.command {
+        Some(Command::Offsets { json }) => {
+            let config = StartConfig {
+                backend: args.backend,
+                offsets: args.offsets,
+                btf_path: args.btf.clone(),
+                ..StartConfig::default()
+            };
+            cli::offsets::run(&config, *json)
+        }
+        Some(Command::Trace { json }) => {
+            args.tracer_config().and_then(|c| cli::trace::run(c, *json))
+        }
+        Some(Command::List { json }) => args.tracer_config().and_then(|c| cli::list::run(c, *json)),
         None => Err(anyhow::anyhow!(
-            "the interactive table is not built yet: run `nettop offsets` or `nettop sockets`"
+            "the interactive table is not built yet: run `nettop trace`, `nettop list` or `nettop offsets`"
         )),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nettop: {}", cli::escape(&format!("{e:#}")));
-            let privileges = e
-                .chain()
-                .any(|c| c.downcast_ref::<PrivilegeError>().is_some());
+            let privileges = e.chain().any(|c| c.downcast_ref::<PrivilegeError>().is_some());
             ExitCode::from(if privileges { EXIT_PRIVILEGES as u8 } else { 1 })
         }
     }

@@ -64,60 +64,116 @@ pub struct Offsets {
     pub _pad: u32,
 }
 
+/// The connection table's key (`struct nettop_conn_key`). Addresses are
+/// IPv4 in the first 4 bytes when `family` is AF_INET; a zero remote is "*".
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SockKey {
-    pub sk: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    pub netns: u32,
+    pub tgid: u32,
+    pub proto: u8,
+    pub family: u8,
+    /// Host byte order.
+    pub lport: u16,
+    /// Host byte order.
+    pub rport: u16,
+    pub _pad: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
 }
 
 pub const DIR_UNKNOWN: u8 = 0;
 pub const DIR_OUTGOING: u8 = 1;
 pub const DIR_INCOMING: u8 = 2;
 
-pub const FLAG_CLOSED: u8 = 1;
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
-/// Per-socket record (`struct nettop_sock_info`).
+/// Cumulative counters of one connection (`struct nettop_conn_stats`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockInfo {
+pub struct ConnStats {
     pub bytes_sent: u64,
     pub bytes_recv: u64,
+    pub msgs_sent: u64,
+    pub msgs_recv: u64,
     pub first_ns: u64,
     pub last_ns: u64,
-    pub sends: u32,
-    pub recvs: u32,
+    pub sk: u64,
     pub retransmits: u32,
-    pub tgid: u32,
-    pub netns: u32,
-    pub family: u16,
-    /// Host byte order.
-    pub sport: u16,
-    /// Host byte order.
-    pub dport: u16,
-    pub proto: u8,
     pub direction: u8,
-    pub flags: u8,
     pub _pad: [u8; 3],
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub sk: u64,
+}
+
+/// What the probe knows of one socket (`struct nettop_sock_state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    pub key: ConnKey,
+    pub born_ns: u64,
+    pub tgid: u32,
+    pub has_key: u8,
+    pub direction: u8,
+    pub proto: u8,
+    pub established: u8,
+    pub owner_known: u8,
+    pub _pad: [u8; 3],
     pub comm: [u8; 16],
+}
+
+pub const EV_CONNECT: u8 = 1;
+pub const EV_ACCEPT: u8 = 2;
+pub const EV_CLOSE: u8 = 3;
+pub const EV_CONNECT_FAILED: u8 = 4;
+pub const EV_RETRANSMIT: u8 = 5;
+pub const EV_SOCK_CLOSE: u8 = 6;
+
+/// One ring-buffer record (`struct nettop_event`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub key: ConnKey,
+    pub ts_ns: u64,
+    pub sk: u64,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    pub msgs_sent: u64,
+    pub msgs_recv: u64,
+    pub retransmits: u32,
+    pub err: i32,
+    pub kind: u8,
+    pub direction: u8,
+    pub _pad: [u8; 6],
+    pub comm: [u8; 16],
+}
+
+/// Set by userspace before tracing starts (`struct nettop_config`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub tp_connect: u32,
+    pub _pad: u32,
 }
 
 /// Slots of the per-CPU `counters` array (`enum nettop_counter`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    Connect = 0,
-    Accept,
-    Send,
-    Recv,
-    Close,
-    Retransmit,
+    EventsLost = 0,
+    ConnMapFull,
+    SockMapFull,
     Guess,
-    MapFull,
 }
 
-pub const COUNTER_MAX: u32 = 8;
+pub const COUNTER_MAX: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -126,5 +182,9 @@ mod pod {
     unsafe impl aya::Pod for super::GuessStatus {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::SockKey {}
-    unsafe impl aya::Pod for super::SockInfo {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnStats {}
+    unsafe impl aya::Pod for super::SockState {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
 }

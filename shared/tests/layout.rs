@@ -27,28 +27,18 @@ impl Readable for Bytes<'_> {
                 buffer.copy_from_slice(src);
                 Ok(())
             }
-            None => Err(btfparse::Error::new(
-                btfparse::ErrorKind::EOF,
-                "read past end",
-            )),
+            None => Err(btfparse::Error::new(btfparse::ErrorKind::EOF, "read past end")),
         }
     }
 }
 
 fn check(ti: &TypeInformation, c_name: &str, size: usize, fields: &[(&str, usize)]) {
-    let id = ti
-        .id_of(c_name)
-        .unwrap_or_else(|| panic!("{c_name} missing from the probe's BTF"));
+    let id = ti.id_of(c_name).unwrap_or_else(|| panic!("{c_name} missing from the probe's BTF"));
     assert_eq!(ti.size_of(id).unwrap(), size, "size of {c_name}");
     for (field, rust_off) in fields {
-        let (_, off) = ti
-            .offset_of(id, field)
-            .unwrap_or_else(|e| panic!("{c_name}.{field}: {e:?}"));
-        assert_eq!(
-            off,
-            Offset::ByteOffset(*rust_off as u32),
-            "{c_name}.{field}"
-        );
+        let (_, off) =
+            ti.offset_of(id, field).unwrap_or_else(|e| panic!("{c_name}.{field}: {e:?}"));
+        assert_eq!(off, Offset::ByteOffset(*rust_off as u32), "{c_name}.{field}");
     }
 }
 
@@ -72,17 +62,34 @@ fn shared_types_match_probe_btf() {
         fields!(Offsets: ready, ipv6, saddr, daddr, sport, dport, family, netns, netns_ino,
                 saddr_v6, daddr_v6),
     );
+    check(&ti, "nettop_sock_key", size_of::<SockKey>(), fields!(SockKey: sk));
     check(
         &ti,
-        "nettop_sock_key",
-        size_of::<SockKey>(),
-        fields!(SockKey: sk),
+        "nettop_conn_key",
+        size_of::<ConnKey>(),
+        fields!(ConnKey: netns, tgid, proto, family, lport, rport, laddr, raddr),
     );
     check(
         &ti,
-        "nettop_sock_info",
-        size_of::<SockInfo>(),
-        fields!(SockInfo: bytes_sent, bytes_recv, first_ns, last_ns, sends, recvs, retransmits,
-                tgid, netns, family, sport, dport, proto, direction, flags, saddr, daddr, comm),
+        "nettop_conn_stats",
+        size_of::<ConnStats>(),
+        fields!(ConnStats: bytes_sent, bytes_recv, msgs_sent, msgs_recv, first_ns, last_ns, sk,
+                retransmits, direction),
     );
+    check(
+        &ti,
+        "nettop_sock_state",
+        size_of::<SockState>(),
+        fields!(SockState: key, born_ns, tgid, has_key, direction, proto, established, owner_known,
+                comm),
+    );
+    check(
+        &ti,
+        "nettop_event",
+        size_of::<Event>(),
+        fields!(Event: key, ts_ns, sk, bytes_sent, bytes_recv, msgs_sent, msgs_recv, retransmits,
+                err, direction, comm),
+    );
+    check(&ti, "nettop_event", size_of::<Event>(), &[("type", offset_of!(Event, kind))]);
+    check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect));
 }

@@ -39,8 +39,7 @@ impl Oracle {
         let mut structs = HashMap::new();
         let mut current: Option<(u32, Vec<Member>)> = None;
         let attr = |line: &str, key: &str| -> Option<u32> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.parse().ok())
+            line.split_whitespace().find_map(|w| w.strip_prefix(key)?.parse().ok())
         };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix('[') {
@@ -67,16 +66,10 @@ impl Oracle {
                 }
             } else if let Some((_, members)) = current.as_mut() {
                 let line = line.trim();
-                if let (Some(name), Some(type_id), Some(bits)) = (
-                    line.split('\'').nth(1),
-                    attr(line, "type_id="),
-                    attr(line, "bits_offset="),
-                ) {
-                    members.push(Member {
-                        name: name.to_owned(),
-                        type_id,
-                        bits,
-                    });
+                if let (Some(name), Some(type_id), Some(bits)) =
+                    (line.split('\'').nth(1), attr(line, "type_id="), attr(line, "bits_offset="))
+                {
+                    members.push(Member { name: name.to_owned(), type_id, bits });
                 }
             }
         }
@@ -142,14 +135,5 @@ impl Oracle {
     }
 }
 
-pub const FIELDS: [&str; 9] = [
-    "saddr",
-    "daddr",
-    "sport",
-    "dport",
-    "family",
-    "netns",
-    "netns_ino",
-    "saddr_v6",
-    "daddr_v6",
-];
+pub const FIELDS: [&str; 9] =
+    ["saddr", "daddr", "sport", "dport", "family", "netns", "netns_ino", "saddr_v6", "daddr_v6"];

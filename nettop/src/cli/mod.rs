@@ -1,7 +1,8 @@
 //! Subcommands' output. Everything printed that the host's users control
 //! (process names, addresses, error text quoting them) goes through `escape`.
+pub mod list;
 pub mod offsets;
-pub mod sockets;
+pub mod trace;
 
 /// Control characters (and a lone backslash's ambiguity) escaped, so that
 /// untrusted text can never move the cursor or recolour a terminal.
@@ -19,6 +20,17 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// `addr:port`, with brackets for IPv6 and `*` for an unknown peer.
+pub fn format_addr(addr: &str, port: u16) -> String {
+    if addr == "*" {
+        "*".to_owned()
+    } else if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
@@ -28,10 +40,7 @@ pub fn kernel_release() -> String {
 mod tests {
     #[test]
     fn escapes_terminal_control() {
-        assert_eq!(
-            super::escape("a\x1b[2Jb\n\u{9b}c\\"),
-            "a\\u{1b}[2Jb\\n\\u{9b}c\\\\"
-        );
+        assert_eq!(super::escape("a\x1b[2Jb\n\u{9b}c\\"), "a\\u{1b}[2Jb\\n\\u{9b}c\\\\");
         assert_eq!(super::escape("curl ünïcode"), "curl ünïcode");
     }
 }

@@ -53,36 +53,21 @@ pub fn run(config: &StartConfig, json: bool) -> Result<ExitCode> {
         .map(|&f| {
             let g = guessed.and_then(|g| g.get(f));
             let b = btf.as_ref().and_then(|b| b.get(f));
-            FieldReport {
-                name: f.name(),
-                guessed: g,
-                btf: b,
-                agree: g.zip(b).map(|(g, b)| g == b),
-            }
+            FieldReport { name: f.name(), guessed: g, btf: b, agree: g.zip(b).map(|(g, b)| g == b) }
         })
         .collect();
-    let disagree: Vec<&str> = fields
-        .iter()
-        .filter(|f| f.agree == Some(false))
-        .map(|f| f.name)
-        .collect();
+    let disagree: Vec<&str> =
+        fields.iter().filter(|f| f.agree == Some(false)).map(|f| f.name).collect();
     let (verified, text) = match &verification {
         Verification::NotRequested => (None, "not requested (--offsets guess)".to_owned()),
         Verification::Unavailable(why) => (None, why.clone()),
         Verification::Checked(_) if guessed.is_none() => (None, "offsets read from BTF".to_owned()),
-        Verification::Checked(_) if disagree.is_empty() => (
-            Some(true),
-            format!(
-                "every guessed field equals BTF ({})",
-                probe.btf_path().display()
-            ),
-        ),
+        Verification::Checked(_) if disagree.is_empty() => {
+            (Some(true), format!("every guessed field equals BTF ({})", probe.btf_path().display()))
+        }
         Verification::Checked(_) => (
             Some(false),
-            format!(
-                "BTF disagrees with the guess on {}; using BTF's offsets",
-                disagree.join(", ")
-            ),
+            format!("BTF disagrees with the guess on {}; using BTF's offsets", disagree.join(", ")),
         ),
     };
     if verified == Some(false) || matches!(verification, Verification::Unavailable(_)) {
@@ -96,11 +81,7 @@ pub fn run(config: &StartConfig, json: bool) -> Result<ExitCode> {
         guess_us: guess.map(|g| (g.elapsed_ms * 1e3) as u64),
         guess_connections: guess.map(|g| g.connections),
         guess_namespaces: guess.map(|g| g.namespaces),
-        offsets: if guessed.is_none() || verified == Some(false) {
-            "btf"
-        } else {
-            "guessed"
-        },
+        offsets: if guessed.is_none() || verified == Some(false) { "btf" } else { "guessed" },
         mode: config.offsets,
         verified,
         verification: text,
@@ -148,11 +129,6 @@ fn print_text(r: &Report) {
             Some(false) => "DIFFERS",
             None => "",
         };
-        println!(
-            "{:<10} {:>8} {:>8}  {mark}",
-            f.name,
-            opt(f.guessed),
-            opt(f.btf)
-        );
+        println!("{:<10} {:>8} {:>8}  {mark}", f.name, opt(f.guessed), opt(f.btf));
     }
 }

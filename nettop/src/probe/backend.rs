@@ -68,14 +68,10 @@ const fn hook(
     ret: bool,
     required: bool,
 ) -> Hook {
-    Hook {
-        progs,
-        function,
-        ret,
-        required,
-    }
+    Hook { progs, function, ret, required }
 }
 
+#[rustfmt::skip]
 const KPROBES: &[Hook] = &[
     hook(&["kp_tcp_v4_connect"], "tcp_v4_connect", false, true),
     hook(&["krp_tcp_v4_connect"], "tcp_v4_connect", true, true),
@@ -95,104 +91,57 @@ const KPROBES: &[Hook] = &[
     hook(&["kp_udpv6_recvmsg"], "udpv6_recvmsg", false, false),
     hook(&["krp_udpv6_recvmsg"], "udpv6_recvmsg", true, false),
     hook(&["kp_tcp_close"], "tcp_close", false, true),
-    hook(
-        &["kp_tcp_retransmit_skb"],
-        "tcp_retransmit_skb",
-        false,
-        true,
-    ),
+    hook(&["kp_udp_destroy_sock"], "udp_destroy_sock", false, false),
+    hook(&["kp_udpv6_destroy_sock"], "udpv6_destroy_sock", false, false),
+    hook(&["kp_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
 ];
 
 /// `ret` here means fexit rather than fentry.
+#[rustfmt::skip]
 const FENTRIES: &[Hook] = &[
     hook(&["fx_tcp_v4_connect"], "tcp_v4_connect", true, true),
     hook(&["fx_tcp_v6_connect"], "tcp_v6_connect", true, false),
-    hook(
-        &["fx_inet_csk_accept_old", "fx_inet_csk_accept"],
-        "inet_csk_accept",
-        true,
-        true,
-    ),
+    hook(&["fx_inet_csk_accept_old", "fx_inet_csk_accept"], "inet_csk_accept", true, true),
     hook(&["fx_tcp_sendmsg"], "tcp_sendmsg", true, true),
-    hook(
-        &["fx_tcp_recvmsg_old", "fx_tcp_recvmsg"],
-        "tcp_recvmsg",
-        true,
-        true,
-    ),
+    hook(&["fx_tcp_recvmsg_old", "fx_tcp_recvmsg"], "tcp_recvmsg", true, true),
     hook(&["fx_udp_sendmsg"], "udp_sendmsg", true, true),
-    hook(
-        &["fx_udp_recvmsg_old", "fx_udp_recvmsg"],
-        "udp_recvmsg",
-        true,
-        true,
-    ),
+    hook(&["fx_udp_recvmsg_old", "fx_udp_recvmsg"], "udp_recvmsg", true, true),
     hook(&["fx_udpv6_sendmsg"], "udpv6_sendmsg", true, false),
-    hook(
-        &["fx_udpv6_recvmsg_old", "fx_udpv6_recvmsg"],
-        "udpv6_recvmsg",
-        true,
-        false,
-    ),
+    hook(&["fx_udpv6_recvmsg_old", "fx_udpv6_recvmsg"], "udpv6_recvmsg", true, false),
     hook(&["fe_tcp_close"], "tcp_close", false, true),
-    hook(
-        &["fe_tcp_retransmit_skb"],
-        "tcp_retransmit_skb",
-        false,
-        true,
-    ),
+    hook(&["fe_udp_destroy_sock"], "udp_destroy_sock", false, false),
+    hook(&["fe_udpv6_destroy_sock"], "udpv6_destroy_sock", false, false),
+    hook(&["fe_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
 ];
 
-/// Tracepoints, with the record offsets the probe reads (nettop.bpf.c).
+const SOCK_LENGTH_FIELDS: &[(&str, u32)] =
+    &[("sk", 8), ("family", 16), ("protocol", 18), ("ret", 20), ("flags", 24)];
+
+/// The state-change tracepoint, attached on every backend: it is how a
+/// connection becomes established, fails, or ends.
+const STATE_TRACEPOINT: (&str, Expect) = (
+    "tp_inet_sock_set_state",
+    Expect {
+        category: "sock",
+        name: "inet_sock_set_state",
+        fields: &[("skaddr", 8), ("oldstate", 16), ("newstate", 20), ("protocol", 30)],
+    },
+);
+
+/// The tracepoint backend's own tracepoints, with the record offsets the
+/// probe reads (nettop.bpf.c).
 const TRACEPOINTS: &[(&str, Expect)] = &[
     (
-        "tp_inet_sock_set_state",
-        Expect {
-            category: "sock",
-            name: "inet_sock_set_state",
-            fields: &[
-                ("skaddr", 8),
-                ("oldstate", 16),
-                ("newstate", 20),
-                ("protocol", 30),
-            ],
-        },
-    ),
-    (
         "tp_sock_send_length",
-        Expect {
-            category: "sock",
-            name: "sock_send_length",
-            fields: &[
-                ("sk", 8),
-                ("family", 16),
-                ("protocol", 18),
-                ("ret", 20),
-                ("flags", 24),
-            ],
-        },
+        Expect { category: "sock", name: "sock_send_length", fields: SOCK_LENGTH_FIELDS },
     ),
     (
         "tp_sock_recv_length",
-        Expect {
-            category: "sock",
-            name: "sock_recv_length",
-            fields: &[
-                ("sk", 8),
-                ("family", 16),
-                ("protocol", 18),
-                ("ret", 20),
-                ("flags", 24),
-            ],
-        },
+        Expect { category: "sock", name: "sock_recv_length", fields: SOCK_LENGTH_FIELDS },
     ),
     (
         "tp_tcp_retransmit_skb",
-        Expect {
-            category: "tcp",
-            name: "tcp_retransmit_skb",
-            fields: &[("skaddr", 16)],
-        },
+        Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
     ),
 ];
 
@@ -204,7 +153,7 @@ pub struct Attached {
 pub fn attach(backend: Backend, ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
     match backend {
         Backend::Kprobe => attach_kprobes(ebpf, tracefs),
-        Backend::Fentry => attach_fentries(ebpf),
+        Backend::Fentry => attach_fentries(ebpf, tracefs),
         Backend::Tracepoint => attach_tracepoints(ebpf, tracefs),
     }
 }
@@ -216,8 +165,7 @@ where
     let p = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the probe object"))?;
-    p.try_into()
-        .with_context(|| format!("program {name} has an unexpected type"))
+    p.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
 
 /// Attach each hook; a required one failing fails the backend, an optional
@@ -254,46 +202,47 @@ fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         p.load().with_context(|| format!("load {prog}"))?;
         events.attach(prog, h.function, h.ret, p.fd()?)
     })?;
-    Ok(Attached {
-        kprobes: Some(events),
-        missing,
-    })
+    attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    Ok(Attached { kprobes: Some(events), missing })
 }
 
-fn attach_fentries(ebpf: &mut Ebpf) -> Result<Attached> {
+fn attach_fentries(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
     let btf = Btf::from_sys_fs().context(
         "fentry/fexit need the kernel's BTF (/sys/kernel/btf/vmlinux is missing or unreadable)",
     )?;
     let missing = each_hook(FENTRIES, |prog, h| {
         if h.ret {
             let p: &mut FExit = program(ebpf, prog)?;
-            p.load(h.function, &btf)
-                .with_context(|| format!("load {prog}"))?;
+            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
             p.attach().with_context(|| format!("attach {prog}"))?;
         } else {
             let p: &mut FEntry = program(ebpf, prog)?;
-            p.load(h.function, &btf)
-                .with_context(|| format!("load {prog}"))?;
+            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
             p.attach().with_context(|| format!("attach {prog}"))?;
         }
         Ok(())
     })?;
-    Ok(Attached {
-        kprobes: None,
-        missing,
-    })
+    attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    Ok(Attached { kprobes: None, missing })
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    (prog, expect): &(&str, Expect),
+) -> Result<()> {
+    tracefs::check_format(tracefs, expect)?;
+    let p: &mut TracePoint = program(ebpf, prog)?;
+    p.load().with_context(|| format!("load {prog}"))?;
+    p.attach(expect.category, expect.name)
+        .with_context(|| format!("attach {}:{}", expect.category, expect.name))?;
+    Ok(())
 }
 
 fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
-    for (prog, expect) in TRACEPOINTS {
-        tracefs::check_format(tracefs, expect)?;
-        let p: &mut TracePoint = program(ebpf, prog)?;
-        p.load().with_context(|| format!("load {prog}"))?;
-        p.attach(expect.category, expect.name)
-            .with_context(|| format!("attach {}:{}", expect.category, expect.name))?;
+    attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    for tp in TRACEPOINTS {
+        attach_tracepoint(ebpf, tracefs, tp)?;
     }
-    Ok(Attached {
-        kprobes: None,
-        missing: Vec::new(),
-    })
+    Ok(Attached { kprobes: None, missing: Vec::new() })
 }

@@ -17,10 +17,7 @@ pub struct BtfOffsets(pub Vec<(Field, Option<u32>)>);
 
 impl BtfOffsets {
     pub fn get(&self, field: Field) -> Option<u32> {
-        self.0
-            .iter()
-            .find(|(f, _)| *f == field)
-            .and_then(|(_, o)| *o)
+        self.0.iter().find(|(f, _)| *f == field).and_then(|(_, o)| *o)
     }
 }
 
@@ -42,18 +39,12 @@ struct Bytes(Vec<u8>);
 impl Readable for Bytes {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        match start
-            .checked_add(buffer.len())
-            .and_then(|end| self.0.get(start..end))
-        {
+        match start.checked_add(buffer.len()).and_then(|end| self.0.get(start..end)) {
             Some(src) => {
                 buffer.copy_from_slice(src);
                 Ok(())
             }
-            None => Err(btfparse::Error::new(
-                btfparse::ErrorKind::EOF,
-                "read past the end of BTF",
-            )),
+            None => Err(btfparse::Error::new(btfparse::ErrorKind::EOF, "read past the end of BTF")),
         }
     }
 }

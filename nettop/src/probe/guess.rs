@@ -165,12 +165,7 @@ struct SockFields {
 #[derive(Debug)]
 enum Stage {
     Sockets,
-    Netns {
-        fields: SockFields,
-        candidates: Vec<u32>,
-        index: usize,
-        seen: Vec<Observation>,
-    },
+    Netns { fields: SockFields, candidates: Vec<u32>, index: usize, seen: Vec<Observation> },
     Done(Result<Guessed, GuessError>),
 }
 
@@ -195,24 +190,13 @@ impl Guesser {
         let namespaces = config.namespaces.clamp(1, 2);
         let mut plan = Vec::new();
         for i in 0..CONFIRMATIONS.max(namespaces) {
-            plan.push(Request {
-                v6: false,
-                ns: i % namespaces,
-                deref_net: None,
-            });
+            plan.push(Request { v6: false, ns: i % namespaces, deref_net: None });
             if config.ipv6 {
-                plan.push(Request {
-                    v6: true,
-                    ns: i % namespaces,
-                    deref_net: None,
-                });
+                plan.push(Request { v6: true, ns: i % namespaces, deref_net: None });
             }
         }
         Guesser {
-            config: GuessConfig {
-                namespaces,
-                ..config
-            },
+            config: GuessConfig { namespaces, ..config },
             plan,
             sockets: Vec::new(),
             stage: Stage::Sockets,
@@ -228,12 +212,7 @@ impl Guesser {
     pub fn next(&self) -> Next {
         match &self.stage {
             Stage::Sockets => Next::Connect(self.plan[self.sockets.len()]),
-            Stage::Netns {
-                candidates,
-                index,
-                seen,
-                ..
-            } => Next::Connect(Request {
+            Stage::Netns { candidates, index, seen, .. } => Next::Connect(Request {
                 v6: false,
                 ns: seen.len() % self.config.namespaces,
                 deref_net: Some(candidates[*index]),
@@ -254,12 +233,7 @@ impl Guesser {
                     self.solve_sockets()
                 }
             }
-            Stage::Netns {
-                fields,
-                candidates,
-                index,
-                mut seen,
-            } => {
+            Stage::Netns { fields, candidates, index, mut seen } => {
                 seen.push(obs);
                 self.solve_netns(fields, candidates, index, seen)
             }
@@ -275,12 +249,7 @@ impl Guesser {
                 if candidates.is_empty() {
                     return Stage::Done(Err(GuessError::NotFound(Field::Netns)));
                 }
-                Stage::Netns {
-                    fields,
-                    candidates,
-                    index: 0,
-                    seen: Vec::new(),
-                }
+                Stage::Netns { fields, candidates, index: 0, seen: Vec::new() }
             }
         }
     }
@@ -295,12 +264,7 @@ impl Guesser {
         let needed = CONFIRMATIONS.max(self.config.namespaces);
         match inode_offset(&seen) {
             // Still consistent: confirm with another connection.
-            Some(_) if seen.len() < needed => Stage::Netns {
-                fields,
-                candidates,
-                index,
-                seen,
-            },
+            Some(_) if seen.len() < needed => Stage::Netns { fields, candidates, index, seen },
             Some(ino) => Stage::Done(Ok(Guessed {
                 saddr: fields.saddr,
                 daddr: fields.daddr,
@@ -312,12 +276,9 @@ impl Guesser {
                 saddr_v6: fields.saddr_v6,
                 daddr_v6: fields.daddr_v6,
             })),
-            None if index + 1 < candidates.len() => Stage::Netns {
-                fields,
-                candidates,
-                index: index + 1,
-                seen: Vec::new(),
-            },
+            None if index + 1 < candidates.len() => {
+                Stage::Netns { fields, candidates, index: index + 1, seen: Vec::new() }
+            }
             None => Stage::Done(Err(GuessError::NotFound(Field::NetnsIno))),
         }
     }
@@ -346,62 +307,38 @@ fn find<F>(
 where
     F: Fn(&Observation) -> Option<Vec<u8>>,
 {
-    let wanted: Vec<(&Observation, Vec<u8>)> = obs
-        .iter()
-        .filter_map(|o| expect(o).map(|v| (o, v)))
-        .collect();
+    let wanted: Vec<(&Observation, Vec<u8>)> =
+        obs.iter().filter_map(|o| expect(o).map(|v| (o, v))).collect();
     let size = wanted.first().map_or(0, |(_, v)| v.len());
     if wanted.len() < CONFIRMATIONS || size == 0 {
         return Err(GuessError::NotFound(field));
     }
     let len = wanted.iter().map(|(o, _)| o.sk.len()).min().unwrap_or(0);
     aligned_from(start, align, len, size)
-        .find(|&off| {
-            wanted
-                .iter()
-                .all(|(o, v)| bytes(&o.sk, off, size) == Some(v.as_slice()))
-        })
+        .find(|&off| wanted.iter().all(|(o, v)| bytes(&o.sk, off, size) == Some(v.as_slice())))
         .ok_or(GuessError::NotFound(field))
 }
 
 fn solve_sock_fields(obs: &[Observation], ipv6: bool) -> Result<SockFields, GuessError> {
     let e = |o: &Observation| o.expected.clone();
     let daddr = find(obs, Field::Daddr, 0, 4, |o| Some(e(o).daddr.to_vec()))?;
-    let saddr = find(obs, Field::Saddr, daddr + 4, 4, |o| {
-        Some(e(o).saddr.to_vec())
-    })?;
-    let dport = find(obs, Field::Dport, saddr + 4, 2, |o| {
-        Some(e(o).dport.to_be_bytes().to_vec())
-    })?;
-    let family = find(obs, Field::Family, dport + 2, 2, |o| {
-        Some(e(o).family.to_ne_bytes().to_vec())
-    })?;
+    let saddr = find(obs, Field::Saddr, daddr + 4, 4, |o| Some(e(o).saddr.to_vec()))?;
+    let dport = find(obs, Field::Dport, saddr + 4, 2, |o| Some(e(o).dport.to_be_bytes().to_vec()))?;
+    let family =
+        find(obs, Field::Family, dport + 2, 2, |o| Some(e(o).family.to_ne_bytes().to_vec()))?;
     // The namespace pointer (solved later) lies between family and the
     // IPv6 addresses: leave room for it.
     let after_net = family + 2 + 8;
     let (daddr_v6, saddr_v6, sport_from) = if ipv6 {
-        let d = find(obs, Field::DaddrV6, after_net, 4, |o| {
-            e(o).daddr_v6.map(|a| a.to_vec())
-        })?;
-        let s = find(obs, Field::SaddrV6, d + 16, 4, |o| {
-            e(o).saddr_v6.map(|a| a.to_vec())
-        })?;
+        let d = find(obs, Field::DaddrV6, after_net, 4, |o| e(o).daddr_v6.map(|a| a.to_vec()))?;
+        let s = find(obs, Field::SaddrV6, d + 16, 4, |o| e(o).saddr_v6.map(|a| a.to_vec()))?;
         (Some(d), Some(s), s + 16)
     } else {
         (None, None, after_net)
     };
-    let sport = find(obs, Field::Sport, sport_from, 2, |o| {
-        Some(e(o).sport.to_be_bytes().to_vec())
-    })?;
-    Ok(SockFields {
-        daddr,
-        saddr,
-        dport,
-        family,
-        daddr_v6,
-        saddr_v6,
-        sport,
-    })
+    let sport =
+        find(obs, Field::Sport, sport_from, 2, |o| Some(e(o).sport.to_be_bytes().to_vec()))?;
+    Ok(SockFields { daddr, saddr, dport, family, daddr_v6, saddr_v6, sport })
 }
 
 fn is_kernel_pointer(v: u64) -> bool {
@@ -441,10 +378,7 @@ fn netns_candidates(obs: &[Observation], start: u32) -> Vec<u32> {
 /// Lowest 4-aligned offset in the `struct net` windows holding each
 /// connection's namespace inode.
 fn inode_offset(seen: &[Observation]) -> Option<u32> {
-    let len = seen
-        .iter()
-        .map(|o| o.net.as_ref().map_or(0, Vec::len))
-        .min()?;
+    let len = seen.iter().map(|o| o.net.as_ref().map_or(0, Vec::len)).min()?;
     aligned_from(0, 4, len, 4).find(|&off| {
         seen.iter().all(|o| {
             o.net.as_deref().and_then(|n| bytes(n, off, 4))

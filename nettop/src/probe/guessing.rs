@@ -49,10 +49,7 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
     let host = Worker::spawn(comm, false)?;
     let private = Worker::spawn(comm, true).ok();
     let workers: Vec<&Worker> = std::iter::once(&host).chain(private.as_ref()).collect();
-    let mut guesser = Guesser::new(GuessConfig {
-        ipv6,
-        namespaces: workers.len(),
-    });
+    let mut guesser = Guesser::new(GuessConfig { ipv6, namespaces: workers.len() });
 
     let result = loop {
         let req = match guesser.next() {
@@ -90,9 +87,7 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
     };
     let mut idle = GuessStatus::zeroed();
     idle.state = GUESS_IDLE;
-    status
-        .set(0, idle, 0)
-        .context("disarm the guess status map")?;
+    status.set(0, idle, 0).context("disarm the guess status map")?;
     Ok(GuessRun {
         offsets: result?,
         connections: guesser.connections(),
@@ -141,9 +136,7 @@ impl Worker {
 
     fn connect(&self, v6: bool) -> Result<Expected> {
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .send((v6, tx))
-            .map_err(|_| anyhow!("guessing thread died"))?;
+        self.jobs.send((v6, tx)).map_err(|_| anyhow!("guessing thread died"))?;
         rx.recv().map_err(|_| anyhow!("guessing thread died"))?
     }
 }
@@ -151,10 +144,7 @@ impl Worker {
 fn setup_thread(comm: &[u8; 16], private_netns: bool) -> Result<()> {
     // SAFETY: prctl(PR_SET_NAME) with a NUL-terminated 16-byte buffer.
     if unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) } != 0 {
-        bail!(
-            "name the guessing thread: {}",
-            std::io::Error::last_os_error()
-        );
+        bail!("name the guessing thread: {}", std::io::Error::last_os_error());
     }
     if private_netns {
         // SAFETY: unshare affects only this thread, which does nothing else.
@@ -188,12 +178,7 @@ fn loopback_up() -> Result<()> {
 /// 127.x.y.z, never 127.0.0.1 (an unbound socket's default, and a value that
 /// matched unrelated fields on some kernels), never a .0 or .255 host part.
 fn random_loopback() -> Ipv4Addr {
-    Ipv4Addr::new(
-        127,
-        fastrand::u8(1..=254),
-        fastrand::u8(..),
-        fastrand::u8(1..=254),
-    )
+    Ipv4Addr::new(127, fastrand::u8(1..=254), fastrand::u8(..), fastrand::u8(1..=254))
 }
 
 /// Ports whose two bytes differ, so network and host byte order never agree.
@@ -223,10 +208,7 @@ fn bound_socket(domain: Domain, addr: impl Fn(u16) -> SocketAddr) -> Result<(Soc
             Err(e) => last = Some(e),
         }
     }
-    Err(anyhow!(
-        "bind a guessing socket: {}",
-        last.expect("tried at least once")
-    ))
+    Err(anyhow!("bind a guessing socket: {}", last.expect("tried at least once")))
 }
 
 /// One guessing connection: a listener on one random loopback address, a
@@ -240,30 +222,21 @@ fn connect_once(v6: bool) -> Result<Expected> {
             break d;
         }
     };
-    let (listener, dport) = bound_socket(Domain::IPV4, |p| {
-        SocketAddr::V4(SocketAddrV4::new(daddr, p))
-    })?;
+    let (listener, dport) =
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(daddr, p)))?;
     listener.listen(4).context("listen")?;
     let (client, sport) = if v6 {
-        bound_socket(Domain::IPV6, |p| {
-            SocketAddr::V6(SocketAddrV6::new(mapped(saddr), p, 0, 0))
-        })?
+        bound_socket(Domain::IPV6, |p| SocketAddr::V6(SocketAddrV6::new(mapped(saddr), p, 0, 0)))?
     } else {
-        bound_socket(Domain::IPV4, |p| {
-            SocketAddr::V4(SocketAddrV4::new(saddr, p))
-        })?
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(saddr, p)))?
     };
-    client
-        .set_linger(Some(std::time::Duration::ZERO))
-        .context("SO_LINGER")?;
+    client.set_linger(Some(std::time::Duration::ZERO)).context("SO_LINGER")?;
     let peer = if v6 {
         SocketAddr::V6(SocketAddrV6::new(mapped(daddr), dport, 0, 0))
     } else {
         SocketAddr::V4(SocketAddrV4::new(daddr, dport))
     };
-    client
-        .connect(&peer.into())
-        .with_context(|| format!("guessing connect to {peer}"))?;
+    client.connect(&peer.into()).with_context(|| format!("guessing connect to {peer}"))?;
     if let Ok((conn, _)) = listener.accept() {
         let _ = conn.set_linger(Some(std::time::Duration::ZERO));
     }
@@ -277,11 +250,7 @@ fn connect_once(v6: bool) -> Result<Expected> {
         daddr_v6: v6.then(|| mapped(daddr).octets()),
         sport,
         dport,
-        family: if v6 {
-            libc::AF_INET6 as u16
-        } else {
-            libc::AF_INET as u16
-        },
+        family: if v6 { libc::AF_INET6 as u16 } else { libc::AF_INET as u16 },
         netns_ino,
     })
 }

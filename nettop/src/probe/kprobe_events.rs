@@ -31,11 +31,7 @@ impl KprobeEvents {
         }
         let group = format!("nettop_{}", std::process::id());
         remove_stale_groups(tracefs);
-        Ok(KprobeEvents {
-            tracefs: tracefs.to_owned(),
-            group,
-            events: Vec::new(),
-        })
+        Ok(KprobeEvents { tracefs: tracefs.to_owned(), group, events: Vec::new() })
     }
 
     /// Create the event for `function` (a kretprobe when `ret`) and attach
@@ -47,17 +43,9 @@ impl KprobeEvents {
             format!("p:{}/{name} {function}", self.group)
         };
         write_control(&self.tracefs, &def).with_context(|| {
-            format!(
-                "cannot create {} on {function}",
-                if ret { "kretprobe" } else { "kprobe" }
-            )
+            format!("cannot create {} on {function}", if ret { "kretprobe" } else { "kprobe" })
         })?;
-        let id_path = self
-            .tracefs
-            .join("events")
-            .join(&self.group)
-            .join(name)
-            .join("id");
+        let id_path = self.tracefs.join("events").join(&self.group).join(name).join("id");
         let id: u64 = fs::read_to_string(&id_path)
             .with_context(|| format!("read {}", id_path.display()))?
             .trim()
@@ -79,12 +67,7 @@ impl KprobeEvents {
         let fd = &self.events.last().expect("just pushed").1;
         // SAFETY: plain ioctls on a perf event fd we own, with an fd argument.
         unsafe {
-            if libc::ioctl(
-                fd.as_raw_fd(),
-                PERF_EVENT_IOC_SET_BPF,
-                prog.as_fd().as_raw_fd(),
-            ) < 0
-            {
+            if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_fd().as_raw_fd()) < 0 {
                 return Err(std::io::Error::last_os_error())
                     .with_context(|| format!("attach program to {function}"));
             }
@@ -133,9 +116,7 @@ impl Drop for KprobeEvents {
 }
 
 fn write_control(tracefs: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(tracefs.join("kprobe_events"))?;
+    let mut f = OpenOptions::new().append(true).open(tracefs.join("kprobe_events"))?;
     f.write_all(format!("{line}\n").as_bytes())
 }
 
@@ -146,18 +127,12 @@ fn remove_stale_groups(tracefs: &Path) {
     };
     for line in list.lines() {
         // "r4096:nettop_1234/krp_tcp_v4_connect tcp_v4_connect"
-        let Some(event) = line
-            .split_whitespace()
-            .next()
-            .and_then(|d| d.split_once(':'))
-            .map(|(_, e)| e)
+        let Some(event) =
+            line.split_whitespace().next().and_then(|d| d.split_once(':')).map(|(_, e)| e)
         else {
             continue;
         };
-        let Some(pid) = event
-            .strip_prefix("nettop_")
-            .and_then(|r| r.split('/').next())
-        else {
+        let Some(pid) = event.strip_prefix("nettop_").and_then(|r| r.split('/').next()) else {
             continue;
         };
         if Path::new("/proc").join(pid).exists() {

@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
-use nettop_shared::{COUNTER_MAX, GuessStatus, Offsets, SockInfo, SockKey};
+use nettop_shared::{COUNTER_MAX, ConnKey, ConnStats, GuessStatus, Offsets, SockKey, SockState};
 
 pub use backend::{Backend, BackendChoice};
 use btf::BtfOffsets;
@@ -43,6 +43,22 @@ pub struct StartConfig {
     pub offsets: OffsetsMode,
     /// Read BTF from this file instead of /sys/kernel/btf/vmlinux.
     pub btf_path: Option<PathBuf>,
+    /// Capacity of the kernel's connection and socket tables.
+    pub max_connections: u32,
+    /// Size of the event ring buffer in bytes (a power of two, ≥ 4096).
+    pub ring_bytes: u32,
+}
+
+impl Default for StartConfig {
+    fn default() -> Self {
+        StartConfig {
+            backend: BackendChoice::Auto,
+            offsets: OffsetsMode::Auto,
+            btf_path: None,
+            max_connections: 65536,
+            ring_bytes: 4 << 20,
+        }
+    }
 }
 
 /// A backend that was tried and why it was not used.
@@ -87,10 +103,7 @@ impl Probe {
     pub fn start(config: &StartConfig) -> Result<Probe> {
         privileges::check()?;
         let tracefs = tracefs::root()?;
-        let btf_path = config
-            .btf_path
-            .clone()
-            .unwrap_or_else(|| btf::VMLINUX.into());
+        let btf_path = config.btf_path.clone().unwrap_or_else(|| btf::VMLINUX.into());
         let btf_job = (config.offsets != OffsetsMode::Guess).then(|| {
             let path = btf_path.clone();
             std::thread::spawn(move || btf::read_offsets(&path))
@@ -101,8 +114,15 @@ impl Probe {
         for backend in config.backend.order() {
             let attempt = (|| -> Result<Probe> {
                 let mut ebpf = EbpfLoader::new()
+                    .map_max_entries("conns", config.max_connections)
+                    .map_max_entries("socks", config.max_connections)
+                    .map_max_entries("events", config.ring_bytes)
                     .load(OBJECT)
                     .context("load the probe object")?;
+                let mut settings: Array<_, nettop_shared::Config> =
+                    Array::try_from(ebpf.map_mut("config").context("map config")?)?;
+                let tp_connect = u32::from(backend == Backend::Tracepoint);
+                settings.set(0, nettop_shared::Config { tp_connect, _pad: 0 }, 0)?;
                 let attached = backend::attach(backend, &mut ebpf, &tracefs)?;
                 let mut probe = Probe {
                     kprobes: attached.kprobes,
@@ -120,10 +140,7 @@ impl Probe {
                 };
                 if config.offsets != OffsetsMode::Btf {
                     let mut status: Array<_, GuessStatus> = Array::try_from(
-                        probe
-                            .ebpf
-                            .map_mut("guess_status")
-                            .context("map guess_status")?,
+                        probe.ebpf.map_mut("guess_status").context("map guess_status")?,
                     )?;
                     let run = guessing::run(&mut status, probe.ipv6.is_ok())
                         .with_context(|| format!("guessing offsets on the {backend} backend"))?;
@@ -148,16 +165,11 @@ impl Probe {
                     }
                     return Ok(probe);
                 }
-                Err(e) => attempts.push(Attempt {
-                    backend,
-                    error: format!("{e:#}"),
-                }),
+                Err(e) => attempts.push(Attempt { backend, error: format!("{e:#}") }),
             }
         }
-        let tried: Vec<String> = attempts
-            .iter()
-            .map(|a| format!("{}: {}", a.backend, a.error))
-            .collect();
+        let tried: Vec<String> =
+            attempts.iter().map(|a| format!("{}: {}", a.backend, a.error)).collect();
         Err(anyhow!("no backend could start ({})", tried.join("; ")))
     }
 
@@ -238,13 +250,41 @@ impl Probe {
         self.kprobes.as_ref().map(KprobeEvents::missed)
     }
 
-    /// Every socket the probe has a record of.
-    pub fn sockets(&self) -> Result<Vec<(u64, SockInfo)>> {
-        let map: HashMap<&MapData, SockKey, SockInfo> =
-            HashMap::try_from(self.ebpf.map("socks").context("map socks")?)?;
-        map.iter()
-            .map(|r| r.map(|(k, v)| (k.sk, v)).map_err(Into::into))
-            .collect()
+    /// The kernel's connection table.
+    pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
+        let map: HashMap<&MapData, ConnKey, ConnStats> =
+            HashMap::try_from(self.ebpf.map("conns").context("map conns")?)?;
+        map.iter().map(|r| r.map_err(Into::into)).collect()
+    }
+
+    pub fn conn(&self, key: &ConnKey) -> Option<ConnStats> {
+        let map: HashMap<&MapData, ConnKey, ConnStats> =
+            HashMap::try_from(self.ebpf.map("conns")?).ok()?;
+        map.get(key, 0).ok()
+    }
+
+    /// Remove a connection userspace has ended (UDP expiry, socket closed).
+    pub fn remove_conn(&mut self, key: &ConnKey) {
+        if let Some(m) = self.ebpf.map_mut("conns")
+            && let Ok(mut map) = HashMap::<&mut MapData, ConnKey, ConnStats>::try_from(m)
+        {
+            let _ = map.remove(key);
+        }
+    }
+
+    /// Forget a socket (a UDP socket idle past its timeout).
+    pub fn remove_sock(&mut self, sk: u64) {
+        if let Some(m) = self.ebpf.map_mut("socks")
+            && let Ok(mut map) = HashMap::<&mut MapData, SockKey, SockState>::try_from(m)
+        {
+            let _ = map.remove(&SockKey { sk });
+        }
+    }
+
+    /// The event ring buffer, for the tracer's reader (once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("events").context("event ring buffer already taken")?;
+        Ok(RingBuf::try_from(map)?)
     }
 
     /// The probe's counters, summed over CPUs, indexed by `nettop_shared::Counter`.

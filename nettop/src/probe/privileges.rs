@@ -17,10 +17,7 @@ pub struct PrivilegeError {
 
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -45,9 +42,7 @@ pub fn check() -> Result<()> {
     let caps = effective_caps().unwrap_or(0);
     let missing = missing(caps);
     if !missing.is_empty() {
-        bail!(PrivilegeError {
-            missing: missing.join(", ")
-        });
+        bail!(PrivilegeError { missing: missing.join(", ") });
     }
     Ok(())
 }

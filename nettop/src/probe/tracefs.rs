@@ -10,23 +10,13 @@ const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 /// The tracefs root, mounting it at /sys/kernel/tracing if it is absent
 /// (fresh hosts and minimal VMs often have it unmounted).
 pub fn root() -> Result<PathBuf> {
-    if let Some(p) = MOUNTS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.join("events").is_dir())
-    {
+    if let Some(p) = MOUNTS.iter().map(Path::new).find(|p| p.join("events").is_dir()) {
         return Ok(p.to_owned());
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: mount(2) with static, NUL-terminated strings.
     let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
+        libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
     };
     if rc != 0 {
         bail!(
@@ -46,11 +36,7 @@ pub struct Expect {
 
 /// Fail with the first field whose offset differs from the format file.
 pub fn check_format(tracefs: &Path, e: &Expect) -> Result<()> {
-    let path = tracefs
-        .join("events")
-        .join(e.category)
-        .join(e.name)
-        .join("format");
+    let path = tracefs.join("events").join(e.category).join(e.name).join("format");
     let format = fs::read_to_string(&path)
         .map_err(|err| anyhow!("tracepoint {}:{} is missing ({err})", e.category, e.name))?;
     for (field, want) in e.fields {
@@ -77,8 +63,7 @@ fn field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        rest.split(';')
-            .find_map(|kv| kv.trim().strip_prefix("offset:")?.parse().ok())
+        rest.split(';').find_map(|kv| kv.trim().strip_prefix("offset:")?.parse().ok())
     })
 }
 

@@ -1,5 +1,445 @@
 //! The tracer: turns the probe's maps and events into a table of
 //! connections with owners, and a stream of lifecycle events. It knows
 //! nothing of any UI.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let mut tracer = nettop::Tracer::start(nettop::Config::default())?;
+//! let mut events = tracer.events().expect("taken once");
+//! while let Some(ev) = events.next().await {
+//!     println!("{ev:?}");
+//! }
+//! # Ok(()) }
+//! ```
 pub mod attribution;
 pub mod backfill;
+pub mod conntrack;
+pub mod model;
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
+use nettop_shared::{ConnKey, Counter, DIR_INCOMING, DIR_OUTGOING, Event as RawEvent};
+use tokio::sync::mpsc;
+
+use crate::filter::{Filter, Subject};
+use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
+use attribution::Attributor;
+use conntrack::{Change, Entry, Table};
+pub use model::{Connection, Direction, Event, EventConn, EventKind, Owner, Proto, State, Stats};
+
+/// How the tracer runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub tcp: bool,
+    pub udp: bool,
+    pub ipv6: bool,
+    pub backend: BackendChoice,
+    pub offsets: OffsetsMode,
+    pub btf_path: Option<std::path::PathBuf>,
+    /// Capacity of the kernel's connection table; past it, new connections
+    /// are counted in `Stats::conn_map_full`.
+    pub max_connections: u32,
+    /// A UDP flow with no traffic for this long ends.
+    pub udp_timeout: Duration,
+    /// A closed connection stays in `connections()` this long.
+    pub linger: Duration,
+    /// Event ring buffer size in bytes (power of two).
+    pub ring_bytes: u32,
+    /// List connections that existed before the tracer started.
+    pub backfill: bool,
+    pub filter: Filter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let probe = StartConfig::default();
+        Config {
+            tcp: true,
+            udp: true,
+            ipv6: true,
+            backend: probe.backend,
+            offsets: probe.offsets,
+            btf_path: None,
+            max_connections: probe.max_connections,
+            udp_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(5),
+            ring_bytes: probe.ring_bytes,
+            backfill: true,
+            filter: Filter::default(),
+        }
+    }
+}
+
+/// Facts about the running tracer (for headers and `ready` lines).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Info {
+    pub backend: Backend,
+    /// "guessed", or "btf" when BTF was asked for or overruled a guess.
+    pub offsets: &'static str,
+    /// Every guessed field equals BTF; null while unchecked or uncheckable.
+    pub verified: Option<bool>,
+    pub guess_ms: Option<f64>,
+    pub ipv6: bool,
+}
+
+struct Shared {
+    probe: Probe,
+    table: Table,
+    attribution: Attributor,
+    config: Config,
+    lost_seen: u64,
+}
+
+/// A running trace. Probes are detached on `stop`, on drop, and on every
+/// error path (the probe detaches when dropped).
+pub struct Tracer {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    events: Option<mpsc::Receiver<Event>>,
+    dropped: Arc<AtomicU64>,
+    info: Info,
+}
+
+/// The lifecycle events, in order; `next` waits for one.
+pub struct EventStream(mpsc::Receiver<Event>);
+
+impl EventStream {
+    pub async fn next(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+
+    /// For callers outside an async runtime.
+    pub fn blocking_next(&mut self) -> Option<Event> {
+        self.0.blocking_recv()
+    }
+}
+
+const EVENT_QUEUE: usize = 1 << 16;
+const POLL: Duration = Duration::from_millis(100);
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Tracer {
+    pub fn start(config: Config) -> Result<Tracer> {
+        let mut probe = Probe::start(&StartConfig {
+            backend: config.backend,
+            offsets: config.offsets,
+            btf_path: config.btf_path.clone(),
+            max_connections: config.max_connections,
+            ring_bytes: config.ring_bytes,
+        })?;
+        let ring = probe.take_events()?;
+        // With --offsets auto the cross-check joins a background thread; it
+        // had the whole of guessing to run, and is cheap to wait for here.
+        let verification = probe.verify();
+        let info = Info {
+            backend: probe.backend(),
+            offsets: match (&verification, &probe.guess) {
+                (_, None) => "btf",
+                (Verification::Checked(b), Some(g)) if disagrees(b, &g.offsets) => "btf",
+                _ => "guessed",
+            },
+            verified: match (&verification, &probe.guess) {
+                (Verification::Checked(b), Some(g)) => Some(!disagrees(b, &g.offsets)),
+                _ => None,
+            },
+            guess_ms: probe.guess.as_ref().map(|g| g.elapsed_ms),
+            ipv6: probe.offsets().ipv6 != 0,
+        };
+        let mut shared = Shared {
+            table: Table::new(config.linger, config.udp_timeout),
+            attribution: Attributor::new(),
+            probe,
+            config,
+            lost_seen: 0,
+        };
+        if shared.config.backfill {
+            backfill(&mut shared).context("list the connections that existed before start")?;
+        }
+        let shared = Arc::new(Mutex::new(shared));
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let reader = {
+            let (shared, stop, dropped) = (shared.clone(), stop.clone(), dropped.clone());
+            std::thread::Builder::new()
+                .name("nettop-tracer".into())
+                .spawn(move || read_loop(ring, &shared, &stop, &tx, &dropped))
+                .context("spawn the tracer thread")?
+        };
+        Ok(Tracer { shared, stop, reader: Some(reader), events: Some(rx), dropped, info })
+    }
+
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// The event stream (once; later calls return None).
+    pub fn events(&mut self) -> Option<EventStream> {
+        self.events.take().map(EventStream)
+    }
+
+    /// Every connection now, open or lingering after close, filtered.
+    pub fn connections(&self) -> Vec<Connection> {
+        let mut s = lock(&self.shared);
+        refresh(&mut s);
+        let Shared { table, attribution, config, .. } = &mut *s;
+        table
+            .entries()
+            .filter_map(|e| {
+                let owner = owner(attribution, e.key.tgid, &e.comm);
+                wanted(config, &e.key, &owner).then(|| Connection::from_entry(e, owner))
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = lock(&self.shared);
+        let counters = s.probe.counters().unwrap_or_default();
+        let (open, closed) = s
+            .table
+            .entries()
+            .fold((0, 0), |(o, c), e| if e.closed_ns.is_some() { (o, c + 1) } else { (o + 1, c) });
+        Stats {
+            events_lost: counters[Counter::EventsLost as usize],
+            events_dropped: self.dropped.load(Ordering::Relaxed),
+            conn_map_full: counters[Counter::ConnMapFull as usize],
+            sock_map_full: counters[Counter::SockMapFull as usize],
+            kprobe_missed: s.probe.kprobe_missed(),
+            connections_open: open,
+            connections_closed: closed,
+            backfilled: s.table.entries().filter(|e| e.backfilled).count() as u64,
+        }
+    }
+
+    /// Detach the probes and stop the reader.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn disagrees(b: &crate::probe::btf::BtfOffsets, g: &crate::probe::guess::Guessed) -> bool {
+    crate::probe::guess::Field::ALL
+        .iter()
+        .any(|&f| matches!((g.get(f), b.get(f)), (Some(x), Some(y)) if x != y))
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn owner(attribution: &mut Attributor, tgid: u32, comm: &[u8; 16]) -> Owner {
+    Owner::resolve(tgid, comm, attribution.lookup(tgid))
+}
+
+fn wanted(config: &Config, key: &ConnKey, owner: &Owner) -> bool {
+    let Some(proto) = Proto::from_ip(key.proto) else { return false };
+    let on = match proto {
+        Proto::Tcp => config.tcp,
+        Proto::Udp => config.udp,
+    };
+    on && (config.ipv6 || key.family == nettop_shared::AF_INET)
+        && config.filter.matches(&Subject {
+            proto,
+            pid: key.tgid,
+            comm: &owner.comm,
+            cmdline: &owner.cmdline,
+            lport: key.lport,
+            rport: key.rport,
+        })
+}
+
+/// Pull the kernel's counters into the table, end idle UDP flows, forget
+/// what lingered long enough. Returns the ends it caused.
+fn refresh(s: &mut Shared) -> Vec<Change> {
+    if let Ok(live) = s.probe.conns() {
+        s.table.sync(&live);
+    }
+    let now = monotonic_ns();
+    let ended = s.table.expire_udp(now);
+    for c in &ended {
+        if let Change::Close(e) = c {
+            s.probe.remove_conn(&e.key);
+            if !s.table.entries().any(|o| o.sk == e.sk && o.closed_ns.is_none()) {
+                s.probe.remove_sock(e.sk);
+            }
+        }
+    }
+    s.table.expire_closed(now);
+    ended
+}
+
+fn backfill(s: &mut Shared) -> Result<()> {
+    let sockets = backfill::sockets()?;
+    let listeners = backfill::Listeners::from_sockets(&sockets);
+    for sock in &sockets {
+        if sock.state == 10 || (sock.proto == backfill::Proto::Tcp && sock.state != 1) {
+            continue; // listeners, and TCP sockets not established
+        }
+        if sock.proto == backfill::Proto::Udp
+            && sock.raddr.is_unspecified()
+            && sock.owners.is_empty()
+        {
+            continue;
+        }
+        let key = key_of(sock);
+        let direction = if sock.proto == backfill::Proto::Udp {
+            nettop_shared::DIR_UNKNOWN
+        } else if listeners.is_incoming(sock) {
+            DIR_INCOMING
+        } else {
+            DIR_OUTGOING
+        };
+        // tcp_info counts the active opener's SYN in bytes_acked (one
+        // sequence number, not a byte of data).
+        let syn = u64::from(direction == DIR_OUTGOING);
+        let acked = sock.bytes_acked.unwrap_or(0).saturating_sub(syn);
+        let now = (acked, sock.bytes_received.unwrap_or(0));
+        let counted = s.probe.conn(&key);
+        s.table.backfill(key, direction, now, counted);
+    }
+    Ok(())
+}
+
+fn key_of(sock: &backfill::SocketEntry) -> ConnKey {
+    let mut k = ConnKey {
+        netns: sock.netns,
+        tgid: sock.owners.first().copied().unwrap_or(0),
+        proto: match sock.proto {
+            backfill::Proto::Tcp => nettop_shared::IPPROTO_TCP,
+            backfill::Proto::Udp => nettop_shared::IPPROTO_UDP,
+        },
+        family: if sock.family == 4 { nettop_shared::AF_INET } else { nettop_shared::AF_INET6 },
+        lport: sock.lport,
+        rport: sock.rport,
+        ..Default::default()
+    };
+    let put = |dst: &mut [u8; 16], a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v4) => dst[..4].copy_from_slice(&v4.octets()),
+        std::net::IpAddr::V6(v6) => *dst = v6.octets(),
+    };
+    put(&mut k.laddr, sock.laddr);
+    put(&mut k.raddr, sock.raddr);
+    k
+}
+
+fn read_loop(
+    mut ring: RingBuf<MapData>,
+    shared: &Mutex<Shared>,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<Event>,
+    dropped: &AtomicU64,
+) {
+    let fd = ring.as_raw_fd();
+    let mut last_refresh = 0;
+    let send = |ev: Event| {
+        if tx.try_send(ev).is_err() {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
+        unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
+        let mut s = lock(shared);
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<RawEvent>() {
+                continue;
+            }
+            // SAFETY: the probe writes whole `struct nettop_event`s (layout
+            // checked by shared/tests/layout.rs); read_unaligned copes with
+            // any alignment.
+            let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            let Shared { table, probe, .. } = &mut *s;
+            let changes = table.apply(&raw, now, |k| {
+                let last = probe.conn(k);
+                probe.remove_conn(k);
+                last
+            });
+            out.extend(changes.into_iter().map(|c| (c, raw.ts_ns)));
+        }
+        if now.saturating_sub(last_refresh) >= 500_000_000 {
+            last_refresh = now;
+            out.extend(refresh(&mut s).into_iter().map(|c| (c, now)));
+            let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
+            if lost > s.lost_seen {
+                send(Event {
+                    event: EventKind::Lost,
+                    ts_ns: now,
+                    conn: None,
+                    bytes_sent: None,
+                    bytes_recv: None,
+                    errno: None,
+                    lost: Some(lost - s.lost_seen),
+                });
+                s.lost_seen = lost;
+            }
+        }
+        let Shared { attribution, config, .. } = &mut *s;
+        for (change, ts) in out {
+            if let Some(ev) = to_event(change, ts, attribution, config) {
+                send(ev);
+            }
+        }
+    }
+}
+
+fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config) -> Option<Event> {
+    let conn_event = |kind, e: &Entry, totals: bool, attribution: &mut Attributor| {
+        let owner = owner(attribution, e.key.tgid, &e.comm);
+        wanted(config, &e.key, &owner).then(|| Event {
+            event: kind,
+            ts_ns,
+            conn: Some(EventConn::new(&e.key, e.direction, owner)),
+            bytes_sent: totals.then(|| e.bytes_sent()),
+            bytes_recv: totals.then(|| e.bytes_recv()),
+            errno: None,
+            lost: None,
+        })
+    };
+    match c {
+        Change::Connect(e) => conn_event(EventKind::Connect, &e, false, attribution),
+        Change::Accept(e) => conn_event(EventKind::Accept, &e, false, attribution),
+        Change::Close(e) => conn_event(EventKind::Close, &e, true, attribution),
+        Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, attribution),
+        Change::ConnectFailed { key, errno, comm } => {
+            let owner = owner(attribution, key.tgid, &comm);
+            wanted(config, &key, &owner).then(|| Event {
+                event: EventKind::ConnectFailed,
+                ts_ns,
+                conn: Some(EventConn::new(&key, DIR_OUTGOING, owner)),
+                bytes_sent: None,
+                bytes_recv: None,
+                errno,
+                lost: None,
+            })
+        }
+    }
+}

@@ -54,11 +54,7 @@ fn layout_618() -> Layout {
 
 /// Shaped like an rt kernel: bigger locks push everything after sock_common.
 fn layout_rt() -> Layout {
-    Layout {
-        sport: 1190,
-        netns_ino: 304,
-        ..layout_618()
-    }
+    Layout { sport: 1190, netns_ino: 304, ..layout_618() }
 }
 
 struct Sim {
@@ -75,10 +71,7 @@ struct Sim {
 impl Sim {
     fn new(layout: Layout, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let net_ptrs = [
-            0xffff_9000_0000_0000 | rng.u64(..1 << 40) & !7,
-            0xffff_9100_0000_0000,
-        ];
+        let net_ptrs = [0xffff_9000_0000_0000 | rng.u64(..1 << 40) & !7, 0xffff_9100_0000_0000];
         let inodes = [0xF000_0000, 4_026_532_000 + rng.u32(..10_000)];
         Sim {
             layout,
@@ -98,18 +91,8 @@ impl Sim {
                 break p;
             }
         };
-        let saddr = [
-            127,
-            self.rng.u8(1..255),
-            self.rng.u8(..),
-            self.rng.u8(1..255),
-        ];
-        let daddr = [
-            127,
-            self.rng.u8(1..255),
-            self.rng.u8(..),
-            self.rng.u8(1..255),
-        ];
+        let saddr = [127, self.rng.u8(1..255), self.rng.u8(..), self.rng.u8(1..255)];
+        let daddr = [127, self.rng.u8(1..255), self.rng.u8(..), self.rng.u8(1..255)];
         let mapped = |a: [u8; 4]| {
             let mut v = [0u8; 16];
             v[10] = 0xff;
@@ -158,17 +141,8 @@ impl Sim {
         put_field(&mut sk, Field::Dport, l.dport, &e.dport.to_be_bytes());
         put(&mut sk, l.num, &e.sport.to_ne_bytes());
         put_field(&mut sk, Field::Family, l.family, &e.family.to_ne_bytes());
-        put(
-            &mut sk,
-            l.prot,
-            &self.prot_ptr[req.v6 as usize].to_ne_bytes(),
-        );
-        put_field(
-            &mut sk,
-            Field::Netns,
-            l.netns,
-            &self.net_ptrs[req.ns].to_ne_bytes(),
-        );
+        put(&mut sk, l.prot, &self.prot_ptr[req.v6 as usize].to_ne_bytes());
+        put_field(&mut sk, Field::Netns, l.netns, &self.net_ptrs[req.ns].to_ne_bytes());
         if let (Some(d), Some(s)) = (e.daddr_v6, e.saddr_v6) {
             put_field(&mut sk, Field::DaddrV6, l.daddr_v6, &d);
             put_field(&mut sk, Field::SaddrV6, l.saddr_v6, &s);
@@ -195,12 +169,7 @@ impl Sim {
             net
         });
         self.connections += 1;
-        Observation {
-            expected: e,
-            ns: req.ns,
-            sk,
-            net,
-        }
+        Observation { expected: e, ns: req.ns, sk, net }
     }
 }
 
@@ -230,10 +199,7 @@ fn expect_layout(l: &Layout, ipv6: bool) -> Guessed {
     }
 }
 
-const BOTH: GuessConfig = GuessConfig {
-    ipv6: true,
-    namespaces: 2,
-};
+const BOTH: GuessConfig = GuessConfig { ipv6: true, namespaces: 2 };
 
 #[test]
 fn guesses_the_618_layout_in_few_connections() {
@@ -247,10 +213,7 @@ fn guesses_the_618_layout_in_few_connections() {
 #[test]
 fn guesses_an_rt_shaped_layout() {
     for seed in 0..50 {
-        assert_eq!(
-            run(layout_rt(), BOTH, seed).0,
-            Ok(expect_layout(&layout_rt(), true))
-        );
+        assert_eq!(run(layout_rt(), BOTH, seed).0, Ok(expect_layout(&layout_rt(), true)));
     }
 }
 
@@ -270,39 +233,23 @@ fn decoys_do_not_fool_it() {
         Decoy::InodeOnce(64),
     ];
     for seed in 0..200 {
-        assert_eq!(
-            run(l.clone(), BOTH, seed).0,
-            Ok(expect_layout(&l, true)),
-            "seed {seed}"
-        );
+        assert_eq!(run(l.clone(), BOTH, seed).0, Ok(expect_layout(&l, true)), "seed {seed}");
     }
 }
 
 #[test]
 fn one_namespace_still_finds_netns_past_global_pointers() {
-    let config = GuessConfig {
-        ipv6: true,
-        namespaces: 1,
-    };
+    let config = GuessConfig { ipv6: true, namespaces: 1 };
     for seed in 0..50 {
-        assert_eq!(
-            run(layout_618(), config, seed).0,
-            Ok(expect_layout(&layout_618(), true))
-        );
+        assert_eq!(run(layout_618(), config, seed).0, Ok(expect_layout(&layout_618(), true)));
     }
 }
 
 #[test]
 fn without_ipv6_the_v6_fields_are_unavailable_and_the_rest_is_found() {
-    let config = GuessConfig {
-        ipv6: false,
-        namespaces: 2,
-    };
+    let config = GuessConfig { ipv6: false, namespaces: 2 };
     for seed in 0..50 {
-        assert_eq!(
-            run(layout_618(), config, seed).0,
-            Ok(expect_layout(&layout_618(), false))
-        );
+        assert_eq!(run(layout_618(), config, seed).0, Ok(expect_layout(&layout_618(), false)));
     }
 }
 
@@ -330,11 +277,7 @@ fn a_missing_field_is_named_never_faked() {
                 }
                 assert!(g.connections() < 200, "{field}: unbounded");
             };
-            assert_eq!(
-                result,
-                Err(GuessError::NotFound(field)),
-                "omitted {field}, seed {seed}"
-            );
+            assert_eq!(result, Err(GuessError::NotFound(field)), "omitted {field}, seed {seed}");
         }
     }
 }

@@ -1,0 +1,88 @@
+//! `nettop trace`: stream lifecycle events until interrupted.
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use nettop::tracer::{Event, EventKind, Tracer};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{escape, format_addr};
+
+pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(stream(config, json))
+}
+
+async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut tracer = Tracer::start(config)?;
+    let mut events = tracer.events().expect("first call");
+    let info = tracer.info().clone();
+    if json {
+        let mut ready = serde_json::to_value(&info)?;
+        ready["event"] = "ready".into();
+        println!("{ready}");
+    } else {
+        eprintln!(
+            "nettop: tracing on the {} backend (offsets {}); Ctrl-C to stop",
+            info.backend, info.offsets
+        );
+        println!(
+            "{:<14} {:<14} {:>7} {:<16} {:<5} {:<45} {:>10} {:>10}",
+            "TIME(s)", "EVENT", "PID", "COMM", "PROTO", "LOCAL -> REMOTE", "SENT", "RECV"
+        );
+    }
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(ev) => print_event(&ev, json)?,
+                None => break,
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let stats = tracer.stats();
+    tracer.stop();
+    if json {
+        println!("{}", serde_json::json!({ "event": "stats", "stats": stats }));
+    } else {
+        eprintln!("nettop: {}", serde_json::to_string(&stats)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(ev: &Event, json: bool) -> Result<()> {
+    if json {
+        // serde_json escapes control characters in strings.
+        println!("{}", serde_json::to_string(ev)?);
+        return Ok(());
+    }
+    let kind = serde_json::to_value(ev.event)?.as_str().unwrap_or("?").to_owned();
+    let time = format!("{:.6}", ev.ts_ns as f64 / 1e9);
+    match (&ev.conn, ev.event) {
+        (Some(c), _) => {
+            let tuple =
+                format!("{} -> {}", format_addr(&c.laddr, c.lport), format_addr(&c.raddr, c.rport));
+            let bytes = |b: Option<u64>| b.map_or_else(String::new, |b| b.to_string());
+            let extra = ev.errno.map(|e| format!(" errno {e}")).unwrap_or_default();
+            println!(
+                "{time:<14} {kind:<14} {:>7} {:<16} {:<5} {:<45} {:>10} {:>10}{extra}",
+                c.owner.pid,
+                escape(&c.owner.comm),
+                format!("{:?}", c.proto).to_lowercase(),
+                escape(&tuple),
+                bytes(ev.bytes_sent),
+                bytes(ev.bytes_recv),
+            );
+        }
+        (None, EventKind::Lost) => {
+            println!("{time:<14} lost           {} events", ev.lost.unwrap_or(0))
+        }
+        (None, _) => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The connection table: merges the kernel's counters, its lifecycle events
+//! and the backfill of connections older than nettop into one entry per
+//! connection. Pure logic: the caller does every read and write of BPF maps.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nettop_shared::{
+    ConnKey, ConnStats, DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED,
+    EV_RETRANSMIT, EV_SOCK_CLOSE, Event as RawEvent, IPPROTO_UDP,
+};
+
+/// One connection as the table knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: ConnKey,
+    pub sk: u64,
+    /// The kernel's counters (since it first saw the connection).
+    pub stats: ConnStats,
+    /// Bytes from before nettop started (backfill), added to `stats`.
+    pub base_sent: u64,
+    pub base_recv: u64,
+    pub direction: u8,
+    /// The probe saw it connect or accept: its counters are complete.
+    pub born: bool,
+    pub backfilled: bool,
+    /// The kernel-reported thread name: the fallback when /proc has no process.
+    pub comm: [u8; 16],
+    /// Monotonic ns when it closed; closed entries linger, then go.
+    pub closed_ns: Option<u64>,
+}
+
+impl Entry {
+    fn new(key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> Entry {
+        Entry {
+            key,
+            sk,
+            stats: ConnStats::default(),
+            base_sent: 0,
+            base_recv: 0,
+            direction,
+            born: false,
+            backfilled: false,
+            comm,
+            closed_ns: None,
+        }
+    }
+
+    pub fn bytes_sent(&self) -> u64 {
+        self.base_sent + self.stats.bytes_sent
+    }
+
+    pub fn bytes_recv(&self) -> u64 {
+        self.base_recv + self.stats.bytes_recv
+    }
+
+    pub fn is_udp(&self) -> bool {
+        self.key.proto == IPPROTO_UDP
+    }
+}
+
+/// What happened, for the event stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Connect(Entry),
+    Accept(Entry),
+    /// Final totals, reported once.
+    Close(Entry),
+    ConnectFailed {
+        key: ConnKey,
+        errno: Option<i32>,
+        comm: [u8; 16],
+    },
+    Retransmit(Entry),
+}
+
+pub struct Table {
+    entries: HashMap<ConnKey, Entry>,
+    linger_ns: u64,
+    udp_timeout_ns: u64,
+}
+
+impl Table {
+    pub fn new(linger: Duration, udp_timeout: Duration) -> Table {
+        Table {
+            entries: HashMap::new(),
+            linger_ns: linger.as_nanos() as u64,
+            udp_timeout_ns: udp_timeout.as_nanos() as u64,
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    pub fn get(&self, key: &ConnKey) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
+        let e = self.entries.entry(key).or_insert_with(|| Entry::new(key, sk, direction, comm));
+        if e.closed_ns.is_some() {
+            // The same tuple again (a reused port): a new connection.
+            *e = Entry::new(key, sk, direction, comm);
+        }
+        if e.direction == DIR_UNKNOWN {
+            e.direction = direction;
+        }
+        e
+    }
+
+    /// Apply one ring-buffer event. `final_udp` gives the kernel's last
+    /// counters of a UDP flow whose socket closed (the caller then removes
+    /// the flow from the kernel's table).
+    pub fn apply(
+        &mut self,
+        ev: &RawEvent,
+        now_ns: u64,
+        mut final_udp: impl FnMut(&ConnKey) -> Option<ConnStats>,
+    ) -> Vec<Change> {
+        match ev.kind {
+            EV_CONNECT | EV_ACCEPT => {
+                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                e.born = true;
+                let e = e.clone();
+                vec![if ev.kind == EV_CONNECT { Change::Connect(e) } else { Change::Accept(e) }]
+            }
+            EV_CLOSE => {
+                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                e.stats.bytes_sent = ev.bytes_sent;
+                e.stats.bytes_recv = ev.bytes_recv;
+                e.stats.msgs_sent = ev.msgs_sent;
+                e.stats.msgs_recv = ev.msgs_recv;
+                e.stats.retransmits = ev.retransmits;
+                e.stats.last_ns = ev.ts_ns;
+                e.closed_ns = Some(now_ns);
+                vec![Change::Close(e.clone())]
+            }
+            EV_CONNECT_FAILED => vec![Change::ConnectFailed {
+                key: ev.key,
+                errno: (ev.err != 0).then_some(ev.err),
+                comm: ev.comm,
+            }],
+            EV_RETRANSMIT => {
+                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                e.stats.retransmits = e.stats.retransmits.max(ev.retransmits);
+                vec![Change::Retransmit(e.clone())]
+            }
+            EV_SOCK_CLOSE => {
+                let keys: Vec<ConnKey> = self
+                    .entries
+                    .values()
+                    .filter(|e| e.is_udp() && e.sk == ev.sk && e.closed_ns.is_none())
+                    .map(|e| e.key)
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|k| {
+                        let last = final_udp(&k);
+                        self.close(&k, last, now_ns)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn close(&mut self, key: &ConnKey, last: Option<ConnStats>, now_ns: u64) -> Option<Change> {
+        let e = self.entries.get_mut(key)?;
+        if e.closed_ns.is_some() {
+            return None;
+        }
+        if let Some(s) = last {
+            e.stats = s;
+        }
+        e.closed_ns = Some(now_ns);
+        Some(Change::Close(e.clone()))
+    }
+
+    /// Take in the kernel's current counters of every live connection.
+    pub fn sync(&mut self, live: &[(ConnKey, ConnStats)]) {
+        for (key, stats) in live {
+            let e = self
+                .entries
+                .entry(*key)
+                .or_insert_with(|| Entry::new(*key, stats.sk, stats.direction, [0; 16]));
+            if e.closed_ns.is_none() {
+                e.stats = *stats;
+                if e.direction == DIR_UNKNOWN {
+                    e.direction = stats.direction;
+                }
+            }
+        }
+    }
+
+    /// A connection that predates nettop, with the kernel's own totals at
+    /// backfill time (`bytes_now`) and what the probe had already counted of
+    /// it by then (`counted`), so that no byte is counted twice.
+    pub fn backfill(
+        &mut self,
+        key: ConnKey,
+        direction: u8,
+        bytes_now: (u64, u64),
+        counted: Option<ConnStats>,
+    ) {
+        if self.entries.get(&key).is_some_and(|e| e.born) {
+            return;
+        }
+        let e = self.entries.entry(key).or_insert_with(|| Entry::new(key, 0, direction, [0; 16]));
+        e.backfilled = true;
+        e.direction = direction;
+        let counted = counted.unwrap_or_default();
+        e.base_sent = bytes_now.0.saturating_sub(counted.bytes_sent);
+        e.base_recv = bytes_now.1.saturating_sub(counted.bytes_recv);
+    }
+
+    /// UDP flows idle for longer than the timeout end like a TCP close; the
+    /// caller removes them from the kernel's table.
+    pub fn expire_udp(&mut self, now_ns: u64) -> Vec<Change> {
+        let idle: Vec<ConnKey> = self
+            .entries
+            .values()
+            .filter(|e| e.is_udp() && e.closed_ns.is_none())
+            .filter(|e| now_ns.saturating_sub(e.stats.last_ns) > self.udp_timeout_ns)
+            .map(|e| e.key)
+            .collect();
+        idle.into_iter().filter_map(|k| self.close(&k, None, now_ns)).collect()
+    }
+
+    /// Forget closed connections whose linger is over.
+    pub fn expire_closed(&mut self, now_ns: u64) {
+        let linger = self.linger_ns;
+        self.entries.retain(|_, e| e.closed_ns.is_none_or(|c| now_ns.saturating_sub(c) < linger));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nettop_shared::{DIR_INCOMING, DIR_OUTGOING, IPPROTO_TCP};
+
+    fn key(proto: u8, lport: u16, rport: u16) -> ConnKey {
+        ConnKey { netns: 1, tgid: 42, proto, family: 2, lport, rport, ..Default::default() }
+    }
+
+    fn ev(kind: u8, key: ConnKey, sent: u64, recv: u64) -> RawEvent {
+        RawEvent {
+            key,
+            kind,
+            bytes_sent: sent,
+            bytes_recv: recv,
+            direction: DIR_OUTGOING,
+            sk: 7,
+            ts_ns: 10,
+            ..Default::default()
+        }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn close_reports_final_totals_once_then_lingers() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_TCP, 1000, 80);
+        assert!(matches!(t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None)[..], [Change::Connect(_)]));
+        t.sync(&[(k, ConnStats { bytes_sent: 100, bytes_recv: 5, ..Default::default() })]);
+        let out = t.apply(&ev(EV_CLOSE, k, 512, 32768), SEC, |_| None);
+        let [Change::Close(e)] = &out[..] else { panic!("{out:?}") };
+        assert_eq!((e.bytes_sent(), e.bytes_recv()), (512, 32768));
+        // A late sync of stale counters does not rewrite a closed entry.
+        t.sync(&[(k, ConnStats { bytes_sent: 100, ..Default::default() })]);
+        assert_eq!(t.get(&k).unwrap().bytes_sent(), 512);
+        t.expire_closed(5 * SEC);
+        assert!(t.get(&k).is_some(), "still lingering");
+        t.expire_closed(6 * SEC + 1);
+        assert!(t.get(&k).is_none());
+    }
+
+    #[test]
+    fn failed_connect_is_not_a_connection() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let mut e = ev(EV_CONNECT_FAILED, key(IPPROTO_TCP, 0, 9), 0, 0);
+        e.err = 111;
+        let out = t.apply(&e, 0, |_| None);
+        assert!(matches!(out[..], [Change::ConnectFailed { errno: Some(111), .. }]));
+        assert_eq!(t.entries().count(), 0);
+    }
+
+    #[test]
+    fn udp_flows_expire_when_idle_and_when_their_socket_closes() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let a = key(IPPROTO_UDP, 53, 1111);
+        let b = key(IPPROTO_UDP, 53, 2222);
+        let mut other = key(IPPROTO_UDP, 99, 3333);
+        other.tgid = 43;
+        let stats =
+            |sent, last_ns, sk| ConnStats { bytes_sent: sent, last_ns, sk, ..Default::default() };
+        t.sync(&[(a, stats(10, SEC, 7)), (b, stats(20, 20 * SEC, 7)), (other, stats(5, SEC, 8))]);
+        // a and other idle since 1 s: at 32 s they expire, b (20 s) does not.
+        let out = t.expire_udp(32 * SEC);
+        assert_eq!(out.len(), 2);
+        assert!(t.get(&b).unwrap().closed_ns.is_none());
+        // b's socket closes: final counters come from the kernel.
+        let mut close = ev(EV_SOCK_CLOSE, ConnKey::default(), 0, 0);
+        close.sk = 7;
+        let out = t.apply(&close, 33 * SEC, |k| (*k == b).then(|| stats(25, 33 * SEC, 7)));
+        let [Change::Close(e)] = &out[..] else { panic!("{out:?}") };
+        assert_eq!(e.bytes_sent(), 25);
+        // Nothing is closed twice.
+        assert!(t.expire_udp(100 * SEC).is_empty());
+    }
+
+    #[test]
+    fn backfill_adds_what_the_probe_had_not_counted() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_TCP, 2000, 443);
+        // The kernel said 1000/3000 at backfill; the probe had seen 100/0 of that.
+        t.backfill(
+            k,
+            DIR_INCOMING,
+            (1000, 3000),
+            Some(ConnStats { bytes_sent: 100, ..Default::default() }),
+        );
+        t.sync(&[(k, ConnStats { bytes_sent: 150, bytes_recv: 10, ..Default::default() })]);
+        let e = t.get(&k).unwrap();
+        assert_eq!((e.bytes_sent(), e.bytes_recv()), (1050, 3010));
+        assert!(e.backfilled);
+        assert_eq!(e.direction, DIR_INCOMING);
+    }
+
+    #[test]
+    fn a_connection_born_under_the_probe_is_not_backfilled() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_TCP, 3000, 80);
+        t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None);
+        t.backfill(k, DIR_OUTGOING, (500, 500), None);
+        let e = t.get(&k).unwrap();
+        assert_eq!((e.bytes_sent(), e.backfilled), (0, false));
+    }
+}

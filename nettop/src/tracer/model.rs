@@ -1,0 +1,256 @@
+//! What the tracer hands out: connections and events, ready to print.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use nettop_shared::{AF_INET, ConnKey, DIR_INCOMING, DIR_OUTGOING, IPPROTO_TCP, IPPROTO_UDP};
+use serde::Serialize;
+
+use super::attribution::{ProcessInfo, Unattributed};
+use super::conntrack::Entry;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn from_ip(p: u8) -> Option<Proto> {
+        match p {
+            IPPROTO_TCP => Some(Proto::Tcp),
+            IPPROTO_UDP => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+    Unknown,
+}
+
+impl Direction {
+    pub fn from_raw(d: u8) -> Direction {
+        match d {
+            DIR_OUTGOING => Direction::Outgoing,
+            DIR_INCOMING => Direction::Incoming,
+            _ => Direction::Unknown,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Open,
+    Closed,
+}
+
+/// Who owns a connection, or why that is not known.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: String,
+    pub user: Option<String>,
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+    /// Why the fields above are thin: "exited", "other_pid_namespace",
+    /// "kernel", "before_start"; null when the process was found.
+    pub owner_note: Option<String>,
+}
+
+impl Owner {
+    pub fn resolve(
+        pid: u32,
+        kernel_comm: &[u8; 16],
+        found: Result<ProcessInfo, Unattributed>,
+    ) -> Owner {
+        match found {
+            Ok(p) => Owner {
+                pid,
+                comm: p.comm,
+                cmdline: p.cmdline,
+                user: p.user,
+                cgroup: p.cgroup,
+                container: p.container,
+                owner_note: None,
+            },
+            Err(why) => Owner {
+                pid,
+                comm: comm_str(kernel_comm),
+                owner_note: Some(
+                    serde_json::to_value(why)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "unknown".into()),
+                ),
+                ..Owner::default()
+            },
+        }
+    }
+}
+
+pub fn comm_str(c: &[u8; 16]) -> String {
+    let n = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..n]).into_owned()
+}
+
+/// The addresses of a key. The remote is None ("*") for an unconnected UDP
+/// socket whose peers the backend cannot see.
+pub fn addrs(k: &ConnKey) -> (IpAddr, Option<IpAddr>) {
+    let ip = |a: &[u8; 16]| -> IpAddr {
+        if k.family == AF_INET {
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(*a))
+        }
+    };
+    let remote = (k.rport != 0 || k.raddr != [0; 16]).then(|| ip(&k.raddr));
+    (ip(&k.laddr), remote)
+}
+
+fn family(k: &ConnKey) -> u8 {
+    if k.family == AF_INET { 4 } else { 6 }
+}
+
+/// One connection, as `nettop list --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Connection {
+    pub proto: Proto,
+    pub family: u8,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub laddr: String,
+    pub lport: u16,
+    /// "*" when the peer is not known.
+    pub raddr: String,
+    pub rport: u16,
+    pub direction: Direction,
+    pub state: State,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    pub msgs_sent: u64,
+    pub msgs_recv: u64,
+    pub retransmits: u32,
+    pub netns: u32,
+    /// Existed before nettop started: TCP totals include the kernel's own
+    /// counters from then; UDP ones count only from then.
+    pub backfilled: bool,
+    /// Totals count only since nettop started (backfilled UDP).
+    pub counted_since_start: bool,
+    /// Monotonic clock (CLOCK_MONOTONIC ns) of the first and last activity seen.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+impl Connection {
+    pub fn from_entry(e: &Entry, owner: Owner) -> Connection {
+        let (l, r) = addrs(&e.key);
+        Connection {
+            proto: Proto::from_ip(e.key.proto).unwrap_or(Proto::Tcp),
+            family: family(&e.key),
+            owner,
+            laddr: l.to_string(),
+            lport: e.key.lport,
+            raddr: r.map_or_else(|| "*".to_owned(), |a| a.to_string()),
+            rport: e.key.rport,
+            direction: Direction::from_raw(e.direction),
+            state: if e.closed_ns.is_some() { State::Closed } else { State::Open },
+            bytes_sent: e.bytes_sent(),
+            bytes_recv: e.bytes_recv(),
+            msgs_sent: e.stats.msgs_sent,
+            msgs_recv: e.stats.msgs_recv,
+            retransmits: e.stats.retransmits,
+            netns: e.key.netns,
+            backfilled: e.backfilled,
+            counted_since_start: e.backfilled && e.is_udp(),
+            first_ns: e.stats.first_ns,
+            last_ns: e.stats.last_ns,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Connect,
+    Accept,
+    Close,
+    ConnectFailed,
+    Retransmit,
+    /// Events the kernel could not deliver (ring buffer full) or the
+    /// consumer did not take in time: `lost` says how many.
+    Lost,
+}
+
+/// One lifecycle event, as `nettop trace --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub ts_ns: u64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub conn: Option<EventConn>,
+    /// Final totals, on close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_recv: Option<u64>,
+    /// On connect_failed, where the backend can see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventConn {
+    pub proto: Proto,
+    pub family: u8,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub laddr: String,
+    pub lport: u16,
+    pub raddr: String,
+    pub rport: u16,
+    pub netns: u32,
+    pub direction: Direction,
+}
+
+impl EventConn {
+    pub fn new(key: &ConnKey, direction: u8, owner: Owner) -> EventConn {
+        let (l, r) = addrs(key);
+        EventConn {
+            proto: Proto::from_ip(key.proto).unwrap_or(Proto::Tcp),
+            family: family(key),
+            owner,
+            laddr: l.to_string(),
+            lport: key.lport,
+            raddr: r.map_or_else(|| "*".to_owned(), |a| a.to_string()),
+            rport: key.rport,
+            netns: key.netns,
+            direction: Direction::from_raw(direction),
+        }
+    }
+}
+
+/// Nothing lost silently: every counter of loss, in every output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Events the probe could not put in the ring buffer (full).
+    pub events_lost: u64,
+    /// Events the consumer of `Tracer::events` did not take in time.
+    pub events_dropped: u64,
+    /// Connections the kernel table had no room for (`--max-connections`).
+    pub conn_map_full: u64,
+    /// Sockets the kernel's socket table had no room for.
+    pub sock_map_full: u64,
+    /// Kprobe/kretprobe hits the kernel missed (kprobe backend).
+    pub kprobe_missed: Option<u64>,
+    pub connections_open: u64,
+    pub connections_closed: u64,
+    pub backfilled: u64,
+}
