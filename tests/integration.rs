@@ -3,7 +3,6 @@
 //! same tests run inside the qemu VMs once per backend.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -113,26 +112,46 @@ fn btf_mode_reads_offsets_without_guessing() {
     }
 }
 
-/// nettop `sockets --json` running until its duration ends.
-struct Watch(Child);
+/// `nettop trace --json`, read line by line.
+struct Trace {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
 
-impl Watch {
-    fn start(seconds: f64) -> Watch {
-        let mut child = nettop(&["sockets", "--json", "--duration", &seconds.to_string()])
+impl Trace {
+    fn start() -> (Trace, Value) {
+        let mut child = nettop(&["trace", "--json"])
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn nettop sockets");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("\"ready\""), "expected the ready line, got {line:?}");
-        Watch(child)
+            .expect("spawn nettop trace");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        (Trace { child, lines }, ready)
     }
 
-    fn finish(mut self) -> Value {
-        let mut rest = String::new();
-        self.0.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
-        assert!(self.0.wait().unwrap().success());
-        serde_json::from_str(rest.trim()).expect("sockets JSON")
+    /// Lines until `pred` has held for `n` of them.
+    fn until(&mut self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let mut hits = 0;
+        while hits < n {
+            let line = self.lines.next().expect("trace ended early").unwrap();
+            let v: Value = serde_json::from_str(&line).expect("one JSON object per line");
+            if pred(&v) {
+                hits += 1;
+            }
+            seen.push(v);
+        }
+        seen
+    }
+
+    /// SIGINT, then the rest of the output; it must exit 0.
+    fn interrupt(mut self) -> Vec<Value> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let rest: Vec<Value> =
+            self.lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+        assert!(self.child.wait().unwrap().success());
+        rest
     }
 }
 
@@ -146,7 +165,8 @@ fn exchange(listen: &str) -> (u16, u16) {
         c.read_exact(&mut buf).unwrap();
         c.write_all(&[7u8; 32768]).unwrap();
     });
-    let mut client = TcpStream::connect(listener_addr(listen, server_port)).unwrap();
+    let host = listen.rsplit_once(':').unwrap().0;
+    let mut client = TcpStream::connect(format!("{host}:{server_port}")).unwrap();
     let client_port = client.local_addr().unwrap().port();
     client.write_all(&[1u8; 512]).unwrap();
     let mut got = Vec::new();
@@ -156,65 +176,90 @@ fn exchange(listen: &str) -> (u16, u16) {
     (client_port, server_port)
 }
 
-fn listener_addr(listen: &str, port: u16) -> String {
-    let host = listen.rsplit_once(':').unwrap().0;
-    format!("{host}:{port}")
-}
+const EVENT_KEYS: [&str; 11] = [
+    "event", "ts_ns", "proto", "family", "pid", "comm", "laddr", "lport", "raddr", "rport", "netns",
+];
 
-fn find(sockets: &Value, lport: u16, rport: u16) -> &Value {
-    sockets["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["lport"] == lport && s["rport"] == rport)
-        .unwrap_or_else(|| panic!("no socket {lport} -> {rport} in {sockets}"))
-}
-
-fn check_exact_bytes(listen: &str, family: u64) {
+#[test]
+fn trace_json_streams_ready_then_events_with_final_totals() {
     let _g = serial();
-    let watch = Watch::start(1.5);
-    let (cport, sport) = exchange(listen);
-    let out = watch.finish();
-    let me = std::process::id();
-    let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-    let client = find(&out, cport, sport);
-    assert_eq!(client["bytes_sent"], 512, "{client}");
-    assert_eq!(client["bytes_recv"], 32768, "{client}");
-    assert_eq!(client["direction"], "outgoing", "{client}");
-    assert_eq!(client["pid"], me, "{client}");
-    assert_eq!(client["family"], family, "{client}");
-    assert_eq!(client["netns"], netns, "{client}");
-    // Guessing's own connections are never traffic.
-    let guessing = out["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["comm"].as_str().is_some_and(|c| c.starts_with("ntg-")));
-    assert_eq!(guessing.count(), 0, "guessing connections recorded: {out}");
-    let server = find(&out, sport, cport);
-    assert_eq!(server["bytes_sent"], 32768, "{server}");
-    assert_eq!(server["bytes_recv"], 512, "{server}");
-    assert_eq!(server["direction"], "incoming", "{server}");
-    assert_eq!(server["pid"], me, "{server}");
-    assert_eq!(server["closed"], true, "{server}");
-}
-
-#[test]
-fn tcp_v4_bytes_are_exact_both_ways() {
-    check_exact_bytes("127.0.0.7:0", 4);
-}
-
-#[test]
-fn tcp_v6_bytes_are_exact_both_ways() {
-    if !ipv6_enabled() {
-        // The IPv4 tests above still run; here the fields must say why.
-        let _g = serial();
-        let report = json_of(&["offsets", "--json", "--offsets", "guess"]);
-        assert_eq!(report["ipv6"], false);
-        assert!(report["ipv6_unavailable"].as_str().unwrap().contains("IPv6 is disabled"));
-        return;
+    let (trace, ready) = Trace::start();
+    assert_eq!(ready["event"], "ready");
+    assert!(ready["backend"].is_string() && ready["offsets"].is_string(), "{ready}");
+    let mut trace = trace;
+    let (cport, sport) = exchange("127.0.0.7:0");
+    let is_close =
+        |v: &Value| v["event"] == "close" && (v["lport"] == cport || v["lport"] == sport);
+    let seen = trace.until(2, is_close);
+    let rest = trace.interrupt();
+    assert_eq!(rest.last().unwrap()["event"], "stats", "a closing stats line: {rest:?}");
+    for v in seen.iter().filter(|v| v["lport"] == cport || v["lport"] == sport) {
+        for k in EVENT_KEYS {
+            assert!(!v[k].is_null(), "{k} missing in {v}");
+        }
+        assert_eq!(v["pid"], std::process::id());
+        assert_eq!(v["family"], 4);
     }
-    check_exact_bytes("[::1]:0", 6);
+    let close = |l: u16| seen.iter().find(|v| is_close(v) && v["lport"] == l).unwrap();
+    assert_eq!(
+        (&close(cport)["bytes_sent"], &close(cport)["bytes_recv"]),
+        (&512.into(), &32768.into())
+    );
+    assert_eq!(
+        (&close(sport)["bytes_sent"], &close(sport)["bytes_recv"]),
+        (&32768.into(), &512.into())
+    );
+    assert!(seen.iter().any(|v| v["event"] == "connect" && v["lport"] == cport));
+    assert!(seen.iter().any(|v| v["event"] == "accept" && v["lport"] == sport));
+    // Guessing's own connections are never traffic.
+    assert!(!seen.iter().any(|v| v["comm"].as_str().is_some_and(|c| c.starts_with("ntg-"))));
+}
+
+#[test]
+fn list_json_shows_an_older_connection_with_exact_totals() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.16:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    client.write_all(&[1u8; 777]).unwrap();
+    let mut buf = [0u8; 777];
+    srv.read_exact(&mut buf).unwrap();
+    srv.write_all(&[2u8; 555]).unwrap();
+    client.read_exact(&mut buf[..555]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let cport = client.local_addr().unwrap().port();
+    let list = json_of(&["list", "--json"]);
+    let c = list
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|c| c["lport"] == cport)
+        .unwrap_or_else(|| panic!("{cport} not listed"));
+    for k in [
+        "proto",
+        "family",
+        "pid",
+        "comm",
+        "cmdline",
+        "laddr",
+        "lport",
+        "raddr",
+        "rport",
+        "direction",
+        "state",
+        "bytes_sent",
+        "bytes_recv",
+        "netns",
+        "container",
+    ] {
+        assert!(c.get(k).is_some(), "{k} missing in {c}");
+    }
+    assert_eq!((&c["bytes_sent"], &c["bytes_recv"]), (&777.into(), &555.into()), "{c}");
+    assert_eq!(
+        (&c["direction"], &c["proto"], &c["pid"]),
+        (&"outgoing".into(), &"tcp".into(), &std::process::id().into())
+    );
+    assert_eq!(c["backfilled"], true);
 }
 
 #[test]

@@ -1,0 +1,429 @@
+//! The connection tracker end to end, as root, on the running kernel: the
+//! `nettop::Tracer` library in this process watching traffic this process
+//! makes. NETTOP_BACKEND picks the backend (default auto), so the same tests
+//! run inside the qemu VMs once per backend.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nettop::probe::BackendChoice;
+use nettop::tracer::{Connection, Direction, Event, EventKind, State};
+use nettop::{Config, Tracer};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn backend() -> BackendChoice {
+    match std::env::var("NETTOP_BACKEND").as_deref() {
+        Ok("kprobe") => BackendChoice::Kprobe,
+        Ok("fentry") => BackendChoice::Fentry,
+        Ok("tracepoint") => BackendChoice::Tracepoint,
+        _ => BackendChoice::Auto,
+    }
+}
+
+fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|v| v.trim() == "0")
+}
+
+/// A tracer and everything its event stream said.
+struct Watch {
+    tracer: Tracer,
+    events: Arc<Mutex<Vec<Event>>>,
+    collector: std::thread::JoinHandle<()>,
+}
+
+impl Watch {
+    fn start() -> Watch {
+        Watch::with(Config::default())
+    }
+
+    fn with(config: Config) -> Watch {
+        let mut tracer = Tracer::start(Config {
+            backend: backend(),
+            // Closed connections stay visible for the assertions.
+            linger: Duration::from_secs(600),
+            ..config
+        })
+        .expect("start the tracer");
+        let mut stream = tracer.events().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let collector = std::thread::spawn(move || {
+            while let Some(ev) = stream.blocking_next() {
+                sink.lock().unwrap().push(ev);
+            }
+        });
+        Watch { tracer, events, collector }
+    }
+
+    /// Wait until `pred` holds for the events so far (or fail after 10 s).
+    fn wait_for(&self, what: &str, pred: impl Fn(&[Event]) -> bool) {
+        let start = Instant::now();
+        while !pred(&self.events.lock().unwrap()) {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> (Vec<Connection>, Vec<Event>, nettop::Stats) {
+        let conns = self.tracer.connections();
+        let stats = self.tracer.stats();
+        self.tracer.stop();
+        self.collector.join().unwrap();
+        let events = Arc::try_unwrap(self.events).unwrap().into_inner().unwrap();
+        (conns, events, stats)
+    }
+}
+
+fn closes(evs: &[Event], lport: u16, rport: u16) -> Vec<&Event> {
+    evs.iter()
+        .filter(|e| e.event == EventKind::Close)
+        .filter(|e| e.conn.as_ref().is_some_and(|c| c.lport == lport && c.rport == rport))
+        .collect()
+}
+
+fn entry(conns: &[Connection], proto: &str, lport: u16, rport: u16) -> Connection {
+    conns
+        .iter()
+        .find(|c| {
+            format!("{:?}", c.proto).eq_ignore_ascii_case(proto)
+                && c.lport == lport
+                && c.rport == rport
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no {proto} entry {lport} -> {rport} in {conns:#?}"))
+}
+
+fn our_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_owned()
+}
+
+/// A client sends `up` bytes, the server answers `down` bytes, both close.
+fn exchange(listen: &str, up: usize, down: usize) -> (u16, u16) {
+    let listener = TcpListener::bind(listen).expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; up];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(&vec![7u8; down]).unwrap();
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    client.write_all(&vec![1u8; up]).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), down);
+    server.join().unwrap();
+    (cport, addr.port())
+}
+
+fn check_tcp_exact(listen: &str, family: u8) {
+    let _g = serial();
+    let w = Watch::start();
+    let (cport, sport) = exchange(listen, 512, 32768);
+    w.wait_for("both closes", |e| {
+        !closes(e, cport, sport).is_empty() && !closes(e, sport, cport).is_empty()
+    });
+    let (conns, events, stats) = w.finish();
+    let me = std::process::id();
+    let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+    for (lport, rport, sent, recv, dir, open_kind) in [
+        (cport, sport, 512, 32768, Direction::Outgoing, EventKind::Connect),
+        (sport, cport, 32768, 512, Direction::Incoming, EventKind::Accept),
+    ] {
+        let c = entry(&conns, "tcp", lport, rport);
+        assert_eq!((c.bytes_sent, c.bytes_recv), (sent, recv), "{c:?}");
+        assert_eq!(c.direction, dir, "{c:?}");
+        assert_eq!((c.owner.pid, c.family, c.netns), (me, family, netns), "{c:?}");
+        assert_eq!(c.owner.comm, our_comm());
+        assert_eq!(c.state, State::Closed);
+        let close = closes(&events, lport, rport);
+        assert_eq!(close.len(), 1, "exactly one close: {close:?}");
+        assert_eq!((close[0].bytes_sent, close[0].bytes_recv), (Some(sent), Some(recv)));
+        let opened = events.iter().filter(|e| {
+            e.event == open_kind
+                && e.conn.as_ref().is_some_and(|c| c.lport == lport && c.rport == rport)
+        });
+        assert_eq!(opened.count(), 1, "one {open_kind:?} for {lport}->{rport}");
+    }
+    assert_eq!((stats.events_lost, stats.events_dropped), (0, 0));
+}
+
+#[test]
+fn tcp_v4_exact_bytes_direction_owner_and_one_close() {
+    check_tcp_exact("127.0.0.7:0", 4);
+}
+
+#[test]
+fn tcp_v6_exact_bytes_direction_owner_and_one_close() {
+    if ipv6_enabled() {
+        check_tcp_exact("[::1]:0", 6);
+    }
+}
+
+#[test]
+fn udp_connected_and_unconnected_exact_bytes() {
+    let _g = serial();
+    let w = Watch::with(Config { udp_timeout: Duration::from_millis(700), ..Config::default() });
+    // An unconnected server answering with sendto, a connected client.
+    let server = UdpSocket::bind("127.0.0.8:0").unwrap();
+    let saddr = server.local_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.9:0").unwrap();
+    client.connect(saddr).unwrap();
+    let caddr = client.local_addr().unwrap();
+    for _ in 0..3 {
+        client.send(&[1u8; 300]).unwrap();
+        let mut buf = [0u8; 2000];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!((n, from), (300, caddr));
+        server.send_to(&[2u8; 1200], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), 1200);
+    }
+    // Idle past the UDP timeout: each flow ends like a TCP close.
+    w.wait_for("the client flow's close", |e| !closes(e, caddr.port(), saddr.port()).is_empty());
+    drop((client, server));
+    std::thread::sleep(Duration::from_millis(300));
+    let (conns, events, _) = w.finish();
+    let c = entry(&conns, "udp", caddr.port(), saddr.port());
+    assert_eq!((c.bytes_sent, c.bytes_recv, c.msgs_sent, c.msgs_recv), (900, 3600, 3, 3), "{c:?}");
+    let close = closes(&events, caddr.port(), saddr.port());
+    assert_eq!(close.len(), 1);
+    assert_eq!((close[0].bytes_sent, close[0].bytes_recv), (Some(900), Some(3600)));
+    // The server's side: per peer where the backend sees sendto's address,
+    // else per socket with the remote "*".
+    let s = conns
+        .iter()
+        .find(|c| c.lport == saddr.port() && (c.rport == caddr.port() || c.raddr == "*"))
+        .unwrap_or_else(|| panic!("no server entry in {conns:#?}"));
+    assert_eq!((s.bytes_sent, s.bytes_recv), (3600, 900), "{s:?}");
+}
+
+#[test]
+fn failed_connect_is_reported_never_as_a_connection() {
+    let _g = serial();
+    let w = Watch::start();
+    // A port nothing listens on: bind and drop a listener to find one.
+    let port = TcpListener::bind("127.0.0.10:0").unwrap().local_addr().unwrap().port();
+    let err = TcpStream::connect(("127.0.0.10", port)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    w.wait_for("connect_failed", |e| {
+        e.iter().any(|e| {
+            e.event == EventKind::ConnectFailed && e.conn.as_ref().is_some_and(|c| c.rport == port)
+        })
+    });
+    let (conns, events, _) = w.finish();
+    assert!(!conns.iter().any(|c| c.rport == port), "a failed connect became a connection");
+    assert!(!events.iter().any(|e| {
+        matches!(e.event, EventKind::Connect | EventKind::Close)
+            && e.conn.as_ref().is_some_and(|c| c.rport == port)
+    }));
+}
+
+#[test]
+fn a_burst_of_5000_connections_is_seen_whole() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.11:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    const N: usize = 5000;
+    let server = std::thread::spawn(move || {
+        for _ in 0..N {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut b = [0u8; 3];
+            c.read_exact(&mut b).unwrap();
+            c.write_all(&[9u8; 5]).unwrap();
+        }
+    });
+    let mut ports = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"abc").unwrap();
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        ports.push(c.local_addr().unwrap().port());
+    }
+    server.join().unwrap();
+    let count = |e: &[Event]| e.iter().filter(|e| e.event == EventKind::Close).count();
+    w.wait_for("every close", |e| count(e) >= 2 * N);
+    let (_, events, stats) = w.finish();
+    assert_eq!(
+        (stats.events_lost, stats.events_dropped, stats.conn_map_full),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    let mut client_closes = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.event == EventKind::Close) {
+        let c = e.conn.as_ref().unwrap();
+        if c.rport == addr.port() {
+            assert_eq!((e.bytes_sent, e.bytes_recv), (Some(3), Some(5)), "{e:?}");
+            *client_closes.entry(c.lport).or_insert(0) += 1;
+        }
+    }
+    // Ports are reused across the burst; count closes per port.
+    let mut expected = std::collections::HashMap::new();
+    for p in &ports {
+        *expected.entry(*p).or_insert(0) += 1;
+    }
+    assert_eq!(client_closes, expected);
+}
+
+/// Run `f` on a thread in a fresh network namespace with loopback up.
+fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: affects only this thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+        let ok = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "ip link set lo up");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn same_tuple_in_two_namespaces_is_two_connections() {
+    let _g = serial();
+    let w = Watch::start();
+    // The same addresses and ports in the host and in a private namespace.
+    let listen = "127.0.0.12:47001";
+    let client_addr: SocketAddr = "127.0.0.13:47002".parse().unwrap();
+    let run = move |up: usize| {
+        let listener = TcpListener::bind(listen).unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_reuse_address(true).unwrap();
+        sock.bind(&client_addr.into()).unwrap();
+        sock.connect(&listener.local_addr().unwrap().into()).unwrap();
+        let mut client: TcpStream = sock.into();
+        let (mut srv, _) = listener.accept().unwrap();
+        client.write_all(&vec![1u8; up]).unwrap();
+        let mut buf = vec![0u8; up];
+        srv.read_exact(&mut buf).unwrap();
+        // Keep both open: the tracer must still tell them apart.
+        (client, srv, std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() as u32)
+    };
+    let host = run(100);
+    let private = in_new_netns(move || run(200));
+    std::thread::sleep(Duration::from_millis(700));
+    let (conns, _, _) = w.finish();
+    let mine: Vec<&Connection> =
+        conns.iter().filter(|c| c.lport == 47002 && c.rport == 47001).collect();
+    assert_eq!(mine.len(), 2, "{mine:#?}");
+    let by_ns = |ns: u32| {
+        mine.iter().find(|c| c.netns == ns).unwrap_or_else(|| panic!("netns {ns}: {mine:#?}"))
+    };
+    assert_eq!(by_ns(host.2).bytes_sent, 100);
+    assert_eq!(by_ns(private.2).bytes_sent, 200);
+    assert_ne!(host.2, private.2);
+}
+
+/// A connection opened and used before the tracer starts, then at rest.
+#[test]
+fn connections_older_than_the_tracer_are_listed_with_exact_totals() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.14:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    client.write_all(&[1u8; 4321]).unwrap();
+    let mut buf = vec![0u8; 4321];
+    srv.read_exact(&mut buf).unwrap();
+    srv.write_all(&[2u8; 1234]).unwrap();
+    client.read_exact(&mut buf[..1234]).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // acks land: at rest
+    let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    let (conns, _, _) = Watch::start().finish();
+    let c = entry(&conns, "tcp", cport, sport);
+    assert!(c.backfilled, "{c:?}");
+    assert_eq!(
+        (c.bytes_sent, c.bytes_recv, c.direction),
+        (4321, 1234, Direction::Outgoing),
+        "{c:?}"
+    );
+    let s = entry(&conns, "tcp", sport, cport);
+    assert_eq!(
+        (s.bytes_sent, s.bytes_recv, s.direction),
+        (1234, 4321, Direction::Incoming),
+        "{s:?}"
+    );
+    assert_eq!(c.owner.pid, std::process::id());
+}
+
+/// The kernel's own tcp_info (through sock_diag) as an oracle for 100
+/// connections with random sizes up to 1 MiB, at rest.
+#[test]
+fn counters_equal_the_kernels_tcp_info_on_100_connections() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.15:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let sizes: Vec<(usize, usize)> =
+        (0..100).map(|_| (rng.usize(1..=1 << 20), rng.usize(1..=1 << 20))).collect();
+    let mut keep = Vec::new();
+    for &(up, down) in &sizes {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        let writer = std::thread::spawn(move || {
+            c.write_all(&vec![1u8; up]).unwrap();
+            c
+        });
+        let mut buf = vec![0u8; up];
+        s.read_exact(&mut buf).unwrap();
+        let mut c = writer.join().unwrap();
+        let writer = std::thread::spawn(move || {
+            s.write_all(&vec![2u8; down]).unwrap();
+            s
+        });
+        let mut buf = vec![0u8; down];
+        c.read_exact(&mut buf).unwrap();
+        keep.push((c, writer.join().unwrap()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let kernel = nettop::tracer::backfill::sockets().unwrap();
+    let (conns, _, _) = w.finish();
+    let mut checked = 0;
+    for k in
+        kernel.iter().filter(|k| k.state == 1 && (k.lport == addr.port() || k.rport == addr.port()))
+    {
+        let c = entry(&conns, "tcp", k.lport, k.rport);
+        // tcp_info counts the active opener's SYN as one acked byte.
+        let syn = u64::from(k.rport == addr.port());
+        assert_eq!(c.bytes_sent, k.bytes_acked.unwrap() - syn, "{c:?} vs {k:?}");
+        assert_eq!(c.bytes_recv, k.bytes_received.unwrap(), "{c:?} vs {k:?}");
+        assert!(!c.backfilled);
+        checked += 1;
+    }
+    assert_eq!(checked, 200, "both ends of 100 connections");
+    drop(keep);
+}
+
+#[test]
+fn stop_and_drop_leave_nothing_attached() {
+    let _g = serial();
+    let loaded = || {
+        let out =
+            std::process::Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let probe_progs = |text: &str| {
+        text.contains("tp_inet_sock_se")
+            || text.contains("krp_tcp_v4_conn")
+            || text.contains("fx_tcp_v4_conne")
+    };
+    let t = Tracer::start(Config { backend: backend(), ..Config::default() }).unwrap();
+    assert!(probe_progs(&loaded()), "nothing attached while running?");
+    t.stop();
+    assert!(!probe_progs(&loaded()), "programs left after stop:\n{}", loaded());
+    drop(Tracer::start(Config { backend: backend(), ..Config::default() }).unwrap());
+    assert!(!probe_progs(&loaded()), "programs left after drop:\n{}", loaded());
+    let events = std::fs::read_to_string("/sys/kernel/tracing/kprobe_events").unwrap_or_default();
+    assert!(!events.contains("nettop_"), "kprobe events left behind:\n{events}");
+}
