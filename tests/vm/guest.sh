@@ -5,8 +5,11 @@
 # /out/results; evidence in /out.
 cd /payload || exit 1
 export NETTOP_BIN=/payload/nettop
+for m in inet_diag tcp_diag udp_diag; do
+    [ -f modules/$m.ko ] && insmod modules/$m.ko
+done
 backends=${NETTOP_VM_BACKENDS:-kprobe fentry}
-tests=${NETTOP_VM_TESTS:-guessed_offsets auto_mode tcp_v4 tcp_v6 no_program}
+tests=${NETTOP_VM_TESTS:-guessed_offsets auto_mode trace_json list_json no_program}
 for b in $backends; do
     if ./nettop --backend "$b" offsets --json --offsets guess >/out/offsets-"$b".json 2>/out/offsets-"$b".err; then
         echo "RESULT offsets-$b pass" >>/out/results
@@ -21,6 +24,12 @@ for b in $backends; do
         echo "RESULT tests-$b fail" >>/out/results
     fi
     tail -3 /out/tests-"$b".log
+    if NETTOP_BACKEND=$b ./tracker --test-threads=1 >/out/tracker-"$b".log 2>&1; then
+        echo "RESULT tracker-$b pass" >>/out/results
+    else
+        echo "RESULT tracker-$b fail" >>/out/results
+    fi
+    tail -3 /out/tracker-"$b".log
 done
 cat /out/results
 grep -q "fail$" /out/results && exit 1

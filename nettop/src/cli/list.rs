@@ -8,6 +8,9 @@ use super::{escape, format_addr};
 
 pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
     let tracer = Tracer::start(config)?;
+    if let Some(why) = &tracer.info().backfill_error {
+        eprintln!("nettop: warning: {}", escape(why));
+    }
     let mut conns = tracer.connections();
     conns.sort_by_key(|c| (c.owner.pid, c.lport, c.rport));
     let stats = tracer.stats();

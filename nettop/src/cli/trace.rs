@@ -21,6 +21,9 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
     let mut tracer = Tracer::start(config)?;
     let mut events = tracer.events().expect("first call");
     let info = tracer.info().clone();
+    if let Some(why) = &info.backfill_error {
+        eprintln!("nettop: warning: {}", escape(why));
+    }
     if json {
         let mut ready = serde_json::to_value(&info)?;
         ready["event"] = "ready".into();

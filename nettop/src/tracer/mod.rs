@@ -86,6 +86,9 @@ pub struct Info {
     pub verified: Option<bool>,
     pub guess_ms: Option<f64>,
     pub ipv6: bool,
+    /// Why connections older than the tracer could not be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill_error: Option<String>,
 }
 
 struct Shared {
@@ -157,6 +160,7 @@ impl Tracer {
             },
             guess_ms: probe.guess.as_ref().map(|g| g.elapsed_ms),
             ipv6: probe.offsets().ipv6 != 0,
+            backfill_error: None,
         };
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout),
@@ -165,8 +169,14 @@ impl Tracer {
             config,
             lost_seen: 0,
         };
-        if shared.config.backfill {
-            backfill(&mut shared).context("list the connections that existed before start")?;
+        // Without sock_diag (inet_diag not loadable) tracing still works;
+        // only connections older than the tracer go unlisted, and we say so.
+        let mut info = info;
+        if shared.config.backfill
+            && let Err(e) = backfill(&mut shared)
+        {
+            info.backfill_error =
+                Some(format!("connections older than nettop are not listed: {e:#}"));
         }
         let shared = Arc::new(Mutex::new(shared));
         let stop = Arc::new(AtomicBool::new(false));
