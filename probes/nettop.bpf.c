@@ -77,6 +77,7 @@ struct arg_key {
 struct args {
     __u64 sk;
     __u64 aux;
+    __u64 flags;
 };
 
 struct {
@@ -116,10 +117,10 @@ static __always_inline struct nettop_offsets *ready_offsets(void)
     return o;
 }
 
-static __always_inline void stash(__u32 hook, __u64 sk, __u64 aux)
+static __always_inline void stash(__u32 hook, __u64 sk, __u64 aux, __u64 flags)
 {
     struct arg_key key = {.pid_tgid = bpf_get_current_pid_tgid(), .hook = hook};
-    struct args a = {.sk = sk, .aux = aux};
+    struct args a = {.sk = sk, .aux = aux, .flags = flags};
     bpf_map_update_elem(&args, &key, &a, BPF_ANY);
 }
 
@@ -507,6 +508,13 @@ static __always_inline void on_retransmit(__u64 sk)
     emit(NETTOP_EV_RETRANSMIT, &s->key, c, sk, 0, s->direction, s->comm);
 }
 
+static __always_inline __u32 recv_flags_arg(void)
+{
+    __u32 zero = 0;
+    struct nettop_config *c = bpf_map_lookup_elem(&config, &zero);
+    return c ? c->recv_flags_arg : 4;
+}
+
 static __always_inline int tp_connect_enabled(void)
 {
     __u32 zero = 0;
@@ -519,18 +527,27 @@ static __always_inline int tp_connect_enabled(void)
 #define KPROBE_STASH(fn, hook)                                                                     \
     SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
     {                                                                                              \
-        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx));                                                   \
+        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx), 0);                                                \
+        return 0;                                                                                  \
+    }
+
+/* recvmsg also keeps its flags: a MSG_PEEK read must not count. */
+#define KPROBE_STASH_RECV(fn, hook)                                                                \
+    SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
+    {                                                                                              \
+        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx),                                                    \
+              recv_flags_arg() == 5 ? PT_ARG5(ctx) : PT_ARG4(ctx));                                \
         return 0;                                                                                  \
     }
 
 KPROBE_STASH(tcp_v4_connect, HOOK_V4_CONNECT)
 KPROBE_STASH(tcp_v6_connect, HOOK_V6_CONNECT)
 KPROBE_STASH(tcp_sendmsg, HOOK_TCP_SEND)
-KPROBE_STASH(tcp_recvmsg, HOOK_TCP_RECV)
+KPROBE_STASH_RECV(tcp_recvmsg, HOOK_TCP_RECV)
 KPROBE_STASH(udp_sendmsg, HOOK_UDP_SEND)
-KPROBE_STASH(udp_recvmsg, HOOK_UDP_RECV)
+KPROBE_STASH_RECV(udp_recvmsg, HOOK_UDP_RECV)
 KPROBE_STASH(udpv6_sendmsg, HOOK_UDP6_SEND)
-KPROBE_STASH(udpv6_recvmsg, HOOK_UDP6_RECV)
+KPROBE_STASH_RECV(udpv6_recvmsg, HOOK_UDP6_RECV)
 
 #define KRETPROBE_CONNECT(fn, hook)                                                                \
     SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
@@ -559,7 +576,7 @@ static __always_inline __u64 msg_name(__u64 msg)
     SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
     {                                                                                              \
         struct args a = unstash(hook);                                                             \
-        if (a.sk)                                                                                  \
+        if (a.sk && !(a.flags & MSG_PEEK))                                                         \
             on_bytes(a.sk, proto, (long)PT_RET(ctx), sent,                                         \
                      proto == IPPROTO_UDP ? msg_name(a.aux) : 0);                                  \
         return 0;                                                                                  \
@@ -628,25 +645,28 @@ static __always_inline __u64 fentry_arg(__u64 *ctx, int i)
 FEXIT_CONNECT(tcp_v4_connect)
 FEXIT_CONNECT(tcp_v6_connect)
 
-/* name, kernel function, protocol, sent?, index of the return value */
-#define FEXIT_BYTES(name, fn, proto, sent, ret_idx)                                                \
+/* name, kernel function, protocol, sent?, index of the return value, of the
+ * flags (-1: none) */
+#define FEXIT_BYTES(name, fn, proto, sent, ret_idx, flags_idx)                                     \
     SEC("fexit/" #fn) int fx_##name(__u64 *ctx)                                                   \
     {                                                                                              \
+        if (flags_idx >= 0 && (fentry_arg(ctx, flags_idx) & MSG_PEEK))                             \
+            return 0;                                                                              \
         on_bytes(fentry_arg(ctx, 0), proto, (long)(int)ctx[ret_idx], sent,                         \
                  proto == IPPROTO_UDP ? msg_name(fentry_arg(ctx, 1)) : 0);                         \
         return 0;                                                                                  \
     }
 
-FEXIT_BYTES(tcp_sendmsg, tcp_sendmsg, IPPROTO_TCP, 1, 3)
-FEXIT_BYTES(udp_sendmsg, udp_sendmsg, IPPROTO_UDP, 1, 3)
-FEXIT_BYTES(udpv6_sendmsg, udpv6_sendmsg, IPPROTO_UDP, 1, 3)
+FEXIT_BYTES(tcp_sendmsg, tcp_sendmsg, IPPROTO_TCP, 1, 3, -1)
+FEXIT_BYTES(udp_sendmsg, udp_sendmsg, IPPROTO_UDP, 1, 3, -1)
+FEXIT_BYTES(udpv6_sendmsg, udpv6_sendmsg, IPPROTO_UDP, 1, 3, -1)
 /* recvmsg lost its `noblock` argument in 5.19: six arguments before, five after. */
-FEXIT_BYTES(tcp_recvmsg, tcp_recvmsg, IPPROTO_TCP, 0, 5)
-FEXIT_BYTES(tcp_recvmsg_old, tcp_recvmsg, IPPROTO_TCP, 0, 6)
-FEXIT_BYTES(udp_recvmsg, udp_recvmsg, IPPROTO_UDP, 0, 5)
-FEXIT_BYTES(udp_recvmsg_old, udp_recvmsg, IPPROTO_UDP, 0, 6)
-FEXIT_BYTES(udpv6_recvmsg, udpv6_recvmsg, IPPROTO_UDP, 0, 5)
-FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, IPPROTO_UDP, 0, 6)
+FEXIT_BYTES(tcp_recvmsg, tcp_recvmsg, IPPROTO_TCP, 0, 5, 3)
+FEXIT_BYTES(tcp_recvmsg_old, tcp_recvmsg, IPPROTO_TCP, 0, 6, 4)
+FEXIT_BYTES(udp_recvmsg, udp_recvmsg, IPPROTO_UDP, 0, 5, 3)
+FEXIT_BYTES(udp_recvmsg_old, udp_recvmsg, IPPROTO_UDP, 0, 6, 4)
+FEXIT_BYTES(udpv6_recvmsg, udpv6_recvmsg, IPPROTO_UDP, 0, 5, 3)
+FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, IPPROTO_UDP, 0, 6, 4)
 
 /* inet_csk_accept(sk, arg) since 6.10; (sk, flags, err, kern) before. The
  * direct ctx access lets the verifier reject the wrong arity. */

@@ -58,6 +58,8 @@ struct pt_regs {
 };
 #define PT_ARG1(r) ((r)->di)
 #define PT_ARG2(r) ((r)->si)
+#define PT_ARG4(r) ((r)->cx)
+#define PT_ARG5(r) ((r)->r8)
 #define PT_RET(r) ((r)->ax)
 
 /* ---- The C twin of nettop-shared (shared/src/lib.rs). Keep in step: a Rust
@@ -186,7 +188,9 @@ struct nettop_event {
 struct nettop_config {
     /* The SYN_SENT state change is the connect hook (tracepoint backend). */
     __u32 tp_connect;
-    __u32 _pad;
+    /* Which argument of tcp_recvmsg/udp_recvmsg holds the flags (4 since
+     * 5.19, 5 before): kprobes cannot tell, so userspace says. */
+    __u32 recv_flags_arg;
 };
 
 /* Counters, one slot each in a per-CPU array. */

@@ -320,3 +320,21 @@ fn missing_privileges_say_what_is_needed() {
         "{err}"
     );
 }
+
+#[test]
+fn filters_keep_only_what_was_asked_for() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.19:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _client = TcpStream::connect(("127.0.0.19", port)).unwrap();
+    let _srv = listener.accept().unwrap();
+    let list = json_of(&["list", "--json", "--port", &port.to_string()]);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "both ends of the one connection: {list}");
+    assert!(rows.iter().all(|r| r["lport"] == port || r["rport"] == port));
+    let none = json_of(&["list", "--json", "--port", &port.to_string(), "--proto", "udp"]);
+    assert_eq!(none.as_array().unwrap().len(), 0, "{none}");
+    let out = nettop(&["list", "--udp-timeout", "-3"]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    one_line_error(&out);
+}

@@ -173,6 +173,7 @@ fn tcp_v6_exact_bytes_direction_owner_and_one_close() {
 fn udp_connected_and_unconnected_exact_bytes() {
     let _g = serial();
     let w = Watch::with(Config { udp_timeout: Duration::from_millis(700), ..Config::default() });
+    let backend_seen = w.tracer.info().backend;
     // An unconnected server answering with sendto, a connected client.
     let server = UdpSocket::bind("127.0.0.8:0").unwrap();
     let saddr = server.local_addr().unwrap();
@@ -204,6 +205,59 @@ fn udp_connected_and_unconnected_exact_bytes() {
         .find(|c| c.lport == saddr.port() && (c.rport == caddr.port() || c.raddr == "*"))
         .unwrap_or_else(|| panic!("no server entry in {conns:#?}"));
     assert_eq!((s.bytes_sent, s.bytes_recv), (3600, 900), "{s:?}");
+    if backend_seen != nettop::probe::Backend::Tracepoint {
+        // kprobe/fentry read sendto's and recvfrom's address: per peer.
+        assert_eq!((s.raddr.as_str(), s.rport), ("127.0.0.9", caddr.port()), "{s:?}");
+    }
+}
+
+#[test]
+fn a_udp_flow_ends_when_its_socket_closes_where_the_backend_sees_it() {
+    let _g = serial();
+    let w = Watch::with(Config { udp_timeout: Duration::from_secs(120), ..Config::default() });
+    let backend_seen = w.tracer.info().backend;
+    let server = UdpSocket::bind("127.0.0.17:0").unwrap();
+    let client = UdpSocket::bind("127.0.0.17:0").unwrap();
+    client.connect(server.local_addr().unwrap()).unwrap();
+    client.send(&[5u8; 64]).unwrap();
+    let mut buf = [0u8; 64];
+    server.recv_from(&mut buf).unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), server.local_addr().unwrap().port());
+    std::thread::sleep(Duration::from_millis(300));
+    drop(client);
+    if backend_seen == nettop::probe::Backend::Tracepoint {
+        // No tracepoint shows a UDP socket's end: only the idle timeout does.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (conns, events, _) = w.finish();
+        assert!(closes(&events, cport, sport).is_empty());
+        assert_eq!(entry(&conns, "udp", cport, sport).state, State::Open);
+    } else {
+        w.wait_for("the close of a closed UDP socket", |e| !closes(e, cport, sport).is_empty());
+        let (_, events, _) = w.finish();
+        let c = closes(&events, cport, sport);
+        assert_eq!((c.len(), c[0].bytes_sent), (1, Some(64)));
+    }
+}
+
+#[test]
+fn peeked_bytes_are_not_counted() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.18:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (srv, _) = listener.accept().unwrap();
+    client.write_all(&[3u8; 1000]).unwrap();
+    let mut buf = [0u8; 1000];
+    let mut peeked = 0;
+    while peeked < 1000 {
+        peeked = srv.peek(&mut buf).unwrap();
+    }
+    (&srv).read_exact(&mut buf).unwrap();
+    let (sport, cport) = (srv.local_addr().unwrap().port(), client.local_addr().unwrap().port());
+    drop((client, srv));
+    w.wait_for("the server's close", |e| !closes(e, sport, cport).is_empty());
+    let (_, events, _) = w.finish();
+    assert_eq!(closes(&events, sport, cport)[0].bytes_recv, Some(1000));
 }
 
 #[test]

@@ -114,9 +114,16 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // Bad flags: one line, like every other error.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("nettop: {} (see nettop --help)", cli::escape(first));
+            return ExitCode::from(2);
         }
     };
     let result = match &args.command {

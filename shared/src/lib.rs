@@ -160,7 +160,8 @@ pub struct Event {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub tp_connect: u32,
-    pub _pad: u32,
+    /// 4 on kernels ≥ 5.19 (recvmsg lost `noblock`), 5 before.
+    pub recv_flags_arg: u32,
 }
 
 /// Slots of the per-CPU `counters` array (`enum nettop_counter`).

@@ -91,5 +91,5 @@ fn shared_types_match_probe_btf() {
                 err, direction, comm),
     );
     check(&ti, "nettop_event", size_of::<Event>(), &[("type", offset_of!(Event, kind))]);
-    check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect));
+    check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect, recv_flags_arg));
 }

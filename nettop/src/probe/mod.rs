@@ -122,7 +122,8 @@ impl Probe {
                 let mut settings: Array<_, nettop_shared::Config> =
                     Array::try_from(ebpf.map_mut("config").context("map config")?)?;
                 let tp_connect = u32::from(backend == Backend::Tracepoint);
-                settings.set(0, nettop_shared::Config { tp_connect, _pad: 0 }, 0)?;
+                let recv_flags_arg = if kernel_at_least(5, 19) { 4 } else { 5 };
+                settings.set(0, nettop_shared::Config { tp_connect, recv_flags_arg }, 0)?;
                 let attached = backend::attach(backend, &mut ebpf, &tracefs)?;
                 let mut probe = Probe {
                     kprobes: attached.kprobes,
@@ -299,6 +300,17 @@ impl Probe {
     }
 }
 
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    parse_release(&release) >= (major, minor)
+}
+
+fn parse_release(release: &str) -> (u32, u32) {
+    let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
 fn to_offsets(g: &Guessed) -> Offsets {
     Offsets {
         ready: 0,
@@ -327,5 +339,18 @@ fn set_field(o: &mut Offsets, field: Field, v: u32) {
         Field::NetnsIno => o.netns_ino = v,
         Field::SaddrV6 => o.saddr_v6 = v,
         Field::DaddrV6 => o.daddr_v6 = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(super::parse_release("6.18.44-fc-v782\n"), (6, 18));
+        assert_eq!(super::parse_release("5.10.0-32-amd64"), (5, 10));
+        assert_eq!(super::parse_release("6.12.117+deb12-amd64"), (6, 12));
+        assert!(
+            super::parse_release("5.19.0") >= (5, 19) && super::parse_release("5.4.0") < (5, 19)
+        );
     }
 }

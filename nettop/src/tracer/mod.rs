@@ -209,7 +209,7 @@ impl Tracer {
         table
             .entries()
             .filter_map(|e| {
-                let owner = owner(attribution, e.key.tgid, &e.comm);
+                let owner = entry_owner(attribution, e);
                 wanted(config, &e.key, &owner).then(|| Connection::from_entry(e, owner))
             })
             .collect()
@@ -265,6 +265,14 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 fn owner(attribution: &mut Attributor, tgid: u32, comm: &[u8; 16]) -> Owner {
     Owner::resolve(tgid, comm, attribution.lookup(tgid))
+}
+
+/// A backfilled socket that no process holds any more predates us.
+fn entry_owner(attribution: &mut Attributor, e: &Entry) -> Owner {
+    if e.backfilled && e.key.tgid == 0 {
+        return Owner::resolve(0, &e.comm, Err(attribution::Unattributed::BeforeStart));
+    }
+    owner(attribution, e.key.tgid, &e.comm)
 }
 
 fn wanted(config: &Config, key: &ConnKey, owner: &Owner) -> bool {
@@ -423,7 +431,7 @@ fn read_loop(
 
 fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config) -> Option<Event> {
     let conn_event = |kind, e: &Entry, totals: bool, attribution: &mut Attributor| {
-        let owner = owner(attribution, e.key.tgid, &e.comm);
+        let owner = entry_owner(attribution, e);
         wanted(config, &e.key, &owner).then(|| Event {
             event: kind,
             ts_ns,
