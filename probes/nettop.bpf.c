@@ -531,12 +531,20 @@ static __always_inline int tp_connect_enabled(void)
         return 0;                                                                                  \
     }
 
+/* Both registers are read before choosing: a select between two ctx field
+ * addresses becomes pointer arithmetic on ctx, which the verifier refuses. */
+static __always_inline __u64 recv_flags(struct pt_regs *ctx)
+{
+    __u64 a4 = *(volatile unsigned long *)&ctx->cx;
+    __u64 a5 = *(volatile unsigned long *)&ctx->r8;
+    return recv_flags_arg() == 5 ? a5 : a4;
+}
+
 /* recvmsg also keeps its flags: a MSG_PEEK read must not count. */
 #define KPROBE_STASH_RECV(fn, hook)                                                                \
     SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
     {                                                                                              \
-        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx),                                                    \
-              recv_flags_arg() == 5 ? PT_ARG5(ctx) : PT_ARG4(ctx));                                \
+        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx), recv_flags(ctx));                                  \
         return 0;                                                                                  \
     }
 

@@ -25,7 +25,14 @@ async fn main() -> anyhow::Result<()> {
     for c in conns.iter().take(10) {
         println!(
             "{:>7} {:<16} {}:{} -> {}:{}  sent {} recv {}",
-            c.owner.pid, c.owner.comm.escape_debug(), c.laddr, c.lport, c.raddr, c.rport, c.bytes_sent, c.bytes_recv
+            c.owner.pid,
+            c.owner.comm.escape_debug(),
+            c.laddr,
+            c.lport,
+            c.raddr,
+            c.rport,
+            c.bytes_sent,
+            c.bytes_recv
         );
     }
     println!("{:?}", tracer.stats());

@@ -5,6 +5,8 @@
 # /out/results; evidence in /out.
 cd /payload || exit 1
 export NETTOP_BIN=/payload/nettop
+# shellcheck disable=SC1091 # written by tests/vm/run when narrowing a run
+[ -f env.sh ] && . ./env.sh
 for m in inet_diag tcp_diag udp_diag; do
     [ -f modules/$m.ko ] && insmod modules/$m.ko
 done
