@@ -126,6 +126,23 @@ pub struct Guessed {
 }
 
 impl Guessed {
+    /// Move one field by 4 bytes (NETTOP_TEST_SKEW, tests only).
+    pub fn skew(&mut self, name: &str) {
+        let f = match name {
+            "saddr" => &mut self.saddr,
+            "daddr" => &mut self.daddr,
+            "sport" => &mut self.sport,
+            "dport" => &mut self.dport,
+            "family" => &mut self.family,
+            "netns" => &mut self.netns,
+            "netns_ino" => &mut self.netns_ino,
+            "saddr_v6" => self.saddr_v6.get_or_insert(0),
+            "daddr_v6" => self.daddr_v6.get_or_insert(0),
+            _ => return,
+        };
+        *f += 4;
+    }
+
     pub fn get(&self, field: Field) -> Option<u32> {
         match field {
             Field::Saddr => Some(self.saddr),

@@ -88,8 +88,14 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
     let mut idle = GuessStatus::zeroed();
     idle.state = GUESS_IDLE;
     status.set(0, idle, 0).context("disarm the guess status map")?;
+    let mut offsets = result?;
+    if let Ok(field) = std::env::var("NETTOP_TEST_SKEW") {
+        // Test-only: a deliberately wrong guess, to prove the kernel matrix
+        // catches one.
+        offsets.skew(&field);
+    }
     Ok(GuessRun {
-        offsets: result?,
+        offsets,
         connections: guesser.connections(),
         namespaces: workers.len(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,

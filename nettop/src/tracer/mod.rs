@@ -204,7 +204,11 @@ impl Tracer {
     /// Every connection now, open or lingering after close, filtered.
     pub fn connections(&self) -> Vec<Connection> {
         let mut s = lock(&self.shared);
-        refresh(&mut s);
+        // Fresh counters; ending idle flows stays with the reader, which
+        // turns every end into an event.
+        if let Ok(live) = s.probe.conns() {
+            s.table.sync(&live);
+        }
         let Shared { table, attribution, config, .. } = &mut *s;
         table
             .entries()
