@@ -75,7 +75,8 @@ search() {
         apt-cache $(bapt_opts) search --names-only "$1"
     else
         apt-cache search --names-only "$1"
-    fi | cut -d' ' -f1 | sort -V | tail -n 1
+    fi | cut -d' ' -f1 | { grep -vxF -e "-" ${NETTOP_KERNEL_SKIP:+$(printf -- ' -e %s' $NETTOP_KERNEL_SKIP)} || true; } |
+        sort -V | tail -n 1
 }
 
 # known NAME [bullseye] — does apt have a downloadable candidate for NAME?
@@ -182,14 +183,24 @@ trap 'exit 130' INT TERM
 
 echo "kernel.sh: downloading $pkg ($src)" >&2
 t0=$(date +%s)
+# A listed package the mirror does not serve (seen: the newest bullseye rt
+# kernel): a glob or default-* falls back to the next newest (20 tries at most; each 404 is quick).
+retry_older() {
+    if [ -n "$re" ] && [ "$(echo "${NETTOP_KERNEL_SKIP:-}" | wc -w)" -lt 20 ]; then
+        echo "kernel.sh: $pkg cannot be downloaded; trying the next newest" >&2
+        rm -rf "$work"
+        NETTOP_KERNEL_SKIP="${NETTOP_KERNEL_SKIP:-} $pkg" exec "$0" "$want"
+    fi
+    die "$1"
+}
 if [ "$src" = bullseye ]; then
     # shellcheck disable=SC2046,SC2086 # word splitting of the option lists is intended
     (cd "$work" && apt-get -q $(bapt_opts) $sandbox_opt download "$pkg" >&2) ||
-        die "apt-get download $pkg (bullseye) failed"
+        retry_older "apt-get download $pkg (bullseye) failed"
 else
     # shellcheck disable=SC2086 # word splitting of the option is intended
     (cd "$work" && apt-get -q $sandbox_opt download "$pkg" >&2) ||
-        die "apt-get download $pkg failed (stale lists? try: apt-get update)"
+        retry_older "apt-get download $pkg failed (stale lists? try: apt-get update)"
 fi
 t1=$(date +%s)
 
