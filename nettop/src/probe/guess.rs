@@ -358,8 +358,11 @@ fn solve_sock_fields(obs: &[Observation], ipv6: bool) -> Result<SockFields, Gues
     Ok(SockFields { daddr, saddr, dport, family, daddr_v6, saddr_v6, sport })
 }
 
+/// The kernel half of the address space: from 0xffff800000000000 with
+/// 4-level paging, from 0xff00000000000000 with 5-level paging (LA57, as
+/// Debian's cloud kernels boot on CPUs that have it).
 fn is_kernel_pointer(v: u64) -> bool {
-    v >= 0xffff_8000_0000_0000 && v != u64::MAX
+    v >= 0xff00_0000_0000_0000 && v != u64::MAX
 }
 
 /// 8-aligned offsets after `start` that hold the same kernel pointer in

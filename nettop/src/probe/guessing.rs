@@ -78,6 +78,9 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
                 break;
             }
         }
+        if let (Some(dir), Some(obs)) = (std::env::var_os("NETTOP_GUESS_DUMP"), &observed) {
+            dump(std::path::Path::new(&dir), guesser.connections(), &req, obs);
+        }
         let Some(obs) = observed else {
             break Err(anyhow!(
                 "the probe's connect hook never fired for a guessing connection ({TRIES} tries)"
@@ -100,6 +103,22 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
         namespaces: workers.len(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// Debugging a kernel the guesser fails on: NETTOP_GUESS_DUMP=DIR keeps
+/// every window the probe copied and what was expected of it.
+fn dump(dir: &std::path::Path, n: usize, req: &super::guess::Request, obs: &Observation) {
+    let _ = std::fs::create_dir_all(dir);
+    let name = format!("{n:02}-ns{}-{}", req.ns, if req.v6 { "v6" } else { "v4" });
+    let _ = std::fs::write(dir.join(format!("{name}.sk")), &obs.sk);
+    if let Some(net) = &obs.net {
+        let _ = std::fs::write(
+            dir.join(format!("{name}-deref{}.net", req.deref_net.unwrap_or(0))),
+            net,
+        );
+    }
+    let _ =
+        std::fs::write(dir.join(format!("{name}.txt")), format!("{req:?}\n{:?}\n", obs.expected));
 }
 
 /// "ntg-" and 11 random letters: nothing else on the host is called that.

@@ -71,7 +71,8 @@ struct Sim {
 impl Sim {
     fn new(layout: Layout, seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let net_ptrs = [0xffff_9000_0000_0000 | rng.u64(..1 << 40) & !7, 0xffff_9100_0000_0000];
+        // One namespace in a 4-level direct map, the other in a 5-level one.
+        let net_ptrs = [0xffff_9000_0000_0000 | rng.u64(..1 << 40) & !7, 0xff47_6497_4524_2180];
         let inodes = [0xF000_0000, 4_026_532_000 + rng.u32(..10_000)];
         Sim {
             layout,
