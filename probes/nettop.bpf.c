@@ -710,12 +710,15 @@ FENTRY_SK(tcp_retransmit_skb, on_retransmit)
 
 #define TP_FIELD(ctx, type, off) (*(type *)((char *)(ctx) + (off)))
 
-SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state(void *ctx)
+/* Each tracepoint has a program per size of the common header in front of
+ * its fields: 8 bytes, or 16 on PREEMPT_RT kernels that add fields to it
+ * (5.10-rt). The loader keeps the one that matches the format file. */
+static __always_inline int tp_set_state(void *ctx, const int S)
 {
-    __u64 sk = TP_FIELD(ctx, __u64, 8);
-    int oldstate = TP_FIELD(ctx, int, 16);
-    int newstate = TP_FIELD(ctx, int, 20);
-    __u16 proto = TP_FIELD(ctx, __u16, 30);
+    __u64 sk = TP_FIELD(ctx, __u64, 8 + S);
+    int oldstate = TP_FIELD(ctx, int, 16 + S);
+    int newstate = TP_FIELD(ctx, int, 20 + S);
+    __u16 proto = TP_FIELD(ctx, __u16, 30 + S);
     if (proto != IPPROTO_TCP)
         return 0;
     if (newstate == TCP_SYN_SENT) {
@@ -731,13 +734,13 @@ SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state(void *ctx)
     return 0;
 }
 
-static __always_inline int tp_length(void *ctx, int recv)
+static __always_inline int tp_length(void *ctx, int recv, const int S)
 {
-    __u64 sk = TP_FIELD(ctx, __u64, 8);
-    __u16 family = TP_FIELD(ctx, __u16, 16);
-    __u16 proto = TP_FIELD(ctx, __u16, 18);
-    int ret = TP_FIELD(ctx, int, 20);
-    int flags = TP_FIELD(ctx, int, 24);
+    __u64 sk = TP_FIELD(ctx, __u64, 8 + S);
+    __u16 family = TP_FIELD(ctx, __u16, 16 + S);
+    __u16 proto = TP_FIELD(ctx, __u16, 18 + S);
+    int ret = TP_FIELD(ctx, int, 20 + S);
+    int flags = TP_FIELD(ctx, int, 24 + S);
     if (family != AF_INET && family != AF_INET6)
         return 0;
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -748,18 +751,24 @@ static __always_inline int tp_length(void *ctx, int recv)
     return 0;
 }
 
-SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length(void *ctx)
-{
-    return tp_length(ctx, 0);
-}
+#define TRACEPOINTS(suffix, S)                                                                     \
+    SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state##suffix(void *ctx)      \
+    {                                                                                              \
+        return tp_set_state(ctx, S);                                                               \
+    }                                                                                              \
+    SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length##suffix(void *ctx)            \
+    {                                                                                              \
+        return tp_length(ctx, 0, S);                                                               \
+    }                                                                                              \
+    SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length##suffix(void *ctx)            \
+    {                                                                                              \
+        return tp_length(ctx, 1, S);                                                               \
+    }                                                                                              \
+    SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb##suffix(void *ctx)         \
+    {                                                                                              \
+        on_retransmit(TP_FIELD(ctx, __u64, 16 + S));                                               \
+        return 0;                                                                                  \
+    }
 
-SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length(void *ctx)
-{
-    return tp_length(ctx, 1);
-}
-
-SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb(void *ctx)
-{
-    on_retransmit(TP_FIELD(ctx, __u64, 16));
-    return 0;
-}
+TRACEPOINTS(, 0)
+TRACEPOINTS(_s8, 8)

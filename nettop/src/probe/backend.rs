@@ -231,7 +231,11 @@ fn attach_tracepoint(
     tracefs: &Path,
     (prog, expect): &(&str, Expect),
 ) -> Result<()> {
-    tracefs::check_format(tracefs, expect)?;
+    let prog = match tracefs::check_format(tracefs, expect)? {
+        0 => prog.to_string(),
+        shift => format!("{prog}_s{shift}"),
+    };
+    let prog = prog.as_str();
     let p: &mut TracePoint = program(ebpf, prog)?;
     p.load().with_context(|| format!("load {prog}"))?;
     p.attach(expect.category, expect.name)

@@ -34,23 +34,31 @@ pub struct Expect {
     pub fields: &'static [(&'static str, u32)],
 }
 
-/// Fail with the first field whose offset differs from the format file.
-pub fn check_format(tracefs: &Path, e: &Expect) -> Result<()> {
+/// How far this kernel's record puts the fields past where the probe's
+/// base program reads them: 0, or 8 on PREEMPT_RT kernels with a bigger
+/// common header. Fails naming the field if they do not all move together,
+/// or move by an amount no program variant reads.
+pub fn check_format(tracefs: &Path, e: &Expect) -> Result<u32> {
     let path = tracefs.join("events").join(e.category).join(e.name).join("format");
     let format = fs::read_to_string(&path)
         .map_err(|err| anyhow!("tracepoint {}:{} is missing ({err})", e.category, e.name))?;
+    let mut shift = None;
     for (field, want) in e.fields {
         let got = field_offset(&format, field)
             .ok_or_else(|| anyhow!("tracepoint {}:{} has no field {field}", e.category, e.name))?;
-        if got != *want {
+        let this = got.checked_sub(*want);
+        if this.is_none() || shift.is_some_and(|s| Some(s) != this) || !matches!(this, Some(0 | 8))
+        {
             bail!(
-                "tracepoint {}:{} has {field} at offset {got}, the probe reads it at {want}",
+                "tracepoint {}:{} has {field} at offset {got}, the probe reads it at {want} (or {})",
                 e.category,
-                e.name
+                e.name,
+                want + 8
             );
         }
+        shift = this;
     }
-    Ok(())
+    Ok(shift.unwrap_or(0))
 }
 
 /// `field:const void * skaddr; offset:8; size:8; signed:0;` (tab-separated) → 8 for "skaddr".
@@ -76,6 +84,24 @@ mod tests {
         \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
         \tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;\n\
         \tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n";
+
+    #[test]
+    fn finds_the_common_header_shift() {
+        let dir = std::env::temp_dir().join(format!("nettop-tp-{}", std::process::id()));
+        let fmt = dir.join("events/sock/x");
+        fs::create_dir_all(&fmt).unwrap();
+        let e = Expect { category: "sock", name: "x", fields: &[("skaddr", 8), ("newstate", 20)] };
+        fs::write(fmt.join("format"), FORMAT).unwrap();
+        assert_eq!(check_format(&dir, &e).unwrap(), 0);
+        // PREEMPT_RT 5.10: every field 8 bytes further.
+        let rt = FORMAT.replace("offset:8;", "offset:16;").replace("offset:20;", "offset:28;");
+        fs::write(fmt.join("format"), rt).unwrap();
+        assert_eq!(check_format(&dir, &e).unwrap(), 8);
+        // Fields that do not move together are refused, naming the field.
+        fs::write(fmt.join("format"), FORMAT.replace("offset:20;", "offset:24;")).unwrap();
+        assert!(check_format(&dir, &e).unwrap_err().to_string().contains("newstate"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn reads_field_offsets() {
