@@ -354,6 +354,28 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
         emit(type, &s->key, 0, sk, 0, s->direction, s->comm);
 }
 
+/* A record left by an earlier socket at the same address (its end was
+ * missed): its key no longer matches what the socket holds. */
+static __always_inline int stale(struct nettop_offsets *o, __u64 sk, struct nettop_sock_state *s)
+{
+    if (!s->has_key)
+        return 0;
+    struct nettop_conn_key now;
+    read_key(o, sk, s->key.proto, s->key.tgid, &now);
+    return now.lport != s->key.lport || now.rport != s->key.rport ||
+           __builtin_memcmp(now.laddr, s->key.laddr, 16) != 0 ||
+           __builtin_memcmp(now.raddr, s->key.raddr, 16) != 0;
+}
+
+/* skc_state: the byte after skc_family in struct sock_common, in every
+ * kernel nettop supports. */
+static __always_inline __u8 sk_state(struct nettop_offsets *o, __u64 sk)
+{
+    __u8 state = 0;
+    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + o->family + 2));
+    return state;
+}
+
 /* connect() returned (kprobe/fexit), or SYN_SENT (tracepoint): process context. */
 static __always_inline void on_connect(__u64 sk, long ret, __u64 uaddr)
 {
@@ -368,9 +390,18 @@ static __always_inline void on_connect(__u64 sk, long ret, __u64 uaddr)
         return;
     }
     struct nettop_sock_state *s = get_sock(sk);
-    if (s && s->owner_known)
-        return; /* nested: tcp_v6_connect → tcp_v4_connect for v4-mapped peers */
-    new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1);
+    /* Kept when nested (tcp_v6_connect → tcp_v4_connect for v4-mapped
+     * peers): the inner call made it. */
+    if (!s || !s->owner_known || s->tgid != bpf_get_current_pid_tgid() >> 32 || stale(o, sk, s))
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1);
+    if (!s)
+        return;
+    /* Over loopback the handshake can complete inside connect(), before
+     * this hook made the record that ESTABLISHED would have found. */
+    if (ret == 0 && sk_state(o, sk) == TCP_ESTABLISHED) {
+        s->established = 1;
+        open_tcp(o, sk, s);
+    }
 }
 
 /* inet_csk_accept returned (kprobe/fexit): process context. */
@@ -380,7 +411,7 @@ static __always_inline void on_accept(__u64 sk)
     if (!o || !sk)
         return;
     struct nettop_sock_state *s = get_sock(sk);
-    if (!s)
+    if (!s || stale(o, sk, s))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 1);
     if (!s)
         return;
@@ -397,9 +428,10 @@ static __always_inline void on_established(__u64 sk, int oldstate)
     if (!o)
         return;
     struct nettop_sock_state *s = get_sock(sk);
-    if (!s && oldstate == TCP_SYN_RECV)
-        /* Passive open, in softirq: the owner comes with accept(), or with
-         * the first send or receive. */
+    if (oldstate == TCP_SYN_RECV)
+        /* A passive open is a newborn socket (any older record at this
+         * address is stale), in softirq: the owner comes with accept(), or
+         * with the first send or receive. */
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0);
     if (!s)
         return;
