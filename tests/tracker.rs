@@ -63,11 +63,12 @@ impl Watch {
         Watch { tracer, events, collector }
     }
 
-    /// Wait until `pred` holds for the events so far (or fail after 10 s).
+    /// Wait until `pred` holds for the events so far (or fail after 60 s:
+    /// emulated VMs are slow).
     fn wait_for(&self, what: &str, pred: impl Fn(&[Event]) -> bool) {
         let start = Instant::now();
         while !pred(&self.events.lock().unwrap()) {
-            assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
