@@ -457,6 +457,10 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
     struct nettop_conn_key k;
     struct nettop_conn_key *key = &k;
     if (proto == IPPROTO_TCP) {
+        /* Data moved: the connection is established, even if its
+         * ESTABLISHED change raced with the connect hook (threaded softirq
+         * on another CPU, as on PREEMPT_RT). */
+        s->established = 1;
         open_tcp(o, sk, s);
         if (!s->has_key)
             return;
