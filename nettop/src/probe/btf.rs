@@ -19,6 +19,14 @@ impl BtfOffsets {
     pub fn get(&self, field: Field) -> Option<u32> {
         self.0.iter().find(|(f, _)| *f == field).and_then(|(_, o)| *o)
     }
+
+    /// Fields whose guessed offset BTF contradicts (unguessed ones aside).
+    pub fn disagreements(&self, guessed: &super::guess::Guessed) -> Vec<Field> {
+        Field::ALL
+            .into_iter()
+            .filter(|&f| matches!((guessed.get(f), self.get(f)), (Some(g), Some(b)) if g != b))
+            .collect()
+    }
 }
 
 /// (field, struct, member path) — the members the guesser's fields stand for.

@@ -209,15 +209,15 @@ impl Probe {
         };
         let guessed = self.guess.as_ref().map(|g| g.offsets);
         let mut fixed = self.offsets;
-        for (field, off) in &btf.0 {
-            let Some(off) = *off else { continue };
-            let replace = match guessed {
-                // Fields that could not be guessed (IPv6 off) stay unused.
-                Some(g) => g.get(*field).is_some_and(|g| g != off),
-                None => true,
-            };
-            if replace {
-                set_field(&mut fixed, *field, off);
+        // With a guess, only the fields BTF contradicts change (unguessed
+        // ones, IPv6 when it is off, stay unused); without, BTF is all.
+        let fields = match guessed {
+            Some(g) => btf.disagreements(&g),
+            None => Field::ALL.to_vec(),
+        };
+        for field in fields {
+            if let Some(off) = btf.get(field) {
+                set_field(&mut fixed, field, off);
             }
         }
         if self.mode == OffsetsMode::Btf {

@@ -151,11 +151,13 @@ impl Tracer {
             backend: probe.backend(),
             offsets: match (&verification, &probe.guess) {
                 (_, None) => "btf",
-                (Verification::Checked(b), Some(g)) if disagrees(b, &g.offsets) => "btf",
+                (Verification::Checked(b), Some(g)) if !b.disagreements(&g.offsets).is_empty() => {
+                    "btf"
+                }
                 _ => "guessed",
             },
             verified: match (&verification, &probe.guess) {
-                (Verification::Checked(b), Some(g)) => Some(!disagrees(b, &g.offsets)),
+                (Verification::Checked(b), Some(g)) => Some(b.disagreements(&g.offsets).is_empty()),
                 _ => None,
             },
             guess_ms: probe.guess.as_ref().map(|g| g.elapsed_ms),
@@ -255,12 +257,6 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn disagrees(b: &crate::probe::btf::BtfOffsets, g: &crate::probe::guess::Guessed) -> bool {
-    crate::probe::guess::Field::ALL
-        .iter()
-        .any(|&f| matches!((g.get(f), b.get(f)), (Some(x), Some(y)) if x != y))
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
