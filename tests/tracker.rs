@@ -86,7 +86,9 @@ impl Watch {
 fn closes(evs: &[Event], lport: u16, rport: u16) -> Vec<&Event> {
     evs.iter()
         .filter(|e| e.event == EventKind::Close)
-        .filter(|e| e.conn.as_ref().is_some_and(|c| c.lport == lport && c.rport == rport))
+        .filter(|e| {
+            e.conn.as_ref().is_some_and(|c| c.tuple.lport == lport && c.tuple.rport == rport)
+        })
         .collect()
 }
 
@@ -94,9 +96,9 @@ fn entry(conns: &[Connection], proto: &str, lport: u16, rport: u16) -> Connectio
     conns
         .iter()
         .find(|c| {
-            format!("{:?}", c.proto).eq_ignore_ascii_case(proto)
-                && c.lport == lport
-                && c.rport == rport
+            format!("{:?}", c.tuple.proto).eq_ignore_ascii_case(proto)
+                && c.tuple.lport == lport
+                && c.tuple.rport == rport
         })
         .cloned()
         .unwrap_or_else(|| panic!("no {proto} entry {lport} -> {rport} in {conns:#?}"))
@@ -143,7 +145,7 @@ fn check_tcp_exact(listen: &str, family: u8) {
         let c = entry(&conns, "tcp", lport, rport);
         assert_eq!((c.bytes_sent, c.bytes_recv), (sent, recv), "{c:?}");
         assert_eq!(c.direction, dir, "{c:?}");
-        assert_eq!((c.owner.pid, c.family, c.netns), (me, family, netns), "{c:?}");
+        assert_eq!((c.owner.pid, c.tuple.family, c.tuple.netns), (me, family, netns), "{c:?}");
         assert_eq!(c.owner.comm, our_comm());
         assert_eq!(c.state, State::Closed);
         let close = closes(&events, lport, rport);
@@ -151,7 +153,7 @@ fn check_tcp_exact(listen: &str, family: u8) {
         assert_eq!((close[0].bytes_sent, close[0].bytes_recv), (Some(sent), Some(recv)));
         let opened = events.iter().filter(|e| {
             e.event == open_kind
-                && e.conn.as_ref().is_some_and(|c| c.lport == lport && c.rport == rport)
+                && e.conn.as_ref().is_some_and(|c| c.tuple.lport == lport && c.tuple.rport == rport)
         });
         assert_eq!(opened.count(), 1, "one {open_kind:?} for {lport}->{rport}");
     }
@@ -203,12 +205,19 @@ fn udp_connected_and_unconnected_exact_bytes() {
     // else per socket with the remote "*".
     let s = conns
         .iter()
-        .find(|c| c.lport == saddr.port() && (c.rport == caddr.port() || c.raddr == "*"))
+        .find(|c| {
+            c.tuple.lport == saddr.port()
+                && (c.tuple.rport == caddr.port() || c.tuple.raddr.is_none())
+        })
         .unwrap_or_else(|| panic!("no server entry in {conns:#?}"));
     assert_eq!((s.bytes_sent, s.bytes_recv), (3600, 900), "{s:?}");
     if backend_seen != nettop::probe::Backend::Tracepoint {
         // kprobe/fentry read sendto's and recvfrom's address: per peer.
-        assert_eq!((s.raddr.as_str(), s.rport), ("127.0.0.9", caddr.port()), "{s:?}");
+        assert_eq!(
+            (s.tuple.remote(), s.tuple.rport),
+            ("127.0.0.9".to_owned() + &format!(":{}", caddr.port()), caddr.port()),
+            "{s:?}"
+        );
     }
 }
 
@@ -271,14 +280,15 @@ fn failed_connect_is_reported_never_as_a_connection() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     w.wait_for("connect_failed", |e| {
         e.iter().any(|e| {
-            e.event == EventKind::ConnectFailed && e.conn.as_ref().is_some_and(|c| c.rport == port)
+            e.event == EventKind::ConnectFailed
+                && e.conn.as_ref().is_some_and(|c| c.tuple.rport == port)
         })
     });
     let (conns, events, _) = w.finish();
-    assert!(!conns.iter().any(|c| c.rport == port), "a failed connect became a connection");
+    assert!(!conns.iter().any(|c| c.tuple.rport == port), "a failed connect became a connection");
     assert!(!events.iter().any(|e| {
         matches!(e.event, EventKind::Connect | EventKind::Close)
-            && e.conn.as_ref().is_some_and(|c| c.rport == port)
+            && e.conn.as_ref().is_some_and(|c| c.tuple.rport == port)
     }));
 }
 
@@ -317,9 +327,9 @@ fn a_burst_of_5000_connections_is_seen_whole() {
     let mut client_closes = std::collections::HashMap::new();
     for e in events.iter().filter(|e| e.event == EventKind::Close) {
         let c = e.conn.as_ref().unwrap();
-        if c.rport == addr.port() {
+        if c.tuple.rport == addr.port() {
             assert_eq!((e.bytes_sent, e.bytes_recv), (Some(3), Some(5)), "{e:?}");
-            *client_closes.entry(c.lport).or_insert(0) += 1;
+            *client_closes.entry(c.tuple.lport).or_insert(0) += 1;
         }
     }
     // Ports are reused across the burst; count closes per port.
@@ -370,10 +380,10 @@ fn same_tuple_in_two_namespaces_is_two_connections() {
     std::thread::sleep(Duration::from_millis(700));
     let (conns, _, _) = w.finish();
     let mine: Vec<&Connection> =
-        conns.iter().filter(|c| c.lport == 47002 && c.rport == 47001).collect();
+        conns.iter().filter(|c| c.tuple.lport == 47002 && c.tuple.rport == 47001).collect();
     assert_eq!(mine.len(), 2, "{mine:#?}");
     let by_ns = |ns: u32| {
-        mine.iter().find(|c| c.netns == ns).unwrap_or_else(|| panic!("netns {ns}: {mine:#?}"))
+        mine.iter().find(|c| c.tuple.netns == ns).unwrap_or_else(|| panic!("netns {ns}: {mine:#?}"))
     };
     assert_eq!(by_ns(host.2).bytes_sent, 100);
     assert_eq!(by_ns(private.2).bytes_sent, 200);

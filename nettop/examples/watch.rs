@@ -24,13 +24,11 @@ async fn main() -> anyhow::Result<()> {
     conns.sort_by_key(|c| std::cmp::Reverse(c.bytes_sent + c.bytes_recv));
     for c in conns.iter().take(10) {
         println!(
-            "{:>7} {:<16} {}:{} -> {}:{}  sent {} recv {}",
+            "{:>7} {:<16} {} -> {}  sent {} recv {}",
             c.owner.pid,
             c.owner.comm.escape_debug(),
-            c.laddr,
-            c.lport,
-            c.raddr,
-            c.rport,
+            c.tuple.local(),
+            c.tuple.remote(),
             c.bytes_sent,
             c.bytes_recv
         );

@@ -1,62 +1,316 @@
-//! Which connections and events a consumer wants: shared by every command's
-//! flags (the TUI's filter language builds on the same matcher).
-use crate::tracer::model::Proto;
+//! The filter language, shared by `--filter`, the older per-field flags and
+//! the TUI's `/` line: space-separated terms that must all match.
+//!
+//! `port:443` (either end, or a range `8000-8100`), `lport:`, `rport:`,
+//! `pid:`, `proc:` (name or command-line substring), `proto:tcp|udp`,
+//! `state:open|closed|in|out`, `addr:` (an IP or CIDR at either end),
+//! `container:`, `netns:`; a bare word matches the process name, command
+//! line or an address; `!` negates a term; `"…"` quotes a value with spaces.
+use std::fmt;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use crate::tracer::model::{Direction, Owner, Proto, State, Tuple};
+
+/// A parsed filter; the empty filter matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
-    pub pid: Option<u32>,
-    /// Either end.
-    pub port: Option<u16>,
-    pub proto: Option<Proto>,
-    /// Substring of the process name or command line.
-    pub comm: Option<String>,
+    terms: Vec<Term>,
 }
 
-/// The fields a filter looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Term {
+    negated: bool,
+    test: Test,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Test {
+    Port(Ports),
+    LPort(Ports),
+    RPort(Ports),
+    Pid(u32),
+    /// Lower-cased needle, matched case-insensitively.
+    Proc(String),
+    Proto(Proto),
+    State(StateTest),
+    Addr(IpNet),
+    Container(String),
+    Netns(u32),
+    Word(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ports {
+    lo: u16,
+    hi: u16,
+}
+
+impl Ports {
+    fn has(self, p: u16) -> bool {
+        (self.lo..=self.hi).contains(&p)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateTest {
+    Open,
+    Closed,
+    In,
+    Out,
+}
+
+/// What is wrong with a filter's text, in one line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad filter: {0}")]
+pub struct FilterError(String);
+
+const KEYS: &str = "port, lport, rport, pid, proc, proto, state, addr, container, netns";
+
+/// What a filter looks at: one connection, or the connection of an event.
+#[derive(Clone, Copy)]
 pub struct Subject<'a> {
-    pub proto: Proto,
-    pub pid: u32,
-    pub comm: &'a str,
-    pub cmdline: &'a str,
-    pub lport: u16,
-    pub rport: u16,
+    pub tuple: &'a Tuple,
+    pub owner: &'a Owner,
+    pub state: State,
+    pub direction: Direction,
 }
 
 impl Filter {
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
+        let terms = tokens(text)?.into_iter().map(term).collect::<Result<_, _>>()?;
+        Ok(Filter { terms })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// Both filters' terms (for the per-field flags beside `--filter`).
+    pub fn and(mut self, other: Filter) -> Filter {
+        self.terms.extend(other.terms);
+        self
+    }
+
+    pub fn pid(pid: u32) -> Filter {
+        Filter::one(Test::Pid(pid))
+    }
+
+    pub fn port(port: u16) -> Filter {
+        Filter::one(Test::Port(Ports { lo: port, hi: port }))
+    }
+
+    pub fn proto(proto: Proto) -> Filter {
+        Filter::one(Test::Proto(proto))
+    }
+
+    pub fn process(text: &str) -> Filter {
+        Filter::one(Test::Proc(text.to_lowercase()))
+    }
+
+    fn one(test: Test) -> Filter {
+        Filter { terms: vec![Term { negated: false, test }] }
+    }
+
     pub fn matches(&self, s: &Subject) -> bool {
-        self.pid.is_none_or(|p| p == s.pid)
-            && self.port.is_none_or(|p| p == s.lport || p == s.rport)
-            && self.proto.is_none_or(|p| p == s.proto)
-            && self.comm.as_deref().is_none_or(|c| s.comm.contains(c) || s.cmdline.contains(c))
+        self.terms.iter().all(|t| t.test.matches(s) != t.negated)
+    }
+}
+
+impl Test {
+    fn matches(&self, s: &Subject) -> bool {
+        let t = s.tuple;
+        match self {
+            Test::Port(p) => p.has(t.lport) || (t.raddr.is_some() && p.has(t.rport)),
+            Test::LPort(p) => p.has(t.lport),
+            Test::RPort(p) => t.raddr.is_some() && p.has(t.rport),
+            Test::Pid(p) => s.owner.pid == *p,
+            Test::Proc(n) => contains_ci(&s.owner.comm, n) || contains_ci(&s.owner.cmdline, n),
+            Test::Proto(p) => t.proto == *p,
+            Test::State(st) => match st {
+                StateTest::Open => s.state == State::Open,
+                StateTest::Closed => s.state == State::Closed,
+                StateTest::In => s.direction == Direction::Incoming,
+                StateTest::Out => s.direction == Direction::Outgoing,
+            },
+            Test::Addr(net) => net.contains(&t.laddr) || t.raddr.is_some_and(|r| net.contains(&r)),
+            Test::Container(n) => s.owner.container.as_deref().is_some_and(|c| contains_ci(c, n)),
+            Test::Netns(n) => t.netns == *n,
+            Test::Word(w) => {
+                contains_ci(&s.owner.comm, w)
+                    || contains_ci(&s.owner.cmdline, w)
+                    || addr_contains(t.laddr, w)
+                    || t.raddr.is_some_and(|r| addr_contains(r, w))
+            }
+        }
+    }
+}
+
+/// Case-insensitive (ASCII) substring test without allocating: this runs
+/// for every row on every keystroke.
+fn contains_ci(hay: &str, lower_needle: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), lower_needle.as_bytes());
+    n.is_empty()
+        || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+}
+
+fn addr_contains(a: IpAddr, w: &str) -> bool {
+    // Only words that could be part of an address pay for formatting one.
+    w.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':')
+        && contains_ci(&a.to_string(), w)
+}
+
+/// Split on spaces, keeping `"…"` together; quotes are removed.
+fn tokens(text: &str) -> Result<Vec<String>, FilterError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        return Err(FilterError("a quote is not closed".into()));
+    }
+    if any {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn term(tok: String) -> Result<Term, FilterError> {
+    let (negated, body) = match tok.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, tok.as_str()),
+    };
+    if body.is_empty() {
+        return Err(FilterError(format!("'{}' negates nothing", show(&tok))));
+    }
+    let test = match body.split_once(':') {
+        Some((key, value)) if is_key(key) => keyed(key, value)?,
+        // A bare IPv6 address or CIDR has colons too.
+        Some(_) if body.parse::<IpAddr>().is_ok() || body.parse::<IpNet>().is_ok() => {
+            Test::Word(body.to_lowercase())
+        }
+        Some((key, _)) => {
+            return Err(FilterError(format!("unknown key '{}' (keys: {KEYS})", show(key))));
+        }
+        None => Test::Word(body.to_lowercase()),
+    };
+    Ok(Term { negated, test })
+}
+
+fn is_key(k: &str) -> bool {
+    KEYS.split(", ").any(|key| key == k)
+}
+
+fn keyed(key: &str, value: &str) -> Result<Test, FilterError> {
+    let bad = |what: &str| FilterError(format!("{key}:{} — {key} wants {what}", show(value)));
+    if value.is_empty() {
+        return Err(FilterError(format!("{key}: wants a value")));
+    }
+    Ok(match key {
+        "port" => Test::Port(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
+        "lport" => Test::LPort(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
+        "rport" => Test::RPort(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
+        "pid" => Test::Pid(value.parse().map_err(|_| bad("a process id"))?),
+        "netns" => Test::Netns(value.parse().map_err(|_| bad("a namespace inode number"))?),
+        "proc" => Test::Proc(value.to_lowercase()),
+        "container" => Test::Container(value.to_lowercase()),
+        "proto" => Test::Proto(match value.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err(bad("tcp or udp")),
+        }),
+        "state" => Test::State(match value.to_ascii_lowercase().as_str() {
+            "open" | "established" | "estab" => StateTest::Open,
+            "closed" | "close" => StateTest::Closed,
+            "in" | "incoming" => StateTest::In,
+            "out" | "outgoing" => StateTest::Out,
+            _ => return Err(bad("open, closed, in or out")),
+        }),
+        "addr" => Test::Addr(match value.parse::<IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => IpNet::from(value.parse::<IpAddr>().map_err(|_| bad("an IP or a CIDR"))?),
+        }),
+        _ => unreachable!("is_key admitted {key}"),
+    })
+}
+
+fn ports(v: &str) -> Option<Ports> {
+    let (lo, hi) = match v.split_once('-') {
+        Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+        None => {
+            let p = v.parse().ok()?;
+            (p, p)
+        }
+    };
+    (lo <= hi).then_some(Ports { lo, hi })
+}
+
+/// The user's own text in an error message, with control characters made
+/// harmless and long text cut.
+fn show(s: &str) -> String {
+    let mut out: String = s.chars().take(40).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.terms.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if t.negated {
+                f.write_str("!")?;
+            }
+            let ports = |p: &Ports| {
+                if p.lo == p.hi { p.lo.to_string() } else { format!("{}-{}", p.lo, p.hi) }
+            };
+            let quoted = |v: &str| {
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    format!("\"{v}\"")
+                } else {
+                    v.to_owned()
+                }
+            };
+            match &t.test {
+                Test::Port(p) => write!(f, "port:{}", ports(p))?,
+                Test::LPort(p) => write!(f, "lport:{}", ports(p))?,
+                Test::RPort(p) => write!(f, "rport:{}", ports(p))?,
+                Test::Pid(p) => write!(f, "pid:{p}")?,
+                Test::Proc(v) => write!(f, "proc:{}", quoted(v))?,
+                Test::Proto(Proto::Tcp) => f.write_str("proto:tcp")?,
+                Test::Proto(Proto::Udp) => f.write_str("proto:udp")?,
+                Test::State(s) => write!(f, "state:{}", format!("{s:?}").to_lowercase())?,
+                Test::Addr(n) => write!(f, "addr:{n}")?,
+                Test::Container(v) => write!(f, "container:{}", quoted(v))?,
+                Test::Netns(n) => write!(f, "netns:{n}")?,
+                Test::Word(w) => f.write_str(&quoted(w))?,
+            }
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn subject() -> Subject<'static> {
-        Subject {
-            proto: Proto::Tcp,
-            pid: 7,
-            comm: "curl",
-            cmdline: "curl https://x",
-            lport: 40000,
-            rport: 443,
-        }
-    }
-
-    #[test]
-    fn every_set_field_must_match() {
-        assert!(Filter::default().matches(&subject()));
-        assert!(Filter { port: Some(443), pid: Some(7), ..Default::default() }.matches(&subject()));
-        assert!(Filter { port: Some(40000), ..Default::default() }.matches(&subject()));
-        assert!(!Filter { port: Some(80), ..Default::default() }.matches(&subject()));
-        assert!(!Filter { proto: Some(Proto::Udp), ..Default::default() }.matches(&subject()));
-        assert!(Filter { comm: Some("https".into()), ..Default::default() }.matches(&subject()));
-        assert!(
-            !Filter { comm: Some("wget".into()), pid: Some(7), ..Default::default() }
-                .matches(&subject())
-        );
-    }
-}
+mod tests;

@@ -28,6 +28,10 @@ struct Args {
     /// Read BTF from this file instead of /sys/kernel/btf/vmlinux.
     #[arg(long, value_name = "FILE", global = true)]
     btf: Option<PathBuf>,
+    /// Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8"
+    /// (keys: port lport rport pid proc proto state addr container netns; ! negates).
+    #[arg(long, short = 'f', value_name = "TERMS", global = true)]
+    filter: Option<String>,
     /// Only this process (thread-group id).
     #[arg(long, global = true)]
     pid: Option<u32>,
@@ -98,14 +102,26 @@ impl Args {
             max_connections: self.max_connections,
             udp_timeout: secs("udp-timeout", self.udp_timeout)?,
             linger: secs("linger", self.linger)?,
-            filter: Filter {
-                pid: self.pid,
-                port: self.port,
-                proto: self.proto,
-                comm: self.comm.clone(),
-            },
+            filter: self.filter()?,
             ..nettop::Config::default()
         })
+    }
+}
+
+impl Args {
+    /// `--filter` and the per-field flags, all of which must match.
+    fn filter(&self) -> anyhow::Result<Filter> {
+        let mut f = Filter::parse(self.filter.as_deref().unwrap_or(""))?;
+        f = [
+            self.pid.map(Filter::pid),
+            self.port.map(Filter::port),
+            self.proto.map(Filter::proto),
+            self.comm.as_deref().map(Filter::process),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(f, Filter::and);
+        Ok(f)
     }
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use nettop::tracer::{Connection, Tracer};
 
-use super::{escape, format_addr};
+use super::escape;
 
 pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
     let tracer = Tracer::start(config)?;
@@ -12,7 +12,7 @@ pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
         eprintln!("nettop: warning: {}", escape(why));
     }
     let mut conns = tracer.connections();
-    conns.sort_by_key(|c| (c.owner.pid, c.lport, c.rport));
+    conns.sort_by_key(|c| (c.owner.pid, c.tuple.lport, c.tuple.rport));
     let stats = tracer.stats();
     tracer.stop();
     if json {
@@ -38,8 +38,7 @@ fn print_table(conns: &[Connection]) {
         "PROTO", "PID", "COMM", "LOCAL -> REMOTE", "DIR", "SENT", "RECV"
     );
     for c in conns {
-        let tuple =
-            format!("{} -> {}", format_addr(&c.laddr, c.lport), format_addr(&c.raddr, c.rport));
+        let tuple = format!("{} -> {}", c.tuple.local(), c.tuple.remote());
         let dir = match c.direction {
             nettop::tracer::Direction::Outgoing => "out",
             nettop::tracer::Direction::Incoming => "in",
@@ -47,7 +46,7 @@ fn print_table(conns: &[Connection]) {
         };
         println!(
             "{:<5} {:>7} {:<16} {:<45} {:<9} {:>12} {:>12}{}",
-            format!("{:?}", c.proto).to_lowercase(),
+            format!("{:?}", c.tuple.proto).to_lowercase(),
             c.owner.pid,
             escape(&c.owner.comm),
             escape(&tuple),

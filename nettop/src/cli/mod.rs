@@ -20,17 +20,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// `addr:port`, with brackets for IPv6 and `*` for an unknown peer.
-pub fn format_addr(addr: &str, port: u16) -> String {
-    if addr == "*" {
-        "*".to_owned()
-    } else if addr.contains(':') {
-        format!("[{addr}]:{port}")
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())

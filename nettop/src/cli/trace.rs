@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use nettop::tracer::{Event, EventKind, Tracer};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{escape, format_addr};
+use super::escape;
 
 pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -68,15 +68,14 @@ fn print_event(ev: &Event, json: bool) -> Result<()> {
     let time = format!("{:.6}", ev.ts_ns as f64 / 1e9);
     match (&ev.conn, ev.event) {
         (Some(c), _) => {
-            let tuple =
-                format!("{} -> {}", format_addr(&c.laddr, c.lport), format_addr(&c.raddr, c.rport));
+            let tuple = format!("{} -> {}", c.tuple.local(), c.tuple.remote());
             let bytes = |b: Option<u64>| b.map_or_else(String::new, |b| b.to_string());
             let extra = ev.errno.map(|e| format!(" errno {e}")).unwrap_or_default();
             println!(
                 "{time:<14} {kind:<14} {:>7} {:<16} {:<5} {:<45} {:>10} {:>10}{extra}",
                 c.owner.pid,
                 escape(&c.owner.comm),
-                format!("{:?}", c.proto).to_lowercase(),
+                format!("{:?}", c.tuple.proto).to_lowercase(),
                 escape(&tuple),
                 bytes(ev.bytes_sent),
                 bytes(ev.bytes_recv),

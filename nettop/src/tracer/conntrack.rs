@@ -12,6 +12,8 @@ use nettop_shared::{
 /// One connection as the table knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Unique for the table's lifetime (a reused tuple gets a new one).
+    pub id: u64,
     pub key: ConnKey,
     pub sk: u64,
     /// The kernel's counters (since it first saw the connection).
@@ -30,8 +32,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> Entry {
+    fn new(id: &mut u64, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> Entry {
+        *id += 1;
         Entry {
+            id: *id,
             key,
             sk,
             stats: ConnStats::default(),
@@ -75,6 +79,7 @@ pub enum Change {
 
 pub struct Table {
     entries: HashMap<ConnKey, Entry>,
+    last_id: u64,
     linger_ns: u64,
     udp_timeout_ns: u64,
 }
@@ -83,6 +88,7 @@ impl Table {
     pub fn new(linger: Duration, udp_timeout: Duration) -> Table {
         Table {
             entries: HashMap::new(),
+            last_id: 0,
             linger_ns: linger.as_nanos() as u64,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,
         }
@@ -97,10 +103,11 @@ impl Table {
     }
 
     fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
-        let e = self.entries.entry(key).or_insert_with(|| Entry::new(key, sk, direction, comm));
+        let id = &mut self.last_id;
+        let e = self.entries.entry(key).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
         if e.closed_ns.is_some() {
             // The same tuple again (a reused port): a new connection.
-            *e = Entry::new(key, sk, direction, comm);
+            *e = Entry::new(id, key, sk, direction, comm);
         }
         if e.direction == DIR_UNKNOWN {
             e.direction = direction;
@@ -178,10 +185,11 @@ impl Table {
     /// Take in the kernel's current counters of every live connection.
     pub fn sync(&mut self, live: &[(ConnKey, ConnStats)]) {
         for (key, stats) in live {
+            let id = &mut self.last_id;
             let e = self
                 .entries
                 .entry(*key)
-                .or_insert_with(|| Entry::new(*key, stats.sk, stats.direction, [0; 16]));
+                .or_insert_with(|| Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
             if e.closed_ns.is_none() {
                 e.stats = *stats;
                 if e.direction == DIR_UNKNOWN {
@@ -204,7 +212,9 @@ impl Table {
         if self.entries.get(&key).is_some_and(|e| e.born) {
             return;
         }
-        let e = self.entries.entry(key).or_insert_with(|| Entry::new(key, 0, direction, [0; 16]));
+        let id = &mut self.last_id;
+        let e =
+            self.entries.entry(key).or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
         e.backfilled = true;
         e.direction = direction;
         let counted = counted.unwrap_or_default();

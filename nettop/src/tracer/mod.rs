@@ -31,7 +31,9 @@ use crate::filter::{Filter, Subject};
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
 use attribution::Attributor;
 use conntrack::{Change, Entry, Table};
-pub use model::{Connection, Direction, Event, EventConn, EventKind, Owner, Proto, State, Stats};
+pub use model::{
+    Connection, Direction, Event, EventConn, EventKind, Owner, Proto, State, Stats, Tuple,
+};
 
 /// How the tracer runs.
 #[derive(Clone, Debug)]
@@ -215,8 +217,8 @@ impl Tracer {
         table
             .entries()
             .filter_map(|e| {
-                let owner = entry_owner(attribution, e);
-                wanted(config, &e.key, &owner).then(|| Connection::from_entry(e, owner))
+                let c = Connection::from_entry(e, entry_owner(attribution, e));
+                wanted(config, &c.tuple, &c.owner, c.state, c.direction).then_some(c)
             })
             .collect()
     }
@@ -275,21 +277,13 @@ fn entry_owner(attribution: &mut Attributor, e: &Entry) -> Owner {
     owner(attribution, e.key.tgid, &e.comm)
 }
 
-fn wanted(config: &Config, key: &ConnKey, owner: &Owner) -> bool {
-    let Some(proto) = Proto::from_ip(key.proto) else { return false };
-    let on = match proto {
+fn wanted(config: &Config, tuple: &Tuple, owner: &Owner, state: State, dir: Direction) -> bool {
+    let on = match tuple.proto {
         Proto::Tcp => config.tcp,
         Proto::Udp => config.udp,
     };
-    on && (config.ipv6 || key.family == nettop_shared::AF_INET)
-        && config.filter.matches(&Subject {
-            proto,
-            pid: key.tgid,
-            comm: &owner.comm,
-            cmdline: &owner.cmdline,
-            lport: key.lport,
-            rport: key.rport,
-        })
+    on && (config.ipv6 || tuple.family == 4)
+        && config.filter.matches(&Subject { tuple, owner, state, direction: dir })
 }
 
 /// Pull the kernel's counters into the table, end idle UDP flows, forget
@@ -431,11 +425,12 @@ fn read_loop(
 
 fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config) -> Option<Event> {
     let conn_event = |kind, e: &Entry, totals: bool, attribution: &mut Attributor| {
-        let owner = entry_owner(attribution, e);
-        wanted(config, &e.key, &owner).then(|| Event {
+        let conn = EventConn::new(Some(e.id), &e.key, e.direction, entry_owner(attribution, e));
+        let state = if kind == EventKind::Close { State::Closed } else { State::Open };
+        wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
             event: kind,
             ts_ns,
-            conn: Some(EventConn::new(&e.key, e.direction, owner)),
+            conn: Some(conn),
             bytes_sent: totals.then(|| e.bytes_sent()),
             bytes_recv: totals.then(|| e.bytes_recv()),
             errno: None,
@@ -448,16 +443,19 @@ fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config
         Change::Close(e) => conn_event(EventKind::Close, &e, true, attribution),
         Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, attribution),
         Change::ConnectFailed { key, errno, comm } => {
-            let owner = owner(attribution, key.tgid, &comm);
-            wanted(config, &key, &owner).then(|| Event {
-                event: EventKind::ConnectFailed,
-                ts_ns,
-                conn: Some(EventConn::new(&key, DIR_OUTGOING, owner)),
-                bytes_sent: None,
-                bytes_recv: None,
-                errno,
-                lost: None,
-            })
+            let conn =
+                EventConn::new(None, &key, DIR_OUTGOING, owner(attribution, key.tgid, &comm));
+            wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
+                Event {
+                    event: EventKind::ConnectFailed,
+                    ts_ns,
+                    conn: Some(conn),
+                    bytes_sent: None,
+                    bytes_recv: None,
+                    errno,
+                    lost: None,
+                },
+            )
         }
     }
 }

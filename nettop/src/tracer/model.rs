@@ -99,6 +99,61 @@ pub fn comm_str(c: &[u8; 16]) -> String {
     String::from_utf8_lossy(&c[..n]).into_owned()
 }
 
+/// Where a connection runs: protocol, both ends and network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Tuple {
+    pub proto: Proto,
+    pub family: u8,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    /// None, printed "*", for an unconnected UDP socket whose peers the
+    /// backend cannot see.
+    #[serde(serialize_with = "addr_or_star")]
+    pub raddr: Option<IpAddr>,
+    pub rport: u16,
+    pub netns: u32,
+}
+
+fn addr_or_star<S: serde::Serializer>(a: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_str("*"),
+    }
+}
+
+impl Tuple {
+    /// `addr:port`, bracketed for IPv6.
+    pub fn local(&self) -> String {
+        endpoint(Some(self.laddr), self.lport)
+    }
+
+    /// `addr:port`, or `*` for an unknown peer.
+    pub fn remote(&self) -> String {
+        endpoint(self.raddr, self.rport)
+    }
+
+    pub fn new(k: &ConnKey) -> Tuple {
+        let (laddr, raddr) = addrs(k);
+        Tuple {
+            proto: Proto::from_ip(k.proto).unwrap_or(Proto::Tcp),
+            family: if k.family == AF_INET { 4 } else { 6 },
+            laddr,
+            lport: k.lport,
+            raddr,
+            rport: k.rport,
+            netns: k.netns,
+        }
+    }
+}
+
+fn endpoint(addr: Option<IpAddr>, port: u16) -> String {
+    match addr {
+        None => "*".to_owned(),
+        Some(IpAddr::V4(a)) => format!("{a}:{port}"),
+        Some(IpAddr::V6(a)) => format!("[{a}]:{port}"),
+    }
+}
+
 /// The addresses of a key. The remote is None ("*") for an unconnected UDP
 /// socket whose peers the backend cannot see.
 pub fn addrs(k: &ConnKey) -> (IpAddr, Option<IpAddr>) {
@@ -113,22 +168,16 @@ pub fn addrs(k: &ConnKey) -> (IpAddr, Option<IpAddr>) {
     (ip(&k.laddr), remote)
 }
 
-fn family(k: &ConnKey) -> u8 {
-    if k.family == AF_INET { 4 } else { 6 }
-}
-
 /// One connection, as `nettop list --json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Connection {
-    pub proto: Proto,
-    pub family: u8,
+    /// Unique for the tracer's lifetime: tells apart two connections that
+    /// reuse one tuple, and ties events to their connection.
+    pub id: u64,
+    #[serde(flatten)]
+    pub tuple: Tuple,
     #[serde(flatten)]
     pub owner: Owner,
-    pub laddr: String,
-    pub lport: u16,
-    /// "*" when the peer is not known.
-    pub raddr: String,
-    pub rport: u16,
     pub direction: Direction,
     pub state: State,
     pub bytes_sent: u64,
@@ -136,7 +185,6 @@ pub struct Connection {
     pub msgs_sent: u64,
     pub msgs_recv: u64,
     pub retransmits: u32,
-    pub netns: u32,
     /// Existed before nettop started: TCP totals include the kernel's own
     /// counters from then; UDP ones count only from then.
     pub backfilled: bool,
@@ -149,15 +197,10 @@ pub struct Connection {
 
 impl Connection {
     pub fn from_entry(e: &Entry, owner: Owner) -> Connection {
-        let (l, r) = addrs(&e.key);
         Connection {
-            proto: Proto::from_ip(e.key.proto).unwrap_or(Proto::Tcp),
-            family: family(&e.key),
+            id: e.id,
+            tuple: Tuple::new(&e.key),
             owner,
-            laddr: l.to_string(),
-            lport: e.key.lport,
-            raddr: r.map_or_else(|| "*".to_owned(), |a| a.to_string()),
-            rport: e.key.rport,
             direction: Direction::from_raw(e.direction),
             state: if e.closed_ns.is_some() { State::Closed } else { State::Open },
             bytes_sent: e.bytes_sent(),
@@ -165,7 +208,6 @@ impl Connection {
             msgs_sent: e.stats.msgs_sent,
             msgs_recv: e.stats.msgs_recv,
             retransmits: e.stats.retransmits,
-            netns: e.key.netns,
             backfilled: e.backfilled,
             counted_since_start: e.backfilled && e.is_udp(),
             first_ns: e.stats.first_ns,
@@ -208,32 +250,19 @@ pub struct Event {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EventConn {
-    pub proto: Proto,
-    pub family: u8,
+    /// The connection's `Connection::id`; None for a failed connect, which
+    /// never became one.
+    pub id: Option<u64>,
+    #[serde(flatten)]
+    pub tuple: Tuple,
     #[serde(flatten)]
     pub owner: Owner,
-    pub laddr: String,
-    pub lport: u16,
-    pub raddr: String,
-    pub rport: u16,
-    pub netns: u32,
     pub direction: Direction,
 }
 
 impl EventConn {
-    pub fn new(key: &ConnKey, direction: u8, owner: Owner) -> EventConn {
-        let (l, r) = addrs(key);
-        EventConn {
-            proto: Proto::from_ip(key.proto).unwrap_or(Proto::Tcp),
-            family: family(key),
-            owner,
-            laddr: l.to_string(),
-            lport: key.lport,
-            raddr: r.map_or_else(|| "*".to_owned(), |a| a.to_string()),
-            rport: key.rport,
-            netns: key.netns,
-            direction: Direction::from_raw(direction),
-        }
+    pub fn new(id: Option<u64>, key: &ConnKey, direction: u8, owner: Owner) -> EventConn {
+        EventConn { id, tuple: Tuple::new(key), owner, direction: Direction::from_raw(direction) }
     }
 }
 
