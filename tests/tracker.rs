@@ -68,7 +68,17 @@ impl Watch {
     fn wait_for(&self, what: &str, pred: impl Fn(&[Event]) -> bool) {
         let start = Instant::now();
         while !pred(&self.events.lock().unwrap()) {
-            assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+            if start.elapsed() > Duration::from_secs(60) {
+                let mut kinds = std::collections::BTreeMap::new();
+                for e in self.events.lock().unwrap().iter() {
+                    *kinds.entry(format!("{:?}", e.event)).or_insert(0) += 1;
+                }
+                panic!(
+                    "timed out waiting for {what}: events {kinds:?}, {:?}, {} connections listed",
+                    self.tracer.stats(),
+                    self.tracer.connections().len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -337,7 +347,9 @@ fn a_burst_of_5000_connections_is_seen_whole() {
     for p in &ports {
         *expected.entry(*p).or_insert(0) += 1;
     }
-    assert_eq!(client_closes, expected);
+    let missing: Vec<_> =
+        expected.iter().filter(|(p, n)| client_closes.get(p) != Some(n)).take(5).collect();
+    assert_eq!(client_closes, expected, "closes missing or extra for ports {missing:?}");
 }
 
 /// Run `f` on a thread in a fresh network namespace with loopback up.

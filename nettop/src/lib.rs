@@ -3,7 +3,9 @@
 //! guessing `struct sock` offsets at run time.
 pub mod filter;
 pub mod probe;
+pub mod text;
 pub mod tracer;
+pub mod ui;
 
 pub use filter::Filter;
 pub use tracer::{Config, Connection, Event, EventKind, EventStream, Stats, Tracer};

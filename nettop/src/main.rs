@@ -56,6 +56,9 @@ struct Args {
     /// Leave out IPv6 connections.
     #[arg(long, global = true)]
     no_ipv6: bool,
+    /// Seconds between refreshes of the interactive table.
+    #[arg(short = 'd', long, value_name = "SECONDS", default_value_t = 1.0)]
+    interval: f64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -84,13 +87,7 @@ enum Command {
 
 impl Args {
     fn tracer_config(&self) -> anyhow::Result<nettop::Config> {
-        let secs = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(anyhow::anyhow!("--{name} wants a number of seconds ≥ 0, not {v}"))
-            }
-        };
+        let secs = secs_arg;
         if self.max_connections == 0 {
             anyhow::bail!("--max-connections must be at least 1");
         }
@@ -105,6 +102,14 @@ impl Args {
             filter: self.filter()?,
             ..nettop::Config::default()
         })
+    }
+}
+
+fn secs_arg(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if v.is_finite() && (0.0..=1e9).contains(&v) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(anyhow::anyhow!("--{name} wants a number of seconds ≥ 0, not {v}"))
     }
 }
 
@@ -156,9 +161,18 @@ fn main() -> ExitCode {
             args.tracer_config().and_then(|c| cli::trace::run(c, *json))
         }
         Some(Command::List { json }) => args.tracer_config().and_then(|c| cli::list::run(c, *json)),
-        None => Err(anyhow::anyhow!(
-            "the interactive table is not built yet: run `nettop trace`, `nettop list` or `nettop offsets`"
-        )),
+        None => args.tracer_config().and_then(|c| {
+            let interval = secs_arg("interval", args.interval)?;
+            if interval.is_zero() {
+                anyhow::bail!("--interval must be more than 0 seconds");
+            }
+            // Start (and fail, with a plain one-line error) before the
+            // terminal changes.
+            let filter = c.filter.clone();
+            let tracer = nettop::Tracer::start(nettop::Config { filter: Filter::default(), ..c })?;
+            nettop::ui::run(tracer, nettop::ui::Options { interval, filter })?;
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

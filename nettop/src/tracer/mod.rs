@@ -124,12 +124,17 @@ impl EventStream {
     pub fn blocking_next(&mut self) -> Option<Event> {
         self.0.blocking_recv()
     }
+
+    /// The next event if one is waiting; never blocks (for UI loops).
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.0.try_recv().ok()
+    }
 }
 
 const EVENT_QUEUE: usize = 1 << 16;
 const POLL: Duration = Duration::from_millis(100);
 
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime fills the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

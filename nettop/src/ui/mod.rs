@@ -1,0 +1,129 @@
+//! The interactive table (`sudo nettop`). It reads `Tracer` through the
+//! feed thread and never touches BPF; the tracer knows nothing of it.
+pub mod app;
+pub mod feed;
+pub mod header;
+pub mod help;
+pub mod panes;
+pub mod status;
+pub mod table;
+pub mod terminal;
+pub mod theme;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use std::sync::mpsc::TryRecvError;
+
+use anyhow::{Result, anyhow};
+use ratatui::Frame;
+use ratatui::crossterm::event::{self, Event as TermEvent};
+use ratatui::layout::{Constraint, Layout};
+
+pub use app::{Action, App, Snapshot};
+use feed::{Feed, Update};
+use theme::Theme;
+
+use crate::filter::Filter;
+use crate::tracer::Tracer;
+
+pub struct Options {
+    pub interval: Duration,
+    pub filter: Filter,
+}
+
+/// Draw the whole screen from the app's state.
+pub fn draw(f: &mut Frame, app: &mut App) {
+    let area = f.area();
+    let mut parts = vec![Constraint::Length(2), Constraint::Min(3)];
+    let details_h = if app.details { (area.height / 3).max(8) } else { 0 };
+    let events_h = if app.events_pane { (area.height / 4).max(6) } else { 0 };
+    if app.details {
+        parts.push(Constraint::Length(details_h));
+    }
+    if app.events_pane {
+        parts.push(Constraint::Length(events_h));
+    }
+    parts.push(Constraint::Length(1));
+    let rects = Layout::vertical(parts).split(area);
+    header::draw(f, app, rects[0]);
+    table::draw(f, app, rects[1]);
+    let mut next = 2;
+    if app.details {
+        panes::details(f, app, rects[next]);
+        next += 1;
+    }
+    if app.events_pane {
+        panes::events(f, app, rects[next]);
+        next += 1;
+    }
+    status::draw(f, app, rects[next]);
+    if app.help {
+        help::draw(f, app, area);
+    }
+}
+
+/// Run the table until the user quits or a signal arrives. The terminal is
+/// restored and the probes are detached before this returns, on every path.
+pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
+    let info = tracer.info().clone();
+    let feed = Feed::start(tracer, opts.interval)?;
+    let mut screen = terminal::Screen::enter()?;
+    let mut app = App::new(info, opts.filter, Theme::from_env(), opts.interval.as_secs_f64());
+    let mut dirty = true;
+    let mut last_draw = Instant::now();
+    let result = loop {
+        if screen.signalled() {
+            break Ok(());
+        }
+        let mut feed_gone = false;
+        loop {
+            match feed.rx.try_recv() {
+                Ok(Update::Snapshot(s)) => app.ingest(s),
+                Ok(Update::Events(e)) => app.push_events(e),
+                Err(TryRecvError::Empty) => break,
+                // The feed thread ended without being asked: it panicked.
+                Err(TryRecvError::Disconnected) => {
+                    feed_gone = true;
+                    break;
+                }
+            }
+            dirty = true;
+        }
+        if feed_gone {
+            break Err(anyhow!("the tracer stopped unexpectedly"));
+        }
+        if dirty || last_draw.elapsed() >= opts.interval {
+            if let Err(e) = screen.terminal.draw(|f| draw(f, &mut app)) {
+                break Err(e.into());
+            }
+            dirty = false;
+            last_draw = Instant::now();
+        }
+        match event::poll(Duration::from_millis(50)) {
+            Ok(false) => {}
+            Ok(true) => match event::read() {
+                Ok(TermEvent::Key(k)) => {
+                    dirty = true;
+                    if app.on_key(k) == Action::Quit {
+                        break Ok(());
+                    }
+                }
+                Ok(TermEvent::Mouse(m)) => {
+                    dirty = true;
+                    app.on_mouse(m);
+                }
+                Ok(TermEvent::Resize(..)) => dirty = true,
+                Ok(_) => {}
+                Err(e) => break Err(e.into()),
+            },
+            Err(e) => break Err(e.into()),
+        }
+    };
+    drop(screen);
+    feed.stop();
+    result
+}

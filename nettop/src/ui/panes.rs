@@ -1,0 +1,177 @@
+//! The details pane (one connection or process, with its timeline) and the
+//! live events pane.
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use super::app::App;
+use super::table::{proto_text, state_text};
+use super::view::Line as ViewLine;
+use crate::text::{age, bytes, escape};
+use crate::tracer::{Connection, Event, EventKind, Owner};
+
+fn field<'a>(app: &App, name: &'a str, value: String) -> Line<'a> {
+    Line::from(vec![Span::styled(format!("{name:<10}"), app.theme.key()), Span::raw(value)])
+}
+
+fn owner_lines<'a>(app: &App, o: &Owner) -> Vec<Line<'a>> {
+    let mut v = vec![
+        field(app, "process", format!("{} (pid {})", escape(&o.comm), o.pid)),
+        field(app, "command", if o.cmdline.is_empty() { "—".into() } else { escape(&o.cmdline) }),
+        field(
+            app,
+            "user",
+            format!(
+                "{}   container {}",
+                o.user.as_deref().map_or("—".into(), escape),
+                o.container.as_deref().map_or("—".into(), escape),
+            ),
+        ),
+    ];
+    if let Some(cg) = &o.cgroup {
+        v.push(field(app, "cgroup", escape(cg)));
+    }
+    if let Some(note) = &o.owner_note {
+        v.push(field(app, "owner", format!("not fully known: {}", escape(note))));
+    }
+    v
+}
+
+pub fn details(f: &mut Frame, app: &App, area: Rect) {
+    let mut lines = Vec::new();
+    let title = match app.selected_line() {
+        Some(ViewLine::Conn(i)) => {
+            let r = &app.rows[i];
+            let c = &r.conn;
+            lines.extend(owner_lines(app, &c.owner));
+            lines.extend(conn_lines(app, c, r.age_s));
+            lines.push(Line::styled("timeline", app.theme.key()));
+            match app.timelines.get(&c.id) {
+                Some(t) if !t.is_empty() => {
+                    lines.extend(t.iter().map(|e| Line::raw(format!("  {}", event_text(app, e)))))
+                }
+                _ => lines.push(Line::raw("  (no events since nettop started)")),
+            }
+            format!(" connection {} ", c.id)
+        }
+        Some(ViewLine::Group(g)) => {
+            let grp = &app.groups[g];
+            lines.extend(owner_lines(app, &app.rows[grp.first].conn.owner));
+            lines.push(field(app, "conns", format!("{} ({} open)", grp.members.len(), grp.open)));
+            lines.push(field(
+                app,
+                "bytes",
+                format!("sent {}   received {}", bytes(grp.sent), bytes(grp.recv)),
+            ));
+            format!(" process {} ", grp.pid)
+        }
+        None => {
+            lines.push(Line::raw("nothing selected"));
+            " details ".into()
+        }
+    };
+    let block = Block::new().borders(Borders::TOP).title(title).title_style(app.theme.title());
+    f.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+}
+
+fn conn_lines<'a>(app: &App, c: &Connection, age_s: u64) -> Vec<Line<'a>> {
+    let mut v = vec![
+        field(
+            app,
+            "tuple",
+            format!(
+                "{} {} → {}   netns {}",
+                proto_text(c.tuple.proto, c.tuple.family),
+                c.tuple.local(),
+                c.tuple.remote(),
+                c.tuple.netns
+            ),
+        ),
+        field(
+            app,
+            "state",
+            format!("{}   age {}", state_text(c.state, c.direction, c.backfilled), age(age_s)),
+        ),
+        field(
+            app,
+            "bytes",
+            format!(
+                "sent {} in {} msgs   received {} in {} msgs   retransmits {}",
+                bytes(c.bytes_sent),
+                c.msgs_sent,
+                bytes(c.bytes_recv),
+                c.msgs_recv,
+                c.retransmits
+            ),
+        ),
+    ];
+    if c.backfilled {
+        v.push(field(
+            app,
+            "note",
+            if c.counted_since_start {
+                "older than nettop: totals count only since nettop started".into()
+            } else {
+                "older than nettop: totals include the kernel's counts from before".into()
+            },
+        ));
+    }
+    v
+}
+
+/// One event in one line: when (seconds before the last refresh), what,
+/// who, where.
+pub fn event_text(app: &App, e: &Event) -> String {
+    let when = format!("{:>8.3}s", -((app.now_ns as f64 - e.ts_ns as f64) / 1e9));
+    let kind = match e.event {
+        EventKind::Connect => "connect",
+        EventKind::Accept => "accept",
+        EventKind::Close => "close",
+        EventKind::ConnectFailed => "failed",
+        EventKind::Retransmit => "retransmit",
+        EventKind::Lost => "LOST",
+    };
+    let Some(c) = &e.conn else {
+        return format!("{when} {kind:<10} {} events", e.lost.unwrap_or(0));
+    };
+    let mut s = format!(
+        "{when} {kind:<10} {:>7} {:<15} {} {} → {}",
+        c.owner.pid,
+        escape(&c.owner.comm),
+        proto_text(c.tuple.proto, c.tuple.family),
+        c.tuple.local(),
+        c.tuple.remote()
+    );
+    if let (Some(tx), Some(rx)) = (e.bytes_sent, e.bytes_recv) {
+        s.push_str(&format!("  sent {} received {}", bytes(tx), bytes(rx)));
+    }
+    if let Some(errno) = e.errno {
+        s.push_str(&format!("  errno {errno}"));
+    }
+    s
+}
+
+pub fn events(f: &mut Frame, app: &App, area: Rect) {
+    let h = usize::from(area.height.saturating_sub(1));
+    let skip = app.events.len().saturating_sub(h);
+    let lines: Vec<Line> = app
+        .events
+        .iter()
+        .skip(skip)
+        .map(|e| {
+            let l = Line::raw(event_text(app, e));
+            match e.event {
+                EventKind::Lost | EventKind::ConnectFailed => l.style(app.theme.error()),
+                EventKind::Retransmit => l.style(app.theme.warn()),
+                EventKind::Close => l.style(app.theme.closed()),
+                _ => l,
+            }
+        })
+        .collect();
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .title(format!(" events ({} kept, newest last) ", app.events.len()))
+        .title_style(app.theme.title());
+    f.render_widget(Paragraph::new(lines).block(block), area);
+}

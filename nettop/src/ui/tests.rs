@@ -1,0 +1,412 @@
+//! The TUI without a terminal: state changes from keys and the mouse, and
+//! snapshots of the screen drawn into ratatui's `TestBackend`.
+use std::net::IpAddr;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::style::Modifier;
+
+use super::app::{App, Snapshot};
+use super::theme::Theme;
+use super::view::{Column, Key};
+use crate::filter::Filter;
+use crate::probe::Backend;
+use crate::tracer::{
+    Connection, Direction, Event, EventConn, EventKind, Info, Owner, Proto, State, Stats, Tuple,
+};
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1000 * S;
+
+fn info() -> Info {
+    Info {
+        backend: Backend::Kprobe,
+        offsets: "guessed",
+        verified: Some(true),
+        guess_ms: Some(12.4),
+        ipv6: true,
+        backfill_error: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conn(
+    id: u64,
+    pid: u32,
+    comm: &str,
+    proto: Proto,
+    l: (&str, u16),
+    r: Option<(&str, u16)>,
+    dir: Direction,
+    bytes: (u64, u64),
+) -> Connection {
+    let laddr: IpAddr = l.0.parse().unwrap();
+    Connection {
+        id,
+        tuple: Tuple {
+            proto,
+            family: if laddr.is_ipv4() { 4 } else { 6 },
+            laddr,
+            lport: l.1,
+            raddr: r.map(|r| r.0.parse().unwrap()),
+            rport: r.map_or(0, |r| r.1),
+            netns: 4026531840,
+        },
+        owner: Owner {
+            pid,
+            comm: comm.into(),
+            cmdline: format!("/usr/bin/{comm} --serve"),
+            user: Some("www".into()),
+            container: None,
+            cgroup: Some("/system.slice/x.service".into()),
+            owner_note: None,
+        },
+        direction: dir,
+        state: State::Open,
+        bytes_sent: bytes.0,
+        bytes_recv: bytes.1,
+        msgs_sent: 3,
+        msgs_recv: 4,
+        retransmits: 0,
+        backfilled: false,
+        counted_since_start: false,
+        first_ns: T0 - 75 * S,
+        last_ns: T0,
+    }
+}
+
+/// Five connections of three processes, one closed, one older than nettop,
+/// one whose process name tries to clear the screen.
+fn conns(scale: u64) -> Vec<Connection> {
+    let mut v = vec![
+        conn(
+            1,
+            100,
+            "nginx",
+            Proto::Tcp,
+            ("10.0.0.5", 443),
+            Some(("203.0.113.7", 51000)),
+            Direction::Incoming,
+            (9_000_000 * scale, 40_000 * scale),
+        ),
+        conn(
+            2,
+            100,
+            "nginx",
+            Proto::Tcp,
+            ("10.0.0.5", 443),
+            Some(("198.51.100.2", 40222)),
+            Direction::Incoming,
+            (2_000 * scale, 900 * scale),
+        ),
+        conn(
+            3,
+            200,
+            "curl",
+            Proto::Tcp,
+            ("2001:db8::5", 39000),
+            Some(("2001:db8::1", 8080)),
+            Direction::Outgoing,
+            (500 * scale, 3_000_000 * scale),
+        ),
+        conn(
+            4,
+            300,
+            "evil\x1b[2J\x07",
+            Proto::Udp,
+            ("0.0.0.0", 5353),
+            None,
+            Direction::Unknown,
+            (100 * scale, 0),
+        ),
+        conn(
+            5,
+            200,
+            "curl",
+            Proto::Tcp,
+            ("10.0.0.5", 39100),
+            Some(("192.0.2.9", 80)),
+            Direction::Outgoing,
+            (77, 1234),
+        ),
+    ];
+    v[4].state = State::Closed;
+    v[4].last_ns = T0 - 5 * S;
+    v[1].backfilled = true;
+    v
+}
+
+fn stats() -> Stats {
+    Stats { connections_open: 4, connections_closed: 1, backfilled: 1, ..Stats::default() }
+}
+
+/// An app that has seen two snapshots a second apart (so rates exist).
+fn app() -> App {
+    let mut a = App::new(info(), Filter::default(), Theme::plain(), 1.0);
+    a.ingest(Snapshot { now_ns: T0 - S, conns: conns(1), stats: stats() });
+    a.ingest(Snapshot { now_ns: T0, conns: conns(2), stats: stats() });
+    a
+}
+
+fn render(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| super::draw(f, app)).unwrap();
+    t
+}
+
+fn screen(app: &mut App, w: u16, h: u16) -> String {
+    render(app, w, h).backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn pids(app: &App) -> Vec<u64> {
+    app.lines
+        .iter()
+        .map(|l| match l {
+            super::view::Line::Conn(i) => app.rows[*i].conn.id,
+            super::view::Line::Group(g) => 1000 + u64::from(app.groups[*g].pid),
+        })
+        .collect()
+}
+
+#[test]
+fn table_snapshot() {
+    insta::assert_snapshot!(screen(&mut app(), 150, 12));
+}
+
+#[test]
+fn grouped_snapshot() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('g'));
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Enter); // expand the first process
+    insta::assert_snapshot!(screen(&mut a, 150, 12));
+}
+
+#[test]
+fn details_snapshot() {
+    let mut a = app();
+    let c = &a.rows.iter().find(|r| r.conn.id == 3).unwrap().conn;
+    let ev = |kind, ts| Event {
+        event: kind,
+        ts_ns: ts,
+        conn: Some(EventConn {
+            id: Some(3),
+            tuple: c.tuple.clone(),
+            owner: c.owner.clone(),
+            direction: c.direction,
+        }),
+        bytes_sent: None,
+        bytes_recv: None,
+        errno: None,
+        lost: None,
+    };
+    let events = [ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];
+    a.push_events(events);
+    let at = a
+        .lines
+        .iter()
+        .position(|l| matches!(l, super::view::Line::Conn(i) if a.rows[*i].conn.id == 3));
+    a.cursor = at.unwrap();
+    key(&mut a, KeyCode::Down);
+    key(&mut a, KeyCode::Up);
+    key(&mut a, KeyCode::Enter);
+    assert!(a.details);
+    key(&mut a, KeyCode::Char('e'));
+    insta::assert_snapshot!(screen(&mut a, 150, 34));
+}
+
+#[test]
+fn help_snapshot() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('?'));
+    insta::assert_snapshot!(screen(&mut a, 100, 26));
+    key(&mut a, KeyCode::Char('x'));
+    assert!(!a.help, "any key closes the help");
+}
+
+#[test]
+fn header_highlights_loss() {
+    let mut a = app();
+    a.ingest(Snapshot {
+        now_ns: T0 + S,
+        conns: conns(3),
+        stats: Stats { events_lost: 3, kprobe_missed: Some(0), ..stats() },
+    });
+    let t = render(&mut a, 150, 12);
+    insta::assert_snapshot!(t.backend().to_string());
+    let buf = t.backend().buffer();
+    let line: String = (0..150).map(|x| buf[(x, 1)].symbol().to_owned()).collect();
+    let at = |word: &str| line.find(word).map(|b| line[..b].chars().count() as u16).unwrap();
+    assert!(buf[(at("lost 3"), 1)].modifier.contains(Modifier::REVERSED), "lost is highlighted");
+    assert!(!buf[(at("missed 0"), 1)].modifier.contains(Modifier::REVERSED), "zero is not");
+}
+
+#[test]
+fn no_control_character_reaches_the_screen() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "pid:300");
+    key(&mut a, KeyCode::Enter);
+    key(&mut a, KeyCode::Enter);
+    let s = screen(&mut a, 150, 30);
+    assert!(s.contains("evil\\u{1b}[2J\\u{7}"), "{s}");
+    assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s:?}");
+}
+
+#[test]
+fn sorting_keys_and_clicks() {
+    let mut a = app();
+    render(&mut a, 150, 12);
+    // Default: receive rate, largest first; closed (no rate) last.
+    assert_eq!(pids(&a), [3, 1, 2, 4, 5]);
+    key(&mut a, KeyCode::Char('s'));
+    assert_eq!(a.sort, Column::Sent);
+    assert_eq!(pids(&a), [1, 2, 3, 4, 5]);
+    key(&mut a, KeyCode::Char('S'));
+    assert_eq!(pids(&a), [5, 4, 3, 2, 1]);
+    // Click on the PID title: ascending by pid; again: descending.
+    let (x, _, _) = *a.column_x.iter().find(|c| c.2 == Column::Pid).unwrap();
+    let click = |a: &mut App| {
+        a.on_mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: x + 1,
+            row: a.table_area.y,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    click(&mut a);
+    assert_eq!((a.sort, a.reverse), (Column::Pid, false));
+    assert_eq!(pids(&a), [1, 2, 3, 5, 4]);
+    click(&mut a);
+    assert_eq!(pids(&a), [4, 5, 3, 2, 1], "reversed whole, ties too");
+    for _ in 0..Column::ALL.len() {
+        key(&mut a, KeyCode::Char('s'));
+    }
+    assert_eq!(a.sort, Column::Pid, "s cycles through every column");
+}
+
+#[test]
+fn selection_follows_its_connection_when_rows_resort() {
+    let mut a = app();
+    render(&mut a, 150, 12);
+    key(&mut a, KeyCode::Down); // id 1, second by receive rate
+    assert_eq!(a.selected, Some(Key::Conn(1)), "{:?} {}", pids(&a), a.cursor);
+    // Now connection 2 receives the most: it moves to the top, 1 moves down.
+    let mut next = conns(3);
+    next[1].bytes_recv += 100_000_000;
+    a.ingest(Snapshot { now_ns: T0 + S, conns: next, stats: stats() });
+    assert_eq!(pids(&a)[0], 2);
+    assert_eq!(a.selected, Some(Key::Conn(1)));
+    assert_eq!(pids(&a)[a.cursor], 1);
+    // When the selected connection goes, the cursor stays at its height.
+    let gone: Vec<_> = conns(4).into_iter().filter(|c| c.id != 1).collect();
+    let at = a.cursor;
+    a.ingest(Snapshot { now_ns: T0 + 2 * S, conns: gone, stats: stats() });
+    assert_eq!(a.cursor, at);
+    assert_ne!(a.selected, Some(Key::Conn(1)));
+}
+
+#[test]
+fn filter_line_is_live_and_keeps_the_last_good_filter() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "port:44");
+    assert_eq!(pids(&a), Vec::<u64>::new(), "applied while typing");
+    typed(&mut a, "3");
+    assert_eq!(pids(&a), [1, 2]);
+    typed(&mut a, "x");
+    let err = a.input.as_ref().unwrap().error.clone().unwrap();
+    assert!(err.contains("port wants a port"), "{err}");
+    assert_eq!(pids(&a), [1, 2], "the last good filter stays");
+    let s = screen(&mut a, 150, 12);
+    assert!(s.contains("port wants a port"), "the error shows inline: {s}");
+    key(&mut a, KeyCode::Backspace);
+    assert!(a.input.as_ref().unwrap().error.is_none());
+    key(&mut a, KeyCode::Enter);
+    assert!(a.input.is_none());
+    assert_eq!(a.filter_text, "port:443");
+    // Editing again starts from the kept filter; Esc clears it.
+    key(&mut a, KeyCode::Char('/'));
+    assert_eq!(a.input.as_ref().unwrap().text, "port:443");
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(pids(&a).len(), 5);
+    assert!(a.filter.is_empty());
+    // Negation and bare words.
+    key(&mut a, KeyCode::Char('/'));
+    typed(&mut a, "!nginx curl");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(pids(&a), [3, 5]);
+}
+
+#[test]
+fn closed_pause_and_scroll() {
+    let mut a = app();
+    render(&mut a, 150, 12);
+    key(&mut a, KeyCode::Char('c'));
+    assert!(!pids(&a).contains(&5), "closed hidden");
+    key(&mut a, KeyCode::Char('c'));
+    assert!(pids(&a).contains(&5));
+    key(&mut a, KeyCode::Char('p'));
+    a.ingest(Snapshot { now_ns: T0 + S, conns: conns(1)[..2].to_vec(), stats: stats() });
+    assert_eq!(pids(&a).len(), 5, "paused: the display holds still");
+    key(&mut a, KeyCode::Char('p'));
+    assert_eq!(pids(&a).len(), 2, "unpaused: the newest snapshot shows");
+    a.ingest(Snapshot { now_ns: T0 + 2 * S, conns: conns(5), stats: stats() });
+    let wheel = |a: &mut App, kind| {
+        a.on_mouse(MouseEvent { kind, column: 5, row: 5, modifiers: KeyModifiers::NONE })
+    };
+    wheel(&mut a, MouseEventKind::ScrollDown);
+    assert_eq!(a.cursor, 3);
+    wheel(&mut a, MouseEventKind::ScrollUp);
+    assert_eq!(a.cursor, 0);
+    wheel(&mut a, MouseEventKind::ScrollUp);
+    assert_eq!(a.cursor, 0, "stops at the top");
+    key(&mut a, KeyCode::End);
+    assert_eq!(a.cursor, 4);
+    assert_eq!(
+        a.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        super::Action::Quit
+    );
+    assert_eq!(
+        a.on_key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE)),
+        super::Action::Quit
+    );
+}
+
+#[test]
+fn only_visible_rows_are_drawn_and_the_cursor_stays_on_screen() {
+    let mut a = App::new(info(), Filter::default(), Theme::colored(), 1.0);
+    let many: Vec<Connection> = (0..10_000u64)
+        .map(|i| {
+            let mut c = conns(1)[0].clone();
+            c.id = i + 1;
+            c.tuple.rport = (i % 60000) as u16;
+            c.bytes_recv = i;
+            c
+        })
+        .collect();
+    a.ingest(Snapshot { now_ns: T0, conns: many, stats: stats() });
+    render(&mut a, 150, 20);
+    key(&mut a, KeyCode::PageDown);
+    key(&mut a, KeyCode::PageDown);
+    let page = usize::from(a.table_area.height - 1);
+    assert_eq!(a.cursor, 2 * page);
+    assert!(a.offset <= a.cursor && a.cursor < a.offset + page);
+    key(&mut a, KeyCode::End);
+    let s = screen(&mut a, 150, 20);
+    assert_eq!(a.offset, 10_000 - page);
+    assert!(s.contains(":0 "), "the last row (receive total 0) is on screen: {s}");
+}
