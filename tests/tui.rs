@@ -1,0 +1,240 @@
+//! The real `nettop` binary driven in tmux, as a user would (root, tmux and
+//! python3 needed: `tests/run` installs them). Two traffic generators on two
+//! known ports; the filter, sort keys, `q` and SIGTERM each checked on the
+//! screen tmux captures.
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nettop_bin() -> String {
+    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
+}
+
+/// A process that listens on a port of its own, connects to it and sends
+/// 1 KiB every 20 ms both ways; it prints the port.
+struct Generator {
+    child: Child,
+    port: u16,
+}
+
+const GENERATOR: &str = r#"
+import socket, sys, threading, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+print(srv.getsockname()[1], flush=True)
+def serve():
+    c, _ = srv.accept()
+    while True:
+        d = c.recv(65536)
+        if not d: return
+        c.sendall(d)
+threading.Thread(target=serve, daemon=True).start()
+c = socket.create_connection(srv.getsockname())
+while True:
+    c.sendall(b"x" * 1024); c.recv(65536); time.sleep(0.02)
+"#;
+
+impl Generator {
+    fn start() -> Generator {
+        let mut child = Command::new("python3")
+            .args(["-c", GENERATOR])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (tests/run installs it)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Generator { port: line.trim().parse().expect("the generator's port"), child }
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start() -> Tmux {
+        let session = format!("nettop-e2e-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50"])
+            .args(["bash", "--norc", "--noprofile"])
+            .env("PS1", "$ ")
+            .status()
+            .expect("tmux (tests/run installs it)");
+        assert!(ok.success());
+        Tmux { session }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Literal text, no key names.
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", &self.session, "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    fn format(&self, f: &str) -> String {
+        self.tmux(&["display-message", "-p", "-t", &self.session, f]).trim().to_owned()
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The shell is back and the terminal is as it was: main screen, not
+    /// raw, echoing, cursor shown.
+    fn assert_restored(&self, marker: &str) {
+        // A line of output, not the echo of the command that prints it.
+        self.wait_for(marker, |s| s.lines().any(|l| l.starts_with(marker)));
+        assert_eq!(self.format("#{alternate_on}"), "0", "still on the alternate screen");
+        assert_eq!(self.format("#{cursor_flag}"), "1", "cursor hidden");
+        assert_eq!(self.format("#{mouse_any_flag}"), "0", "mouse capture left on");
+        self.type_text(
+            "echo MODES $(stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo|isig)' | sort)",
+        );
+        self.keys(&["Enter"]);
+        let s = self.wait_for("stty", |s| s.lines().any(|l| l.starts_with("MODES ")));
+        let line = s.lines().find(|l| l.starts_with("MODES ")).unwrap().trim_end().to_owned();
+        assert_eq!(line, "MODES echo icanon isig", "the terminal is not back to normal:\n{s}");
+        self.keys(&["clear", "Enter"]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.tmux(&["kill-session", "-t", &self.session]);
+    }
+}
+
+/// The table's connection rows: lines between the column titles and the
+/// key line that carry a protocol.
+fn rows(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("PID PROCESS"))
+        .skip(1)
+        .filter(|l| l.contains(" tcp ") || l.contains(" udp "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn local_port(row: &str) -> u16 {
+    let local = row.split_whitespace().nth(3).unwrap();
+    local.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn nettop_running() -> bool {
+    let me = std::fs::canonicalize(nettop_bin()).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|p| std::fs::read_link(p.path().join("exe")).is_ok_and(|e| e == me))
+}
+
+fn nettop_pid() -> Option<u32> {
+    let me = std::fs::canonicalize(nettop_bin()).unwrap();
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|p| {
+        let exe = std::fs::read_link(p.path().join("exe")).ok()?;
+        (exe == me).then(|| p.file_name().to_str()?.parse().ok()).flatten()
+    })
+}
+
+fn assert_detached() {
+    let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["tp_inet_sock_se", "krp_tcp_v4_conn", "fx_tcp_v4_conne", "kp_tcp_v4_conne"] {
+        assert!(!text.contains(name), "{name} still loaded:\n{text}");
+    }
+}
+
+#[test]
+fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
+    let (g1, g2) = (Generator::start(), Generator::start());
+    let (p1, p2) = (format!(":{} ", g1.port), format!(":{} ", g2.port));
+    let t = Tmux::start();
+    t.type_text(&format!("{} --interval 0.5; echo EXITED-$?", nettop_bin()));
+    t.keys(&["Enter"]);
+    t.wait_for("both generators on screen", |s| s.contains(&p1) && s.contains(&p2));
+
+    t.type_text(&format!("/port:{}", g1.port));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("only P1's rows", |s| {
+        let r = rows(s);
+        r.len() >= 2 && r.iter().all(|l| l.contains(&p1))
+    });
+    assert!(!rows(&s).iter().any(|l| l.contains(&p2)), "{s}");
+    assert!(s.contains(&format!("filter: port:{}", g1.port)), "the filter shows: {s}");
+
+    // From the default (receive rate), `s` seven times reaches LOCAL.
+    for _ in 0..7 {
+        t.keys(&["s"]);
+    }
+    let asc = t.wait_for("sorted by LOCAL, ascending", |s| s.contains("LOCAL▲"));
+    let ports: Vec<u16> = rows(&asc).iter().map(|r| local_port(r)).collect();
+    assert!(ports.len() >= 2 && ports.is_sorted(), "{asc}");
+    t.keys(&["S"]);
+    let desc = t.wait_for("sorted by LOCAL, descending", |s| s.contains("LOCAL▼"));
+    let rev: Vec<u16> = rows(&desc).iter().map(|r| local_port(r)).collect();
+    assert!(rev.is_sorted_by(|a, b| a >= b) && rev.first() != ports.first(), "{desc}");
+
+    t.keys(&["q"]);
+    t.assert_restored("EXITED-0");
+    assert!(!nettop_running(), "nettop still running after q");
+    assert_detached();
+
+    // Again, ended by SIGTERM from elsewhere.
+    t.type_text(&format!("{}; echo EXITED-$?", nettop_bin()));
+    t.keys(&["Enter"]);
+    t.wait_for("the table", |s| s.contains("PID PROCESS") && s.contains(&p2));
+    let pid = nettop_pid().expect("nettop's pid");
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    t.assert_restored("EXITED-0");
+    let start = Instant::now();
+    while nettop_running() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nettop did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_detached();
+}
+
+#[test]
+fn startup_errors_are_one_line_with_the_terminal_untouched() {
+    let t = Tmux::start();
+    t.type_text(&format!("{} --filter 'port:http'; echo EXITED-$?", nettop_bin()));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("the error", |s| s.lines().any(|l| l.starts_with("EXITED-")));
+    assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
+    assert!(s.contains("EXITED-1"), "{s}");
+    t.assert_restored("EXITED-1");
+}
