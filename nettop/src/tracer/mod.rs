@@ -210,7 +210,8 @@ impl Tracer {
         self.events.take().map(EventStream)
     }
 
-    /// Every connection now, open or lingering after close, filtered.
+    /// Every connection now, open or lingering after close, filtered, in
+    /// the order nettop first saw them (by `Connection::id`).
     pub fn connections(&self) -> Vec<Connection> {
         let mut s = lock(&self.shared);
         // Fresh counters; ending idle flows stays with the reader, which
@@ -219,8 +220,10 @@ impl Tracer {
             s.table.sync(&live);
         }
         let Shared { table, attribution, config, .. } = &mut *s;
-        table
-            .entries()
+        let mut entries: Vec<&Entry> = table.entries().collect();
+        entries.sort_unstable_by_key(|e| e.id);
+        entries
+            .into_iter()
             .filter_map(|e| {
                 let c = Connection::from_entry(e, entry_owner(attribution, e));
                 wanted(config, &c.tuple, &c.owner, c.state, c.direction).then_some(c)

@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{
 use ratatui::layout::Rect;
 
 use super::theme::Theme;
-use super::view::{self, Column, Group, Key, Line, RateState, Row};
+use super::view::{self, Column, Group, Key, Line, RateState, Rows};
 use crate::filter::Filter;
 use crate::tracer::{Connection, Event, Info, Stats};
 
@@ -41,7 +41,7 @@ pub struct App {
     pub info: Info,
     pub theme: Theme,
     pub interval_s: f64,
-    pub rows: Vec<Row>,
+    pub rows: Rows,
     pub lines: Vec<Line>,
     pub groups: Vec<Group>,
     pub stats: Stats,
@@ -87,7 +87,7 @@ impl App {
             info,
             theme,
             interval_s,
-            rows: Vec::new(),
+            rows: Rows::default(),
             lines: Vec::new(),
             groups: Vec::new(),
             stats: Stats::default(),
@@ -126,12 +126,13 @@ impl App {
         }
         self.now_ns = snap.now_ns;
         self.stats = snap.stats;
-        self.rows = self.rates.rows(snap.conns, snap.now_ns);
-        self.send_total = self.rows.iter().map(|r| r.send_rate).sum();
-        self.recv_total = self.rows.iter().map(|r| r.recv_rate).sum();
+        let old = std::mem::replace(&mut self.rows, self.rates.rows(snap.conns, snap.now_ns));
+        drop_elsewhere(old);
+        self.send_total = self.rows.rates.iter().map(|r| r.send).sum();
+        self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
         // Timelines of connections that are gone go with them.
-        let live: HashSet<u64> = self.rows.iter().map(|r| r.conn.id).collect();
-        self.timelines.retain(|id, _| live.contains(id));
+        let rates = &self.rates;
+        self.timelines.retain(|id, _| rates.has(*id));
         self.rebuild();
     }
 
@@ -261,11 +262,11 @@ impl App {
                 // Stay on the selected connection's process, and back.
                 self.selected = match (self.selected, self.selected_line()) {
                     (_, Some(Line::Conn(i))) if self.grouped => {
-                        let pid = self.rows[i].conn.owner.pid;
+                        let pid = self.rows[i].owner.pid;
                         Some(Key::Group(pid))
                     }
                     (_, Some(Line::Group(g))) => {
-                        self.groups[g].members.first().map(|&i| Key::Conn(self.rows[i].conn.id))
+                        self.groups[g].members.first().map(|&i| Key::Conn(self.rows[i].id))
                     }
                     (s, _) => s,
                 };
@@ -285,7 +286,7 @@ impl App {
                 Some(Line::Group(g)) => self.toggle_group(self.groups[g].pid, Some(false)),
                 Some(Line::Conn(i)) if self.grouped => {
                     // Collapse the group this connection belongs to.
-                    let pid = self.rows[i].conn.owner.pid;
+                    let pid = self.rows[i].owner.pid;
                     self.selected = Some(Key::Group(pid));
                     self.toggle_group(pid, Some(false));
                 }
@@ -406,5 +407,14 @@ impl App {
             }
             _ => {}
         }
+    }
+}
+
+/// Freeing 100 000 connections' strings takes milliseconds the next frame
+/// should not wait for: a short-lived thread does it.
+fn drop_elsewhere(rows: Rows) {
+    if rows.len() >= 10_000 {
+        // Without a thread to be had, the closure and the rows drop here.
+        let _ = std::thread::Builder::new().name("nettop-free".into()).spawn(move || drop(rows));
     }
 }

@@ -42,8 +42,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
     let mut lines = Vec::new();
     let title = match app.selected_line() {
         Some(ViewLine::Conn(i)) => {
-            let r = &app.rows[i];
-            let c = &r.conn;
+            let (c, r) = (&app.rows[i], app.rows.rate(i));
             lines.extend(owner_lines(app, &c.owner));
             lines.extend(conn_lines(app, c, r.age_s));
             lines.push(Line::styled("timeline", app.theme.key()));
@@ -57,7 +56,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
         }
         Some(ViewLine::Group(g)) => {
             let grp = &app.groups[g];
-            lines.extend(owner_lines(app, &app.rows[grp.first].conn.owner));
+            lines.extend(owner_lines(app, &app.rows[grp.first].owner));
             lines.push(field(app, "conns", format!("{} ({} open)", grp.members.len(), grp.open)));
             lines.push(field(
                 app,

@@ -5,9 +5,9 @@ use ratatui::text::Line as TextLine;
 use ratatui::widgets::{Cell, Row as TableRow, Table};
 
 use super::app::App;
-use super::view::{Column, Line, Row};
+use super::view::{Column, Line, Rate};
 use crate::text::{age, bytes, escape_cow, rate};
-use crate::tracer::{Direction, Proto, State};
+use crate::tracer::{Connection, Direction, Proto, State};
 
 fn constraint(c: Column) -> Constraint {
     match c {
@@ -42,14 +42,14 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     let end = (app.offset + height).min(app.lines.len());
     let rows = app.lines[app.offset.min(end)..end].iter().enumerate().map(|(i, &line)| {
         let cells = match line {
-            Line::Conn(r) => conn_cells(&app.rows[r], app.grouped),
+            Line::Conn(r) => conn_cells(&app.rows[r], app.rows.rate(r), app.grouped),
             Line::Group(g) => group_cells(app, g),
         };
         let cells = Column::ALL.iter().zip(cells).map(|(&c, text)| {
             Cell::from(if right(c) { TextLine::from(text).right_aligned() } else { text.into() })
         });
         let mut style = match line {
-            Line::Conn(r) if app.rows[r].conn.state == State::Closed => t.closed(),
+            Line::Conn(r) if app.rows[r].state == State::Closed => t.closed(),
             Line::Group(_) => t.group(),
             Line::Conn(_) => ratatui::style::Style::new(),
         };
@@ -86,8 +86,7 @@ pub fn state_text(state: State, dir: Direction, backfilled: bool) -> String {
     format!("{arrow} {s}{}", if backfilled { "*" } else { "" })
 }
 
-fn conn_cells(r: &Row, grouped: bool) -> [String; 11] {
-    let c = &r.conn;
+fn conn_cells(c: &Connection, r: Rate, grouped: bool) -> [String; 11] {
     let name = escape_cow(&c.owner.comm);
     [
         c.owner.pid.to_string(),
@@ -96,8 +95,8 @@ fn conn_cells(r: &Row, grouped: bool) -> [String; 11] {
         c.tuple.local(),
         c.tuple.remote(),
         state_text(c.state, c.direction, c.backfilled),
-        rate(r.send_rate),
-        rate(r.recv_rate),
+        rate(r.send),
+        rate(r.recv),
         bytes(c.bytes_sent),
         bytes(c.bytes_recv),
         age(r.age_s),
@@ -106,7 +105,7 @@ fn conn_cells(r: &Row, grouped: bool) -> [String; 11] {
 
 fn group_cells(app: &App, g: usize) -> [String; 11] {
     let grp = &app.groups[g];
-    let owner = &app.rows[grp.first].conn.owner;
+    let owner = &app.rows[grp.first].owner;
     let mark = if app.expanded.contains(&grp.pid) { '▾' } else { '▸' };
     let n = grp.members.len();
     [

@@ -175,7 +175,7 @@ fn pids(app: &App) -> Vec<u64> {
     app.lines
         .iter()
         .map(|l| match l {
-            super::view::Line::Conn(i) => app.rows[*i].conn.id,
+            super::view::Line::Conn(i) => app.rows[*i].id,
             super::view::Line::Group(g) => 1000 + u64::from(app.groups[*g].pid),
         })
         .collect()
@@ -198,7 +198,7 @@ fn grouped_snapshot() {
 #[test]
 fn details_snapshot() {
     let mut a = app();
-    let c = &a.rows.iter().find(|r| r.conn.id == 3).unwrap().conn;
+    let c = a.rows.conns.iter().find(|c| c.id == 3).unwrap().clone();
     let ev = |kind, ts| Event {
         event: kind,
         ts_ns: ts,
@@ -215,10 +215,8 @@ fn details_snapshot() {
     };
     let events = [ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];
     a.push_events(events);
-    let at = a
-        .lines
-        .iter()
-        .position(|l| matches!(l, super::view::Line::Conn(i) if a.rows[*i].conn.id == 3));
+    let at =
+        a.lines.iter().position(|l| matches!(l, super::view::Line::Conn(i) if a.rows[*i].id == 3));
     a.cursor = at.unwrap();
     key(&mut a, KeyCode::Down);
     key(&mut a, KeyCode::Up);

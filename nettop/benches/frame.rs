@@ -1,0 +1,146 @@
+//! Frame time of the TUI with many connections: `cargo bench --bench frame`.
+//! Prints, for 100 000 connections, the median time to take in a snapshot
+//! (rates, filter, sort: once per refresh), to draw a frame, and both
+//! together — the worst frame a user sees. Target: ≤ 16 ms.
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use nettop::Filter;
+use nettop::probe::Backend;
+use nettop::tracer::{Connection, Direction, Info, Owner, Proto, State, Stats, Tuple};
+use nettop::ui::theme::Theme;
+use nettop::ui::{App, Snapshot};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+const N: u64 = 100_000;
+const S: u64 = 1_000_000_000;
+
+fn conns(round: u64) -> Vec<Connection> {
+    (0..N)
+        .map(|i| Connection {
+            id: i + 1,
+            tuple: Tuple {
+                proto: if i % 5 == 0 { Proto::Udp } else { Proto::Tcp },
+                family: 4,
+                laddr: IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8)),
+                lport: 1024 + (i % 60000) as u16,
+                raddr: Some(IpAddr::V4(Ipv4Addr::new(192, 168, (i >> 16) as u8, (i >> 4) as u8))),
+                rport: 443,
+                netns: 4026531840,
+            },
+            owner: Owner {
+                pid: 1000 + (i % 500) as u32,
+                comm: format!("svc{}", i % 500),
+                cmdline: format!("/usr/bin/svc{} --port {}", i % 500, i % 60000),
+                ..Owner::default()
+            },
+            direction: if i % 2 == 0 { Direction::Outgoing } else { Direction::Incoming },
+            state: if i % 50 == 0 { State::Closed } else { State::Open },
+            bytes_sent: i * 7 * (round + 1),
+            bytes_recv: (N - i) * 3 * (round + 1),
+            msgs_sent: i,
+            msgs_recv: i,
+            retransmits: 0,
+            backfilled: false,
+            counted_since_start: false,
+            first_ns: S,
+            last_ns: S + round * S,
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let info = Info {
+        backend: Backend::Tracepoint,
+        offsets: "guessed",
+        verified: Some(true),
+        guess_ms: Some(5.0),
+        ipv6: true,
+        backfill_error: None,
+    };
+    let rounds = 15;
+    let snaps: Vec<Vec<Connection>> = (0..rounds + 1).map(conns).collect();
+    println!("nettop TUI frame time, {N} connections, 200x50 terminal (median of {rounds})");
+    println!("{:<28} {:>12} {:>12} {:>12}", "view", "ingest", "draw", "ingest+draw");
+    for (name, setup) in [
+        ("sorted by receive rate", &[][..]),
+        ("sorted by process name", &[KeyCode::Char('s'); 5][..]),
+        ("grouped by process", &[KeyCode::Char('g')][..]),
+    ]
+    .into_iter()
+    .chain([("filtered: proc:svc42", &[][..])])
+    {
+        let filter = if name.starts_with("filtered") {
+            Filter::parse("proc:svc42").unwrap()
+        } else {
+            Filter::default()
+        };
+        let mut app = App::new(info.clone(), filter, Theme::colored(), 1.0);
+        let mut term = Terminal::new(TestBackend::new(200, 50)).unwrap();
+        app.ingest(Snapshot { now_ns: S, conns: snaps[0].clone(), stats: Stats::default() });
+        for &k in setup {
+            app.on_key(KeyEvent::new(k, KeyModifiers::NONE));
+        }
+        let (mut ingest, mut draw, mut both) = (Vec::new(), Vec::new(), Vec::new());
+        for (r, snap) in snaps.iter().enumerate().skip(1) {
+            let snap = Snapshot {
+                now_ns: (r as u64 + 1) * S,
+                conns: snap.clone(),
+                stats: Stats::default(),
+            };
+            let t0 = Instant::now();
+            app.ingest(snap);
+            let t1 = Instant::now();
+            term.draw(|f| nettop::ui::draw(f, &mut app)).unwrap();
+            let t2 = Instant::now();
+            ingest.push(t1 - t0);
+            draw.push(t2 - t1);
+            both.push(t2 - t0);
+        }
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{name:<28} {:>12} {:>12} {:>12}",
+            ms(median(ingest)),
+            ms(median(draw)),
+            ms(median(both))
+        );
+    }
+    // Where an ingest goes: rates (one map lookup and insert per
+    // connection) and lines (filter, sort).
+    let mut rates = nettop::ui::view::RateState::default();
+    let (mut r_t, mut l_t) = (Vec::new(), Vec::new());
+    let expanded = std::collections::HashSet::new();
+    let filter = Filter::default();
+    for (r, snap) in snaps.iter().enumerate() {
+        let conns = snap.clone();
+        let t0 = Instant::now();
+        let rows = rates.rows(conns, (r as u64 + 1) * S);
+        let t1 = Instant::now();
+        let lines = nettop::ui::view::lines(
+            &rows,
+            &nettop::ui::view::Options {
+                filter: &filter,
+                show_closed: true,
+                grouped: false,
+                expanded: &expanded,
+                sort: nettop::ui::view::Column::RecvRate,
+                reverse: false,
+            },
+        );
+        let t2 = Instant::now();
+        std::hint::black_box(lines);
+        r_t.push(t1 - t0);
+        l_t.push(t2 - t1);
+        std::mem::forget(rows); // freeing is not what is measured here
+    }
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    println!("ingest parts: rates {}, filter+sort {}", ms(median(r_t)), ms(median(l_t)));
+    println!("target: ingest+draw ≤ 16 ms");
+}
