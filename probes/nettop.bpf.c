@@ -50,13 +50,15 @@ struct {
     __type(value, struct nettop_config);
 } config SEC(".maps");
 
-/* Events are built here rather than on the 512-byte BPF stack. */
+/* Never read or written: it puts struct nettop_event into the object's BTF
+ * (events are built in ring-buffer slots, which carry no type), so that
+ * userspace can check its Rust twin against it (shared/tests/layout.rs). */
 struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 1);
     __type(key, __u32);
     __type(value, struct nettop_event);
-} scratch SEC(".maps");
+} event_layout SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -104,8 +106,10 @@ enum hook_id {
 static __always_inline void count(__u32 idx)
 {
     __u64 *c = bpf_map_lookup_elem(&counters, &idx);
+    /* Atomic even per CPU: on PREEMPT_RT, fentry and fexit programs only
+     * disable migration, so two can interleave on one CPU. */
     if (c)
-        *c += 1;
+        __sync_fetch_and_add(c, 1);
 }
 
 static __always_inline struct nettop_offsets *ready_offsets(void)
@@ -263,10 +267,14 @@ static __always_inline int read_peer(__u64 sa, struct nettop_conn_key *k)
 static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct nettop_conn_stats *st,
                                  __u64 sk, __s32 err, __u8 direction, const char *comm)
 {
-    __u32 zero = 0;
-    struct nettop_event *ev = bpf_map_lookup_elem(&scratch, &zero);
-    if (!ev)
+    /* Built in its own ring-buffer slot: a per-CPU scratch buffer is not
+     * safe where programs can be preempted (fentry/fexit on PREEMPT_RT). */
+    struct nettop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+    if (!ev) {
+        count(NETTOP_CNT_EVENTS_LOST);
         return;
+    }
+    __builtin_memset(ev, 0, sizeof(*ev));
     ev->key = *key;
     ev->ts_ns = bpf_ktime_get_ns();
     ev->sk = sk;
@@ -282,8 +290,7 @@ static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct 
         __builtin_memcpy(ev->comm, comm, sizeof(ev->comm));
     else
         bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-    if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0) != 0)
-        count(NETTOP_CNT_EVENTS_LOST);
+    bpf_ringbuf_submit(ev, 0);
 }
 
 static __always_inline struct nettop_sock_state *get_sock(__u64 sk)

@@ -5,6 +5,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One nettop at a time: the checks look for any running nettop and any
+/// attached program.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn nettop_bin() -> String {
     std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
 }
@@ -62,7 +69,9 @@ struct Tmux {
 
 impl Tmux {
     fn start() -> Tmux {
-        let session = format!("nettop-e2e-{}", std::process::id());
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("nettop-e2e-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50"])
             .args(["bash", "--norc", "--noprofile"])
@@ -180,6 +189,7 @@ fn assert_detached() {
 
 #[test]
 fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
+    let _s = serial();
     let (g1, g2) = (Generator::start(), Generator::start());
     let (p1, p2) = (format!(":{} ", g1.port), format!(":{} ", g2.port));
     let t = Tmux::start();
@@ -230,6 +240,7 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
 
 #[test]
 fn startup_errors_are_one_line_with_the_terminal_untouched() {
+    let _s = serial();
     let t = Tmux::start();
     t.type_text(&format!("{} --filter 'port:http'; echo EXITED-$?", nettop_bin()));
     t.keys(&["Enter"]);
@@ -237,4 +248,24 @@ fn startup_errors_are_one_line_with_the_terminal_untouched() {
     assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
     assert!(s.contains("EXITED-1"), "{s}");
     t.assert_restored("EXITED-1");
+}
+
+#[test]
+fn closing_the_terminal_ends_nettop() {
+    let _s = serial();
+    let _g = Generator::start();
+    let t = Tmux::start();
+    // In a session of its own, so that no SIGHUP comes: the terminal just
+    // reads end-of-file from then on.
+    t.type_text(&format!("setsid -w {}", nettop_bin()));
+    t.keys(&["Enter"]);
+    t.wait_for("the table", |s| s.contains("PID PROCESS"));
+    assert!(nettop_running());
+    drop(t);
+    let start = Instant::now();
+    while nettop_running() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nettop outlived its terminal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_detached();
 }

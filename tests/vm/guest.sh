@@ -46,7 +46,12 @@ for b in ${NETTOP_VM_BACKENDS:-$default_backends}; do
     # shellcheck disable=SC2086 # test-name filters
     check integration-"$b" env NETTOP_BACKEND="$b" NETTOP_EXPECT_BACKEND="$b" \
         ./integration --test-threads=1 ${NETTOP_VM_TESTS:-$tests}
-    [ "${NETTOP_VM_TRACKER:-1}" = 0 ] || check tracker-"$b" env NETTOP_BACKEND="$b" ./tracker --test-threads=1
+    # NETTOP_VM_TRACKER: 0 skips the tracker tests, 1 runs them all, any
+    # other value is a test-name filter.
+    tracker_filter=${NETTOP_VM_TRACKER:-1}
+    [ "$tracker_filter" = 1 ] && tracker_filter=
+    # shellcheck disable=SC2086 # a test-name filter
+    [ "$tracker_filter" = 0 ] || check tracker-"$b" env NETTOP_BACKEND="$b" ./tracker --test-threads=1 $tracker_filter
 done
 grep -q "fail$" /out/results && exit 1
 exit 0

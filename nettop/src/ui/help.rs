@@ -29,7 +29,7 @@ const FILTER: &[&str] = &[
     "a bare word matches process, command line or address; !term negates",
 ];
 
-const STATE: &str = "state: → we connected  ← we accepted  · UDP   * older than nettop";
+const STATE: &str = "state: → we connected  ← we accepted  · UDP  * older than nettop, age+";
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = app.theme;

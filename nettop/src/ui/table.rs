@@ -99,7 +99,8 @@ fn conn_cells(c: &Connection, r: Rate, grouped: bool) -> [String; 11] {
         rate(r.recv),
         bytes(c.bytes_sent),
         bytes(c.bytes_recv),
-        age(r.age_s),
+        // Older than nettop: its age is at least this.
+        if c.backfilled { format!("{}+", age(r.age_s)) } else { age(r.age_s) },
     ]
 }
 
