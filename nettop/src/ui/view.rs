@@ -75,6 +75,9 @@ pub struct Rate {
     pub recv: f64,
     /// Seconds since it was first seen, or its lifetime once closed.
     pub age_s: u64,
+    /// Open, kept here so that the common views never touch the (much
+    /// larger) connections at all.
+    pub open: bool,
 }
 
 /// A snapshot's connections, kept as the tracer made them (100 000 of them
@@ -152,6 +155,7 @@ impl RateState {
         let dt = now_ns.saturating_sub(self.prev_ns) as f64 / 1e9;
         let first = self.prev_ns == 0 || dt <= 0.0;
         let mut order: Vec<usize> = (0..conns.len()).collect();
+        // The tracer hands them out in id order; anyone else may not.
         if !conns.windows(2).all(|w| w[0].id < w[1].id) {
             order.sort_unstable_by_key(|&i| conns[i].id);
         }
@@ -180,7 +184,7 @@ impl RateState {
             let end = if c.state == State::Closed { c.last_ns } else { now_ns };
             let age_s =
                 if c.first_ns == 0 { 0 } else { end.saturating_sub(c.first_ns) / 1_000_000_000 };
-            rates[i] = Rate { send, recv, age_s };
+            rates[i] = Rate { send, recv, age_s, open: c.state == State::Open };
             next.push((c.id, c.bytes_sent, c.bytes_recv));
         }
         self.prev = next;
@@ -208,13 +212,14 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
     let mut shown: Vec<usize> = (0..rows.len())
         .filter(|&i| {
             let c = &rows[i];
-            (o.show_closed || c.state == State::Open)
-                && o.filter.matches(&Subject {
-                    tuple: &c.tuple,
-                    owner: &c.owner,
-                    state: c.state,
-                    direction: c.direction,
-                })
+            (o.show_closed || rows.rates[i].open)
+                && (o.filter.is_empty()
+                    || o.filter.matches(&Subject {
+                        tuple: &c.tuple,
+                        owner: &c.owner,
+                        state: c.state,
+                        direction: c.direction,
+                    }))
         })
         .collect();
     sort(rows, &mut shown, o);
