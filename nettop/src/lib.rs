@@ -6,6 +6,7 @@ pub mod probe;
 pub mod text;
 pub mod tracer;
 pub mod ui;
+pub mod worker;
 
 pub use filter::Filter;
 pub use tracer::{Config, Connection, Event, EventKind, EventStream, Stats, Tracer};

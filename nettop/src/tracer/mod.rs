@@ -17,18 +17,18 @@ pub mod conntrack;
 pub mod model;
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use nettop_shared::{ConnKey, Counter, DIR_INCOMING, DIR_OUTGOING, Event as RawEvent};
 use tokio::sync::mpsc;
 
 use crate::filter::{Filter, Subject};
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
+use crate::worker::{StopFlag, Worker};
 use attribution::Attributor;
 use conntrack::{Change, Entry, Table};
 pub use model::{
@@ -105,8 +105,7 @@ struct Shared {
 /// error path (the probe detaches when dropped).
 pub struct Tracer {
     shared: Arc<Mutex<Shared>>,
-    stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<()>>,
+    reader: Worker,
     events: Option<mpsc::Receiver<Event>>,
     dropped: Arc<AtomicU64>,
     info: Info,
@@ -188,17 +187,15 @@ impl Tracer {
                 Some(format!("connections older than nettop are not listed: {e:#}"));
         }
         let shared = Arc::new(Mutex::new(shared));
-        let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let reader = {
-            let (shared, stop, dropped) = (shared.clone(), stop.clone(), dropped.clone());
-            std::thread::Builder::new()
-                .name("nettop-tracer".into())
-                .spawn(move || read_loop(ring, &shared, &stop, &tx, &dropped))
-                .context("spawn the tracer thread")?
+            let (shared, dropped) = (shared.clone(), dropped.clone());
+            Worker::spawn("nettop-tracer", move |stop| {
+                read_loop(ring, &shared, &stop, &tx, &dropped)
+            })?
         };
-        Ok(Tracer { shared, stop, reader: Some(reader), events: Some(rx), dropped, info })
+        Ok(Tracer { shared, reader, events: Some(rx), dropped, info })
     }
 
     pub fn info(&self) -> &Info {
@@ -250,22 +247,9 @@ impl Tracer {
         }
     }
 
-    /// Detach the probes and stop the reader.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        self.shutdown();
+    /// Detach the probes and stop the reader (dropping does the same).
+    pub fn stop(self) {
+        self.reader.stop();
     }
 }
 
@@ -371,7 +355,7 @@ fn key_of(sock: &backfill::SocketEntry) -> ConnKey {
 fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
-    stop: &AtomicBool,
+    stop: &StopFlag,
     tx: &mpsc::Sender<Event>,
     dropped: &AtomicU64,
 ) {
@@ -382,7 +366,7 @@ fn read_loop(
             dropped.fetch_add(1, Ordering::Relaxed);
         }
     };
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_set() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
         unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
