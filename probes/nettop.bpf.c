@@ -351,14 +351,20 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
 {
     if (s->has_key || !s->owner_known || !s->established)
         return;
-    if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &s->key))
+    /* Built on the stack, then published whole: two programs can get here
+     * at once (a data hook in the process, the state change in a softirq
+     * on another CPU), and s->key is what others look connections up by —
+     * it must never be seen half-written or zeroed. */
+    struct nettop_conn_key k;
+    if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &k))
         return;
+    s->key = k;
     s->has_key = 1;
-    if (!get_conn(&s->key, sk, s->direction))
+    if (!get_conn(&k, sk, s->direction))
         return;
     __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
     if (s->direction != NETTOP_DIR_UNKNOWN)
-        emit(type, &s->key, 0, sk, 0, s->direction, s->comm);
+        emit(type, &k, 0, sk, 0, s->direction, s->comm);
 }
 
 /* A record left by an earlier socket at the same address (its end was
@@ -462,7 +468,6 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
     if (!s->owner_known)
         set_owner(s);
     struct nettop_conn_key k;
-    struct nettop_conn_key *key = &k;
     if (proto == IPPROTO_TCP) {
         /* Data moved: the connection is established, even if its
          * ESTABLISHED change raced with the connect hook (threaded softirq
@@ -471,13 +476,13 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         open_tcp(o, sk, s);
         if (!s->has_key)
             return;
-        key = &s->key;
+        k = s->key;
     } else {
         read_key(o, sk, proto, s->tgid, &k);
         if (peer && k.rport == 0)
             read_peer(peer, &k);
     }
-    struct nettop_conn_stats *c = get_conn(key, sk, s->direction);
+    struct nettop_conn_stats *c = get_conn(&k, sk, s->direction);
     if (!c)
         return;
     if (sent) {
@@ -509,11 +514,12 @@ static __always_inline void on_tcp_close(__u64 sk)
             emit(NETTOP_EV_CONNECT_FAILED, &k, 0, sk, 0, NETTOP_DIR_OUTGOING, s->comm);
         }
     } else if (s->has_key) {
-        struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &s->key);
+        struct nettop_conn_key k = s->key;
+        struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &k);
         if (c) {
             struct nettop_conn_stats final = *c;
-            if (bpf_map_delete_elem(&conns, &s->key) == 0)
-                emit(NETTOP_EV_CLOSE, &s->key, &final, sk, 0, s->direction, s->comm);
+            if (bpf_map_delete_elem(&conns, &k) == 0)
+                emit(NETTOP_EV_CLOSE, &k, &final, sk, 0, s->direction, s->comm);
         }
     }
     bpf_map_delete_elem(&socks, &skey);
@@ -544,11 +550,12 @@ static __always_inline void on_retransmit(__u64 sk)
     struct nettop_sock_state *s = get_sock(sk);
     if (!s || !s->has_key)
         return;
-    struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &s->key);
+    struct nettop_conn_key k = s->key;
+    struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &k);
     if (!c)
         return;
     __sync_fetch_and_add(&c->retransmits, 1);
-    emit(NETTOP_EV_RETRANSMIT, &s->key, c, sk, 0, s->direction, s->comm);
+    emit(NETTOP_EV_RETRANSMIT, &k, c, sk, 0, s->direction, s->comm);
 }
 
 static __always_inline __u32 recv_flags_arg(void)
