@@ -334,11 +334,37 @@ fn a_burst_of_5000_connections_is_seen_whole() {
         (0, 0, 0),
         "{stats:?}"
     );
+    // A run the kernel skipped (a program already running on that CPU:
+    // fentry on PREEMPT_RT) loses one count; that loss must be reported.
+    let missed = stats.kprobe_missed.unwrap_or(0) + stats.prog_missed.unwrap_or(0);
+    let mut unexact = Vec::new();
     let mut client_closes = std::collections::HashMap::new();
     for e in events.iter().filter(|e| e.event == EventKind::Close) {
         let c = e.conn.as_ref().unwrap();
         if c.tuple.rport == addr.port() {
-            assert_eq!((e.bytes_sent, e.bytes_recv), (Some(3), Some(5)), "{e:?}");
+            if (e.bytes_sent, e.bytes_recv) != (Some(3), Some(5)) {
+                // Everything seen of this client port, both ends, in order.
+                let port = c.tuple.lport;
+                let history: Vec<String> = events
+                    .iter()
+                    .filter_map(|e| {
+                        let c = e.conn.as_ref()?;
+                        (c.tuple.lport == port || c.tuple.rport == port).then(|| {
+                            format!(
+                                "{:?} id {:?} {}→{} {:?}/{:?} at {}",
+                                e.event,
+                                c.id,
+                                c.tuple.lport,
+                                c.tuple.rport,
+                                e.bytes_sent,
+                                e.bytes_recv,
+                                e.ts_ns
+                            )
+                        })
+                    })
+                    .collect();
+                unexact.push(format!("{e:?}\nport {port}: {history:#?}"));
+            }
             *client_closes.entry(c.tuple.lport).or_insert(0) += 1;
         }
     }
@@ -347,6 +373,13 @@ fn a_burst_of_5000_connections_is_seen_whole() {
     for p in &ports {
         *expected.entry(*p).or_insert(0) += 1;
     }
+    assert!(
+        unexact.len() as u64 <= missed,
+        "{} client closes without exactly 3/5 bytes, {missed} skipped runs reported: {}",
+        unexact.len(),
+        unexact.join("\n")
+    );
+    eprintln!("burst: {} closes inexact, {missed} skipped runs reported", unexact.len());
     let missing: Vec<_> =
         expected.iter().filter(|(p, n)| client_closes.get(p) != Some(n)).take(5).collect();
     assert_eq!(client_closes, expected, "closes missing or extra for ports {missing:?}");

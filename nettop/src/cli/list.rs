@@ -27,6 +27,10 @@ pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
             stats.events_lost + stats.events_dropped,
             stats.conn_map_full + stats.sock_map_full,
             stats.kprobe_missed.map(|m| format!(", {m} kprobe misses")).unwrap_or_default()
+                + &stats
+                    .prog_missed
+                    .map(|m| format!(", {m} skipped program runs"))
+                    .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

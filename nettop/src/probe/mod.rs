@@ -7,6 +7,7 @@ pub mod guess;
 pub mod guessing;
 pub mod kprobe_events;
 pub mod privileges;
+pub mod prog_info;
 pub mod tracefs;
 
 use std::path::PathBuf;
@@ -249,6 +250,20 @@ impl Probe {
     /// The kernel's count of missed kprobe/kretprobe hits (kprobe backend).
     pub fn kprobe_missed(&self) -> Option<u64> {
         self.kprobes.as_ref().map(KprobeEvents::missed)
+    }
+
+    /// Runs of our programs the kernel skipped (`recursion_misses`, summed);
+    /// None where the kernel does not count them (before 5.12).
+    pub fn prog_missed(&self) -> Option<u64> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut total = None;
+        for (_, prog) in self.ebpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            if let Some(n) = prog_info::recursion_misses(fd.as_fd().as_raw_fd()) {
+                *total.get_or_insert(0) += n;
+            }
+        }
+        total
     }
 
     /// The kernel's connection table.

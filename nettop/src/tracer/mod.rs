@@ -241,6 +241,7 @@ impl Tracer {
             conn_map_full: counters[Counter::ConnMapFull as usize],
             sock_map_full: counters[Counter::SockMapFull as usize],
             kprobe_missed: s.probe.kprobe_missed(),
+            prog_missed: s.probe.prog_missed(),
             connections_open: open,
             connections_closed: closed,
             backfilled: s.table.entries().filter(|e| e.backfilled).count() as u64,

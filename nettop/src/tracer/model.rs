@@ -279,6 +279,10 @@ pub struct Stats {
     pub sock_map_full: u64,
     /// Kprobe/kretprobe hits the kernel missed (kprobe backend).
     pub kprobe_missed: Option<u64>,
+    /// Runs of nettop's programs the kernel skipped because the program was
+    /// already running on that CPU (fentry/fexit on PREEMPT_RT under load;
+    /// null where the kernel does not count them, before 5.12).
+    pub prog_missed: Option<u64>,
     pub connections_open: u64,
     pub connections_closed: u64,
     pub backfilled: u64,

@@ -62,8 +62,10 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     };
     counter("lost", s.events_lost + s.events_dropped);
     counter("evicted", s.conn_map_full + s.sock_map_full);
-    if let Some(m) = s.kprobe_missed {
-        counter("missed", m);
+    // Hook runs the kernel skipped: kretprobe misses, and programs not run
+    // because they were already running on that CPU.
+    if s.kprobe_missed.is_some() || s.prog_missed.is_some() {
+        counter("missed", s.kprobe_missed.unwrap_or(0) + s.prog_missed.unwrap_or(0));
     }
     f.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]), area);
 }
