@@ -408,3 +408,27 @@ fn only_visible_rows_are_drawn_and_the_cursor_stays_on_screen() {
     assert_eq!(a.offset, 10_000 - page);
     assert!(s.contains(":0 "), "the last row (receive total 0) is on screen: {s}");
 }
+
+#[test]
+fn no_color_means_no_colour() {
+    use ratatui::style::Color;
+    let on = |v: Option<&str>| {
+        let mut a = App::new(
+            info(),
+            Filter::default(),
+            Theme::for_no_color(v.map(std::ffi::OsStr::new)),
+            1.0,
+        );
+        a.ingest(Snapshot { now_ns: T0 - S, conns: conns(1), stats: stats() });
+        a.ingest(Snapshot {
+            now_ns: T0,
+            conns: conns(2),
+            stats: Stats { events_lost: 1, ..stats() },
+        });
+        key(&mut a, KeyCode::Char('e'));
+        let t = render(&mut a, 150, 20);
+        t.backend().buffer().content.iter().any(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+    };
+    assert!(on(None) && on(Some("")), "colour by default");
+    assert!(!on(Some("1")), "NO_COLOR=1: not one coloured cell");
+}

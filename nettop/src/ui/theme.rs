@@ -9,7 +9,12 @@ pub struct Theme {
 
 impl Theme {
     pub fn from_env() -> Theme {
-        Theme { color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) }
+        Theme::for_no_color(std::env::var_os("NO_COLOR").as_deref())
+    }
+
+    /// NO_COLOR set to anything but the empty string turns colour off.
+    pub fn for_no_color(value: Option<&std::ffi::OsStr>) -> Theme {
+        Theme { color: value.is_none_or(|v| v.is_empty()) }
     }
 
     pub fn plain() -> Theme {
