@@ -432,3 +432,27 @@ fn no_color_means_no_colour() {
     assert!(on(None) && on(Some("")), "colour by default");
     assert!(!on(Some("1")), "NO_COLOR=1: not one coloured cell");
 }
+
+#[test]
+fn any_terminal_size_draws_without_panicking() {
+    for (w, h) in [(1, 1), (10, 3), (40, 8), (80, 4), (300, 100)] {
+        let mut a = app();
+        for k in ['e', 'g'] {
+            key(&mut a, KeyCode::Char(k));
+        }
+        key(&mut a, KeyCode::Enter);
+        render(&mut a, w, h);
+        key(&mut a, KeyCode::Char('?'));
+        render(&mut a, w, h);
+        key(&mut a, KeyCode::Esc);
+        key(&mut a, KeyCode::End);
+        key(&mut a, KeyCode::PageDown);
+        render(&mut a, w, h);
+        a.on_mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: w.saturating_sub(1),
+            row: h.saturating_sub(1),
+            modifiers: KeyModifiers::NONE,
+        });
+    }
+}
