@@ -269,3 +269,17 @@ fn closing_the_terminal_ends_nettop() {
     }
     assert_detached();
 }
+
+#[test]
+fn a_panic_restores_the_terminal_and_detaches() {
+    let _s = serial();
+    let t = Tmux::start();
+    t.type_text(&format!("NETTOP_TEST_PANIC=1 {}; echo EXITED-$?", nettop_bin()));
+    t.keys(&["Enter"]);
+    let s = t.wait_for("exit", |s| s.lines().any(|l| l.starts_with("EXITED-")));
+    // The message is on the main screen, whole, not overwritten.
+    assert!(s.contains("panicked") && s.contains("NETTOP_TEST_PANIC is set"), "{s}");
+    t.assert_restored("EXITED-101");
+    assert!(!nettop_running());
+    assert_detached();
+}

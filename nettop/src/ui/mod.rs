@@ -102,6 +102,10 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
             }
             dirty = false;
             last_draw = Instant::now();
+            // For the end-to-end test that a panic leaves a usable terminal.
+            if std::env::var_os("NETTOP_TEST_PANIC").is_some() {
+                panic!("NETTOP_TEST_PANIC is set");
+            }
         }
         match event::poll(Duration::from_millis(50)) {
             Ok(false) => {}

@@ -29,9 +29,17 @@ impl Drop for Restore {
     }
 }
 
+/// Whether the screen is ours now. Restoring twice is not harmless: leaving
+/// the alternate screen also restores the cursor saved on entering it, so a
+/// second leave (the panic hook, then the guard while unwinding) moves the
+/// cursor back up over whatever was printed in between.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
 fn restore() {
-    let _ = disable_raw_mode();
-    let _ = execute!(stdout(), DisableMouseCapture, LeaveAlternateScreen, cursor::Show);
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = execute!(stdout(), DisableMouseCapture, LeaveAlternateScreen, cursor::Show);
+    }
 }
 
 impl Screen {
@@ -47,6 +55,7 @@ impl Screen {
             restore();
             hook(p);
         }));
+        ACTIVE.store(true, Ordering::SeqCst);
         let guard = Restore;
         enable_raw_mode().context("the terminal cannot enter raw mode (is stdout a terminal?)")?;
         execute!(stdout(), EnterAlternateScreen, EnableMouseCapture, cursor::Hide)
