@@ -295,6 +295,23 @@ fn bad_input_is_one_line_and_non_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bogus"), "{err}");
 
+    // Flag values nettop itself checks: exit 2 too, one line, before any
+    // probe loads (so no root needed to see them).
+    for (args, says) in [
+        (&["--filter", "port:http", "list"][..], "bad filter: port:http"),
+        (&["--filter", "colour:red"][..], "unknown key 'colour'"),
+        (&["--interval", "0"][..], "--interval must be more than 0"),
+        (&["--linger=-1", "list"][..], "--linger wants"),
+        (&["--max-connections", "0", "list"][..], "--max-connections must be"),
+        // Not a terminal: the table says what to use instead.
+        (&[][..], "needs a terminal"),
+    ] {
+        let out =
+            Command::new(bin()).args(args).stdin(std::process::Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(one_line_error(&out).contains(says), "{args:?}");
+    }
+
     let _g = serial();
     let out =
         nettop(&["offsets", "--offsets", "btf", "--btf", "/nonexistent/btf"]).output().unwrap();

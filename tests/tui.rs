@@ -246,8 +246,8 @@ fn startup_errors_are_one_line_with_the_terminal_untouched() {
     t.keys(&["Enter"]);
     let s = t.wait_for("the error", |s| s.lines().any(|l| l.starts_with("EXITED-")));
     assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
-    assert!(s.contains("EXITED-1"), "{s}");
-    t.assert_restored("EXITED-1");
+    assert!(s.contains("EXITED-2"), "a bad flag exits 2: {s}");
+    t.assert_restored("EXITED-2");
 }
 
 #[test]

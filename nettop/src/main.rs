@@ -1,5 +1,6 @@
 //! The command line: parse flags, run a subcommand, print any error as one
 //! line and exit non-zero.
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -89,7 +90,7 @@ impl Args {
     fn tracer_config(&self) -> anyhow::Result<nettop::Config> {
         let secs = secs_arg;
         if self.max_connections == 0 {
-            anyhow::bail!("--max-connections must be at least 1");
+            return Err(usage("--max-connections must be at least 1".into()));
         }
         Ok(nettop::Config {
             ipv6: !self.no_ipv6,
@@ -109,14 +110,24 @@ fn secs_arg(name: &str, v: f64) -> anyhow::Result<Duration> {
     if v.is_finite() && (0.0..=1e9).contains(&v) {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err(anyhow::anyhow!("--{name} wants a number of seconds ≥ 0, not {v}"))
+        Err(usage(format!("--{name} wants a number of seconds ≥ 0, not {v}")))
     }
+}
+
+/// A flag's value is wrong: exit 2, like clap's own errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn usage(msg: String) -> anyhow::Error {
+    UsageError(msg).into()
 }
 
 impl Args {
     /// `--filter` and the per-field flags, all of which must match.
     fn filter(&self) -> anyhow::Result<Filter> {
-        let mut f = Filter::parse(self.filter.as_deref().unwrap_or(""))?;
+        let mut f = Filter::parse(self.filter.as_deref().unwrap_or(""))
+            .map_err(|e| usage(e.to_string()))?;
         f = [
             self.pid.map(Filter::pid),
             self.port.map(Filter::port),
@@ -164,7 +175,12 @@ fn main() -> ExitCode {
         None => args.tracer_config().and_then(|c| {
             let interval = secs_arg("interval", args.interval)?;
             if interval.is_zero() {
-                anyhow::bail!("--interval must be more than 0 seconds");
+                return Err(usage("--interval must be more than 0 seconds".into()));
+            }
+            if !std::io::stdout().is_terminal() {
+                return Err(usage(
+                    "the interactive table needs a terminal; for pipes and files use `nettop trace` or `nettop list`".into(),
+                ));
             }
             // Start (and fail, with a plain one-line error) before the
             // terminal changes.
@@ -179,7 +195,14 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("nettop: {}", cli::escape(&format!("{e:#}")));
             let privileges = e.chain().any(|c| c.downcast_ref::<PrivilegeError>().is_some());
-            ExitCode::from(if privileges { EXIT_PRIVILEGES as u8 } else { 1 })
+            let bad_flag = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+            ExitCode::from(if privileges {
+                EXIT_PRIVILEGES as u8
+            } else if bad_flag {
+                2
+            } else {
+                1
+            })
         }
     }
 }
