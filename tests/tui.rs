@@ -98,6 +98,17 @@ impl Tmux {
         self.tmux(&["send-keys", "-t", &self.session, "-l", text]);
     }
 
+    /// Type a command line that reports its exit status as `EXITED-N`.
+    fn run(&self, cmd: &str) {
+        self.type_text(&format!("{cmd}; echo EXITED-$?"));
+        self.keys(&["Enter"]);
+    }
+
+    fn wait_exit(&self) -> String {
+        // A line of output, not the echo of the command that prints it.
+        self.wait_for("exit", |s| s.lines().any(|l| l.starts_with("EXITED-")))
+    }
+
     fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", &self.session])
     }
@@ -179,6 +190,14 @@ fn nettop_pid() -> Option<u32> {
     })
 }
 
+fn wait_gone(why: &str) {
+    let start = Instant::now();
+    while nettop_running() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nettop still running: {why}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_detached() {
     let out = Command::new("bpftool").args(["prog", "show"]).output().expect("bpftool");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -193,8 +212,7 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
     let (g1, g2) = (Generator::start(), Generator::start());
     let (p1, p2) = (format!(":{} ", g1.port), format!(":{} ", g2.port));
     let t = Tmux::start();
-    t.type_text(&format!("{} --interval 0.5; echo EXITED-$?", nettop_bin()));
-    t.keys(&["Enter"]);
+    t.run(&format!("{} --interval 0.5", nettop_bin()));
     t.wait_for("both generators on screen", |s| s.contains(&p1) && s.contains(&p2));
 
     t.type_text(&format!("/port:{}", g1.port));
@@ -224,17 +242,12 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
     assert_detached();
 
     // Again, ended by SIGTERM from elsewhere.
-    t.type_text(&format!("{}; echo EXITED-$?", nettop_bin()));
-    t.keys(&["Enter"]);
+    t.run(&nettop_bin());
     t.wait_for("the table", |s| s.contains("PID PROCESS") && s.contains(&p2));
     let pid = nettop_pid().expect("nettop's pid");
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     t.assert_restored("EXITED-0");
-    let start = Instant::now();
-    while nettop_running() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nettop did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone("after SIGTERM");
     assert_detached();
 }
 
@@ -242,9 +255,8 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
 fn startup_errors_are_one_line_with_the_terminal_untouched() {
     let _s = serial();
     let t = Tmux::start();
-    t.type_text(&format!("{} --filter 'port:http'; echo EXITED-$?", nettop_bin()));
-    t.keys(&["Enter"]);
-    let s = t.wait_for("the error", |s| s.lines().any(|l| l.starts_with("EXITED-")));
+    t.run(&format!("{} --filter 'port:http'", nettop_bin()));
+    let s = t.wait_exit();
     assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
     assert!(s.contains("EXITED-2"), "a bad flag exits 2: {s}");
     t.assert_restored("EXITED-2");
@@ -262,11 +274,7 @@ fn closing_the_terminal_ends_nettop() {
     t.wait_for("the table", |s| s.contains("PID PROCESS"));
     assert!(nettop_running());
     drop(t);
-    let start = Instant::now();
-    while nettop_running() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nettop outlived its terminal");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_gone("its terminal went away");
     assert_detached();
 }
 
@@ -274,9 +282,8 @@ fn closing_the_terminal_ends_nettop() {
 fn a_panic_restores_the_terminal_and_detaches() {
     let _s = serial();
     let t = Tmux::start();
-    t.type_text(&format!("NETTOP_TEST_PANIC=1 {}; echo EXITED-$?", nettop_bin()));
-    t.keys(&["Enter"]);
-    let s = t.wait_for("exit", |s| s.lines().any(|l| l.starts_with("EXITED-")));
+    t.run(&format!("NETTOP_TEST_PANIC=1 {}", nettop_bin()));
+    let s = t.wait_exit();
     // The message is on the main screen, whole, not overwritten.
     assert!(s.contains("panicked") && s.contains("NETTOP_TEST_PANIC is set"), "{s}");
     t.assert_restored("EXITED-101");
