@@ -126,7 +126,9 @@ impl App {
         }
         self.now_ns = snap.now_ns;
         self.stats = snap.stats;
-        let old = std::mem::replace(&mut self.rows, self.rates.rows(snap.conns, snap.now_ns));
+        let mut old = std::mem::take(&mut self.rows);
+        let reuse = std::mem::take(&mut old.rates);
+        self.rows = self.rates.rows(snap.conns, snap.now_ns, reuse);
         drop_elsewhere(old);
         self.send_total = self.rows.rates.iter().map(|r| r.send).sum();
         self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
