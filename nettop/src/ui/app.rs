@@ -132,9 +132,12 @@ impl App {
         drop_elsewhere(old);
         self.send_total = self.rows.rates.iter().map(|r| r.send).sum();
         self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
-        // Timelines of connections that are gone go with them.
-        let rates = &self.rates;
-        self.timelines.retain(|id, _| rates.has(*id));
+        // Timelines of connections that are gone go with them (a moment
+        // late: an event can come before its connection's first snapshot).
+        let (rates, now) = (&self.rates, self.now_ns);
+        self.timelines.retain(|id, t| {
+            rates.has(*id) || t.back().is_some_and(|e| now.saturating_sub(e.ts_ns) < 10_000_000_000)
+        });
         self.rebuild();
     }
 
@@ -176,9 +179,14 @@ impl App {
         );
         self.lines = lines;
         self.groups = groups;
-        let found = self.selected.and_then(|sel| {
-            self.lines.iter().position(|&l| view::key_of(l, &self.rows, &self.groups) == sel)
-        });
+        // Compare line indices, not keys: a key lookup per line would read
+        // every connection (100 000 cache misses).
+        let target = match self.selected {
+            Some(Key::Conn(id)) => self.rows.index_of(id).map(Line::Conn),
+            Some(Key::Group(pid)) => self.groups.iter().position(|g| g.pid == pid).map(Line::Group),
+            None => None,
+        };
+        let found = target.and_then(|t| self.lines.iter().position(|&l| l == t));
         match found {
             Some(i) => self.cursor = i,
             None => {

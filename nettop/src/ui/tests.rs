@@ -309,10 +309,16 @@ fn selection_follows_its_connection_when_rows_resort() {
     assert_eq!(pids(&a)[0], 2);
     assert_eq!(a.selected, Some(Key::Conn(1)));
     assert_eq!(pids(&a)[a.cursor], 1);
+    // Connections in any order (not the tracer's): the same.
+    let mut shuffled = conns(3);
+    shuffled[1].bytes_recv += 200_000_000;
+    shuffled.reverse();
+    a.ingest(Snapshot { now_ns: T0 + S + S / 2, conns: shuffled, stats: stats() });
+    assert_eq!(pids(&a)[a.cursor], 1);
     // When the selected connection goes, the cursor stays at its height.
     let gone: Vec<_> = conns(4).into_iter().filter(|c| c.id != 1).collect();
     let at = a.cursor;
-    a.ingest(Snapshot { now_ns: T0 + 2 * S, conns: gone, stats: stats() });
+    a.ingest(Snapshot { now_ns: T0 + 3 * S, conns: gone, stats: stats() });
     assert_eq!(a.cursor, at);
     assert_ne!(a.selected, Some(Key::Conn(1)));
 }

@@ -90,6 +90,8 @@ pub struct Rate {
 pub struct Rows {
     pub conns: Vec<Connection>,
     pub rates: Vec<Rate>,
+    /// In id order (as the tracer hands them out).
+    pub sorted: bool,
 }
 
 impl Rows {
@@ -103,6 +105,16 @@ impl Rows {
 
     pub fn rate(&self, i: usize) -> Rate {
         self.rates[i]
+    }
+
+    /// The row of a connection id: a binary search, as the tracer hands
+    /// connections out in id order (a scan otherwise).
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        if self.sorted {
+            self.conns.binary_search_by_key(&id, |c| c.id).ok()
+        } else {
+            self.conns.iter().position(|c| c.id == id)
+        }
     }
 }
 
@@ -203,7 +215,7 @@ impl RateState {
         }
         self.spare = std::mem::replace(&mut self.prev, next);
         self.prev_ns = now_ns;
-        Rows { conns, rates }
+        Rows { conns, rates, sorted }
     }
 
     /// Whether the last snapshot had this connection.
