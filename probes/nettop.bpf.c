@@ -441,10 +441,13 @@ static __always_inline void on_established(__u64 sk, int oldstate)
     if (!o)
         return;
     struct nettop_sock_state *s = get_sock(sk);
-    if (oldstate == TCP_SYN_RECV)
-        /* A passive open is a newborn socket (any older record at this
-         * address is stale), in softirq: the owner comes with accept(), or
-         * with the first send or receive. */
+    /* A passive open is a newborn socket: an older record at this address
+     * is stale. But the child joins the accept queue before this change,
+     * so accept() on another CPU can already have made its record (owner
+     * known, key set): replacing that would make the first data open it
+     * again, a second accept. Otherwise, in softirq, the owner comes with
+     * accept() or with the first send or receive. */
+    if (oldstate == TCP_SYN_RECV && (!s || !s->has_key || stale(o, sk, s)))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0);
     if (!s)
         return;
