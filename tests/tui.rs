@@ -175,11 +175,7 @@ fn local_port(row: &str) -> u16 {
 }
 
 fn nettop_running() -> bool {
-    let me = std::fs::canonicalize(nettop_bin()).unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .any(|p| std::fs::read_link(p.path().join("exe")).is_ok_and(|e| e == me))
+    nettop_pid().is_some()
 }
 
 fn nettop_pid() -> Option<u32> {

@@ -267,7 +267,8 @@ fn ports(v: &str) -> Option<Ports> {
 /// The user's own text in an error message, with control characters made
 /// harmless and long text cut.
 fn show(s: &str) -> String {
-    let mut out: String = s.chars().take(40).flat_map(char::escape_debug).collect();
+    let cut: String = s.chars().take(40).collect();
+    let mut out = crate::text::escape(&cut);
     if s.chars().count() > 40 {
         out.push('…');
     }

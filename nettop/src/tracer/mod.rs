@@ -153,19 +153,18 @@ impl Tracer {
         // With --offsets auto the cross-check joins a background thread; it
         // had the whole of guessing to run, and is cheap to wait for here.
         let verification = probe.verify();
+        // Every guessed field equals BTF; None while uncheckable.
+        let verified = match (&verification, &probe.guess) {
+            (Verification::Checked(b), Some(g)) => Some(b.disagreements(&g.offsets).is_empty()),
+            _ => None,
+        };
         let info = Info {
             backend: probe.backend(),
-            offsets: match (&verification, &probe.guess) {
-                (_, None) => "btf",
-                (Verification::Checked(b), Some(g)) if !b.disagreements(&g.offsets).is_empty() => {
-                    "btf"
-                }
+            offsets: match (&probe.guess, verified) {
+                (None, _) | (_, Some(false)) => "btf",
                 _ => "guessed",
             },
-            verified: match (&verification, &probe.guess) {
-                (Verification::Checked(b), Some(g)) => Some(b.disagreements(&g.offsets).is_empty()),
-                _ => None,
-            },
+            verified,
             guess_ms: probe.guess.as_ref().map(|g| g.elapsed_ms),
             ipv6: probe.offsets().ipv6 != 0,
             backfill_error: None,
