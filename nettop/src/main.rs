@@ -1,6 +1,7 @@
 //! The command line: parse flags, run a subcommand, print any error as one
 //! line and exit non-zero.
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -83,6 +84,21 @@ enum Command {
         /// A JSON array.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve Prometheus metrics (/metrics), the connections (/connections), the tracer's state (/status) and /healthz over HTTP until SIGTERM or Ctrl-C.
+    Serve {
+        /// IP address and port to listen on [default: 127.0.0.1:9633]. Anything but loopback must be asked for here.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Serve on this unix socket too (mode 0600); without --listen, only on it.
+        #[arg(long, value_name = "PATH")]
+        unix: Option<PathBuf>,
+        /// Labels of the per-process series, comma-separated: process, proto, port (remote port; ephemeral ones folded), container.
+        #[arg(long, value_name = "LIST", default_value = "process,proto,port")]
+        labels: String,
+        /// The most label sets kept apart; the rest are summed into one "_overflow" set.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max_series: usize,
     },
 }
 
@@ -172,6 +188,23 @@ fn main() -> ExitCode {
             args.tracer_config().and_then(|c| cli::trace::run(c, *json))
         }
         Some(Command::List { json }) => args.tracer_config().and_then(|c| cli::list::run(c, *json)),
+        Some(Command::Serve { listen, unix, labels, max_series }) => {
+            args.tracer_config().and_then(|c| {
+                let labels = labels
+                    .parse()
+                    .map_err(|e: nettop::export::LabelError| usage(format!("--labels: {e}")))?;
+                if *max_series == 0 {
+                    return Err(usage("--max-series must be at least 1".into()));
+                }
+                let opts = cli::serve::Options {
+                    listen: *listen,
+                    unix: unix.clone(),
+                    labels,
+                    max_series: *max_series,
+                };
+                cli::serve::run(c, opts)
+            })
+        }
         None => args.tracer_config().and_then(|c| {
             let interval = secs_arg("interval", args.interval)?;
             if interval.is_zero() {

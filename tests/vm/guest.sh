@@ -13,12 +13,22 @@ for m in inet_diag tcp_diag udp_diag; do
     [ -f modules/$m.ko ] && insmod modules/$m.ko
 done
 
+# A check that hangs is killed after NETTOP_VM_CHECK_TIMEOUT seconds and
+# fails on its own, so the checks after it still run and the VM's results
+# (with the hung check's log so far) still reach the host.
+check_timeout=${NETTOP_VM_CHECK_TIMEOUT:-420}
 check() { # NAME COMMAND…: run, keep the log, record the verdict
     name=$1
     shift
-    if "$@" >/out/"$name".log 2>&1; then verdict=pass; else verdict=fail; fi
+    t0=$(cut -d. -f1 /proc/uptime)
+    timeout -s KILL "$check_timeout" "$@" >/out/"$name".log 2>&1
+    rc=$?
+    t=$(($(cut -d. -f1 /proc/uptime) - t0))
+    if [ "$rc" = 0 ]; then verdict=pass; else verdict=fail; fi
+    [ "$rc" = 137 ] && [ "$t" -ge "$check_timeout" ] &&
+        echo "guest.sh: $name killed after $check_timeout s" >>/out/"$name".log
     echo "RESULT $name $verdict" >>/out/results
-    echo "$name: $verdict"
+    echo "$name: $verdict in $t s"
     tail -3 /out/"$name".log
 }
 

@@ -2,6 +2,7 @@
 //! (process names, addresses, error text quoting them) goes through `escape`.
 pub mod list;
 pub mod offsets;
+pub mod serve;
 pub mod trace;
 
 pub use nettop::text::escape;

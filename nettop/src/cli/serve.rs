@@ -1,0 +1,258 @@
+//! `nettop serve`: a headless daemon for fleets. `/metrics` (Prometheus
+//! text format, bounded labels), `/connections` (what `nettop list --json`
+//! prints), `/status` (backend, offsets, loss counters) and `/healthz`, over
+//! TCP and/or a unix socket, until SIGTERM or SIGINT.
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nettop::export::{Aggregator, LabelSpec, PortClass, encode_health};
+use nettop::tracer::Tracer;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::escape;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9633";
+
+pub struct Options {
+    /// None: the default address, unless only a unix socket was asked for.
+    pub listen: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+    pub labels: LabelSpec,
+    pub max_series: usize,
+}
+
+/// How often the connection table is read between scrapes, so that counters
+/// move on even when nobody scrapes (and `/status` stays current).
+const REFRESH: Duration = Duration::from_secs(1);
+/// How long a server thread waits for a request before checking for stop.
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
+    // Listen first: a port in use or a bad socket path is a quick one-line
+    // error, before any probe loads.
+    let mut servers = Vec::new();
+    if opts.listen.is_some() || opts.unix.is_none() {
+        let addr = opts.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
+        let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+        servers.push((format!("http://{addr}"), serve_on(l)?));
+    }
+    let unix = match &opts.unix {
+        Some(path) => {
+            let l = bind_unix(path)?;
+            servers.push((format!("unix:{}", escape(&path.display().to_string())), serve_on(l)?));
+            Some(UnixSocket(path.clone()))
+        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).context("install signal handlers")?;
+    }
+
+    let mut tracer = Tracer::start(config)?;
+    let mut events = tracer.events().expect("first call");
+    if let Some(why) = &tracer.info().backfill_error {
+        eprintln!("nettop: warning: {}", escape(why));
+    }
+    let shared = Arc::new(Shared {
+        agg: Mutex::new(Aggregator::new(opts.labels, PortClass::from_host(), opts.max_series)),
+        tracer,
+        started: Instant::now(),
+    });
+    let mut registry = Registry::with_prefix("nettop");
+    registry.register_collector(Box::new(Metrics(shared.clone())));
+    let registry = Arc::new(registry);
+    // The connections at start (older ones included) before any scrape.
+    shared.refresh();
+
+    let names: Vec<String> = servers.iter().map(|(n, _)| n.clone()).collect();
+    let threads = servers
+        .into_iter()
+        .map(|(name, server)| {
+            let (shared, registry, stop) = (shared.clone(), registry.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("nettop-http".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match server.recv_timeout(TICK) {
+                            Ok(Some(req)) => handle(req, &shared, &registry),
+                            Ok(None) => {}
+                            Err(e) => {
+                                eprintln!("nettop: {name}: {}", escape(&e.to_string()));
+                                std::thread::sleep(TICK);
+                            }
+                        }
+                    }
+                })
+                .context("spawn an HTTP thread")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let info = shared.tracer.info();
+    eprintln!(
+        "nettop: serving {} on the {} backend (offsets {}); SIGTERM or Ctrl-C to stop",
+        names.join(" and "),
+        info.backend,
+        info.offsets
+    );
+
+    // Events in, until asked to stop.
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut took = false;
+        {
+            let mut agg = shared.agg();
+            while let Some(ev) = events.try_next() {
+                agg.event(&ev);
+                took = true;
+            }
+        }
+        if last.elapsed() >= REFRESH {
+            shared.refresh();
+            last = Instant::now();
+        }
+        if !took {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(unix);
+    // The HTTP threads are gone and the registry's collector goes now: this
+    // is the last handle, and stopping it detaches the probes.
+    drop(registry);
+    match Arc::try_unwrap(shared) {
+        Ok(s) => s.tracer.stop(),
+        Err(_) => bail!("internal error: the tracer is still shared at exit"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Shared {
+    tracer: Tracer,
+    agg: Mutex<Aggregator>,
+    started: Instant,
+}
+
+impl Shared {
+    fn agg(&self) -> MutexGuard<'_, Aggregator> {
+        self.agg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refresh(&self) {
+        let conns = self.tracer.connections();
+        self.agg().refresh(&conns, Instant::now());
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.tracer.info()).unwrap_or_default();
+        let agg = self.agg();
+        v["stats"] = serde_json::to_value(self.tracer.stats()).unwrap_or_default();
+        v["kernel"] = super::kernel_release().into();
+        v["version"] = env!("CARGO_PKG_VERSION").into();
+        v["uptime_s"] = self.started.elapsed().as_secs_f64().into();
+        v["labels"] = agg.spec().to_string().into();
+        v["label_sets"] = agg.label_sets().into();
+        v["label_sets_limit"] = agg.cap().into();
+        v
+    }
+}
+
+/// The scrape: per-label series, then nettop's own health.
+struct Metrics(Arc<Shared>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Metrics").field(&*self.0.agg()).finish()
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let stats = self.0.tracer.stats();
+        let agg = self.0.agg();
+        agg.encode(&mut encoder)?;
+        encode_health(&mut encoder, self.0.tracer.info(), &stats, &agg)
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn handle(req: Request, shared: &Shared, registry: &Registry) {
+    let path = req.url().split('?').next().unwrap_or("");
+    let (code, kind, body) = match (req.method(), path) {
+        (Method::Get, "/metrics") => {
+            // Counters exactly as of this scrape, not of the last tick.
+            shared.refresh();
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, registry) {
+                Ok(()) => (200, OPENMETRICS, text),
+                Err(_) => (500, TEXT, "could not encode the metrics\n".into()),
+            }
+        }
+        (Method::Get, "/connections") => {
+            let conns = shared.tracer.connections();
+            (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
+        }
+        (Method::Get, "/status") => (200, JSON, shared.status().to_string()),
+        (Method::Get, "/healthz") => (200, TEXT, "ok\n".into()),
+        (Method::Get, _) => {
+            (404, TEXT, "not found; try /metrics, /connections, /status or /healthz\n".into())
+        }
+        _ => (405, TEXT, "only GET\n".into()),
+    };
+    let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
+    // A client that went away is its own problem.
+    let _ = req.respond(Response::from_string(body).with_status_code(code).with_header(header));
+}
+
+fn serve_on(listener: impl Into<tiny_http::Listener>) -> Result<Server> {
+    Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("start the HTTP server: {e}"))
+}
+
+/// A unix socket only its owner (root) can use. A socket file left by a
+/// nettop that died is replaced; anything else at the path is an error.
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    let shown = escape(&path.display().to_string());
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!("{shown} exists and is not a socket");
+        }
+        if UnixStream::connect(path).is_ok() {
+            bail!("{shown} is in use by another server");
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove the stale socket {shown}"))?;
+    }
+    // No moment with looser permissions: the umask covers the bind itself
+    // (nothing else runs yet: the tracer starts after this).
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let l = bound.with_context(|| format!("cannot listen on {shown}"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("make {shown} private"))?;
+    Ok(l)
+}
+
+/// Removes the socket file on the way out.
+struct UnixSocket(PathBuf);
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

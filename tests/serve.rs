@@ -1,0 +1,390 @@
+//! `nettop serve` end to end, as root: a real Prometheus server (Debian's
+//! `prometheus` package; tests/run installs it) scrapes the daemon, and its
+//! query API must show exactly the bytes a named process sent.
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// One tracer at a time: they would each see the others' connections.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bin() -> String {
+    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nettop-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn get(url: &str) -> Result<String, ureq::Error> {
+    ureq::get(url).call()?.body_mut().read_to_string()
+}
+
+fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running `nettop serve`; killed (SIGKILL) if a test fails half-way.
+struct Daemon {
+    child: Option<Child>,
+    base: String,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let backend = std::env::var("NETTOP_BACKEND").unwrap_or_else(|_| "auto".into());
+        let child = Command::new(bin())
+            .args(["--backend", &backend, "serve", "--listen", &listen])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nettop serve");
+        let d = Daemon { child: Some(child), base: format!("http://{listen}") };
+        wait_until("nettop serve's /healthz", Duration::from_secs(60), || {
+            get(&format!("{}/healthz", d.base)).ok()
+        });
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn get(&self, path: &str) -> String {
+        get(&format!("{}{path}", self.base)).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// SIGTERM, as systemd would: a clean exit, status 0.
+    fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = wait_until("nettop serve to exit", Duration::from_secs(30), || {
+            child.try_wait().unwrap()
+        });
+        assert!(status.success(), "nettop serve exited with {status}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Debian's Prometheus, scraping `target` every second, its data in `dir`.
+struct Prometheus {
+    child: Child,
+    base: String,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let exe = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("Prometheus is not installed (apt-get install prometheus; tests/run does)");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+                 scrape_configs:\n  - job_name: nettop\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(exe)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let p = Prometheus { child, base: format!("http://{listen}") };
+        wait_until("Prometheus to be ready", Duration::from_secs(60), || {
+            get(&format!("{}/-/ready", p.base)).ok()
+        });
+        p
+    }
+
+    /// The value of an instant query that returns one sample; None while
+    /// it returns none.
+    fn value(&self, query: &str) -> Option<f64> {
+        let body = ureq::get(format!("{}/api/v1/query", self.base))
+            .query("query", query)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(v["status"], "success", "{body}");
+        let result = v["data"]["result"].as_array()?;
+        assert!(result.len() <= 1, "one sample wanted: {body}");
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+
+    fn wait_for_value(&self, query: &str, want: f64) {
+        let mut last = None;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            last = self.value(query);
+            if last == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("{query}: wanted {want}, Prometheus last said {last:?}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+/// Sends exactly 1 MiB to `port` from a process whose name is the script's
+/// file name (the kernel names a process after the script it executes).
+fn send_mib_as(script: &Path, port: u16, listener: &TcpListener) {
+    let mut child = Command::new(script).arg(port.to_string()).spawn().expect("run the sender");
+    let (mut s, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), MIB);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn prometheus_sees_exactly_the_mebibyte_a_named_process_sent() {
+    let _g = serial();
+    let dir = tempdir("prometheus");
+    let sender = dir.join("nt-mib-sender");
+    std::fs::write(
+        &sender,
+        "#!/usr/bin/python3\nimport socket, sys\n\
+         s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+         s.sendall(b'x' * (1 << 20))\ns.close()\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&sender, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    let daemon = Daemon::start(&[]);
+    let prom = Prometheus::start(&dir, daemon.base.trim_start_matches("http://"));
+    prom.wait_for_value("up{job=\"nettop\"}", 1.0);
+
+    let sent = "sum(nettop_sent_bytes_total{process=\"nt-mib-sender\"})";
+    send_mib_as(&sender, port, &listener);
+    prom.wait_for_value(sent, MIB as f64);
+    // The first connection has closed and left the table: its bytes stay,
+    // and the second adds exactly its own.
+    std::thread::sleep(Duration::from_secs(6)); // past the 5 s linger
+    send_mib_as(&sender, port, &listener);
+    prom.wait_for_value(sent, 2.0 * MIB as f64);
+    prom.wait_for_value(
+        "sum(nettop_connections_opened_total{process=\"nt-mib-sender\",direction=\"outgoing\"})",
+        2.0,
+    );
+    prom.wait_for_value("sum(nettop_connections_closed_total{process=\"nt-mib-sender\"})", 2.0);
+    prom.wait_for_value("sum(nettop_received_bytes_total{process=\"nt-mib-sender\"})", 0.0);
+    // Over the whole run, as a dashboard would ask it.
+    prom.wait_for_value(
+        &format!("max_over_time({sent}[5m:1s]) - min_over_time({sent}[5m:1s])"),
+        MIB as f64,
+    );
+    prom.wait_for_value("nettop_tracer", 1.0);
+    drop(prom);
+    daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn connections_endpoint_has_the_same_exact_totals_as_list_json() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let daemon = Daemon::start(&[]);
+    client.write_all(&[1u8; 12345]).unwrap();
+    let mut buf = vec![0u8; 54321];
+    server.read_exact(&mut buf[..12345]).unwrap();
+    server.write_all(&[2u8; 54321]).unwrap();
+    client.read_exact(&mut buf).unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), server.local_addr().unwrap().port());
+    let find = |json: &str| -> (u64, u64) {
+        let all: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
+        let c = all
+            .iter()
+            .find(|c| c["lport"] == cport && c["rport"] == sport)
+            .unwrap_or_else(|| panic!("no {cport}->{sport} in {json}"));
+        (c["bytes_sent"].as_u64().unwrap(), c["bytes_recv"].as_u64().unwrap())
+    };
+    let served = find(&daemon.get("/connections"));
+    let listed = Command::new(bin()).args(["list", "--json"]).output().unwrap();
+    assert!(listed.status.success());
+    let listed = find(&String::from_utf8(listed.stdout).unwrap());
+    // The daemon started after the connection opened: it counts from then
+    // on, yet exactly, as `list` does.
+    assert_eq!(served, (12345, 54321));
+    assert_eq!(listed, served);
+
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    for key in ["backend", "offsets", "verified", "stats", "label_sets", "label_sets_limit"] {
+        assert!(status.get(key).is_some(), "/status has no {key}: {status}");
+    }
+    assert_eq!(status["stats"]["events_lost"], 0);
+    let missing = ureq::get(format!("{}/nothing", daemon.base)).call();
+    assert!(matches!(missing, Err(ureq::Error::StatusCode(404))), "{missing:?}");
+    daemon.stop();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the scrape"))
+}
+
+#[test]
+fn twenty_thousand_short_connections_keep_series_capped_and_memory_flat() {
+    let _g = serial();
+    const CAP: usize = 40;
+    let daemon = Daemon::start(&["--max-series", "40", "--linger", "1", "--labels", "port"]);
+    // 100 listening ports below the ephemeral range: 100 label values for
+    // `port`, more than the cap allows. (Nothing else on the host sends to
+    // them; the sum below relies on it.)
+    let listeners: Vec<TcpListener> = (0..400u16)
+        .filter_map(|i| TcpListener::bind(("127.0.0.1", 21000 + i)).ok())
+        .take(100)
+        .collect();
+    assert_eq!(listeners.len(), 100, "could not find 100 free ports from 21000");
+    let mut rss = Vec::new();
+    let mut sent = 0u64;
+    for round in 0..4 {
+        for i in 0..5000 {
+            let l = &listeners[i % listeners.len()];
+            let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            c.write_all(b"0123456789").unwrap();
+            let mut buf = [0u8; 10];
+            s.read_exact(&mut buf).unwrap();
+            sent += 10;
+        }
+        // Past the linger: the closed connections have left the table.
+        std::thread::sleep(Duration::from_millis(2500));
+        let text = daemon.get("/metrics");
+        let sets = metric(&text, "nettop_label_sets") as usize;
+        let series = text.lines().filter(|l| l.starts_with("nettop_sent_bytes_total{")).count();
+        assert!(sets <= CAP + 1 && series == sets, "round {round}: {sets} sets, {series} series");
+        // Folding loses no byte: our ports' sets plus the overflow hold
+        // exactly what was sent to them.
+        let ours: f64 = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("nettop_sent_bytes_total{port=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .filter(|(port, _)| {
+                *port == "_overflow"
+                    || port.parse::<u16>().is_ok_and(|p| (21000..21400).contains(&p))
+            })
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(ours as u64, sent, "round {round}");
+        assert!(text.contains("port=\"_overflow\""), "no overflow series");
+        rss.push(rss_kib(daemon.pid()));
+    }
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    assert_eq!(status["stats"]["events_lost"], 0, "{status}");
+    eprintln!("nettop serve RSS after each 5000 connections (KiB): {rss:?}");
+    // Flat: the last three rounds add (almost) nothing to what the first
+    // one settled at.
+    let growth = rss[3].saturating_sub(rss[1]);
+    assert!(growth < 2048, "RSS grew by {growth} KiB from 10 000 to 20 000 connections: {rss:?}");
+    daemon.stop();
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_non_zero_exit() {
+    let _g = serial();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let dir = tempdir("bad");
+    let not_socket = dir.join("file");
+    std::fs::write(&not_socket, "x").unwrap();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&["serve", "--listen", &busy], 1, "cannot listen on"),
+        (&["serve", "--listen", "localhost:80:1"], 2, "--listen"),
+        (&["serve", "--listen", "999.1.1.1:9633"], 2, "--listen"),
+        (&["serve", "--labels", "process,pid"], 2, "unknown label `pid`"),
+        (&["serve", "--max-series", "0"], 2, "--max-series"),
+        (&["serve", "--unix", not_socket.to_str().unwrap()], 1, "is not a socket"),
+    ];
+    for (args, code, text) in cases {
+        let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_unix_socket_is_private_and_serves_the_same() {
+    let _g = serial();
+    let dir = tempdir("unix");
+    let path = dir.join("nettop.sock");
+    let daemon = Daemon::start(&["--unix", path.to_str().unwrap()]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok\n"), "{reply}");
+    daemon.stop();
+    assert!(!path.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
