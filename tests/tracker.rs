@@ -185,7 +185,8 @@ fn tcp_v6_exact_bytes_direction_owner_and_one_close() {
 #[test]
 fn udp_connected_and_unconnected_exact_bytes() {
     let _g = serial();
-    let w = Watch::with(Config { udp_timeout: Duration::from_millis(700), ..Config::default() });
+    // Long enough that no pause of an emulated VM ends the flow mid-test.
+    let w = Watch::with(Config { udp_timeout: Duration::from_secs(3), ..Config::default() });
     let backend_seen = w.tracer.info().backend;
     // An unconnected server answering with sendto, a connected client.
     let server = UdpSocket::bind("127.0.0.8:0").unwrap();
@@ -447,8 +448,10 @@ fn connections_older_than_the_tracer_are_listed_with_exact_totals() {
     srv.read_exact(&mut buf).unwrap();
     srv.write_all(&[2u8; 1234]).unwrap();
     client.read_exact(&mut buf[..1234]).unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // acks land: at rest
     let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    // At rest: the kernel has every byte acked (+1 for the client's SYN).
+    // Under emulation an ACK can take far longer than any fixed sleep.
+    wait_acked(&[((cport, sport), 4321 + 1), ((sport, cport), 1234)]);
     let (conns, _, _) = Watch::start().finish();
     let c = entry(&conns, "tcp", cport, sport);
     assert!(c.backfilled, "{c:?}");
@@ -464,6 +467,25 @@ fn connections_older_than_the_tracer_are_listed_with_exact_totals() {
         "{s:?}"
     );
     assert_eq!(c.owner.pid, std::process::id());
+}
+
+/// Wait (up to 60 s) until the kernel's tcp_info says each (lport, rport)
+/// socket has this many bytes acked.
+fn wait_acked(want: &[((u16, u16), u64)]) {
+    let start = Instant::now();
+    loop {
+        let kernel = nettop::tracer::backfill::sockets().unwrap();
+        let acked = |(l, r): (u16, u16)| {
+            kernel.iter().find(|k| k.lport == l && k.rport == r).and_then(|k| k.bytes_acked)
+        };
+        let pending: Vec<_> =
+            want.iter().filter(|(ports, n)| acked(*ports) != Some(*n)).take(3).collect();
+        if pending.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "never at rest: {pending:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100
@@ -496,7 +518,13 @@ fn counters_equal_the_kernels_tcp_info_on_100_connections() {
         c.read_exact(&mut buf).unwrap();
         keep.push((c, writer.join().unwrap()));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let mut want = Vec::new();
+    for ((c, s), &(up, down)) in keep.iter().zip(&sizes) {
+        let (cp, sp) = (c.local_addr().unwrap().port(), s.local_addr().unwrap().port());
+        want.push(((cp, sp), up as u64 + 1));
+        want.push(((sp, cp), down as u64));
+    }
+    wait_acked(&want);
     let kernel = nettop::tracer::backfill::sockets().unwrap();
     let (conns, _, _) = w.finish();
     let mut checked = 0;
