@@ -55,6 +55,9 @@ struct Args {
     /// Capacity of the kernel's connection table.
     #[arg(long, default_value_t = 65536, global = true)]
     max_connections: u32,
+    /// Size of the kernel's event ring buffer in bytes: a power of two, at least 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, global = true)]
+    ring_bytes: u32,
     /// Leave out IPv6 connections.
     #[arg(long, global = true)]
     no_ipv6: bool,
@@ -108,12 +111,19 @@ impl Args {
         if self.max_connections == 0 {
             return Err(usage("--max-connections must be at least 1".into()));
         }
+        if !self.ring_bytes.is_power_of_two() || self.ring_bytes < 4096 {
+            return Err(usage(format!(
+                "--ring-bytes must be a power of two of at least 4096, not {}",
+                self.ring_bytes
+            )));
+        }
         Ok(nettop::Config {
             ipv6: !self.no_ipv6,
             backend: self.backend,
             offsets: self.offsets,
             btf_path: self.btf.clone(),
             max_connections: self.max_connections,
+            ring_bytes: self.ring_bytes,
             udp_timeout: secs("udp-timeout", self.udp_timeout)?,
             linger: secs("linger", self.linger)?,
             filter: self.filter()?,

@@ -1,6 +1,8 @@
 //! `nettop trace`: stream lifecycle events until interrupted.
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use nettop::tracer::{Event, EventKind, Tracer};
 use tokio::signal::unix::{SignalKind, signal};
@@ -38,16 +40,26 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
             "TIME(s)", "EVENT", "PID", "COMM", "PROTO", "LOCAL -> REMOTE", "SENT", "RECV"
         );
     }
+    // One write per batch, not per event: the lines go out as soon as no
+    // further event is waiting.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some(ev) => print_event(&ev, json)?,
+                Some(ev) => {
+                    print_event(&mut out, &ev, json)?;
+                    while let Some(ev) = events.try_next() {
+                        print_event(&mut out, &ev, json)?;
+                    }
+                    out.flush().context("write to stdout")?;
+                }
                 None => break,
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    drop(out);
     let stats = tracer.stats();
     tracer.stop();
     if json {
@@ -58,10 +70,11 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_event(ev: &Event, json: bool) -> Result<()> {
+fn print_event(out: &mut impl Write, ev: &Event, json: bool) -> Result<()> {
     if json {
         // serde_json escapes control characters in strings.
-        println!("{}", serde_json::to_string(ev)?);
+        serde_json::to_writer(&mut *out, ev)?;
+        writeln!(out)?;
         return Ok(());
     }
     let kind = serde_json::to_value(ev.event)?.as_str().unwrap_or("?").to_owned();
@@ -71,7 +84,8 @@ fn print_event(ev: &Event, json: bool) -> Result<()> {
             let tuple = format!("{} -> {}", c.tuple.local(), c.tuple.remote());
             let bytes = |b: Option<u64>| b.map_or_else(String::new, |b| b.to_string());
             let extra = ev.errno.map(|e| format!(" errno {e}")).unwrap_or_default();
-            println!(
+            writeln!(
+                out,
                 "{time:<14} {kind:<14} {:>7} {:<16} {:<5} {:<45} {:>10} {:>10}{extra}",
                 c.owner.pid,
                 escape(&c.owner.comm),
@@ -79,10 +93,10 @@ fn print_event(ev: &Event, json: bool) -> Result<()> {
                 escape(&tuple),
                 bytes(ev.bytes_sent),
                 bytes(ev.bytes_recv),
-            );
+            )?;
         }
         (None, EventKind::Lost) => {
-            println!("{time:<14} lost           {} events", ev.lost.unwrap_or(0))
+            writeln!(out, "{time:<14} lost           {} events", ev.lost.unwrap_or(0))?
         }
         (None, _) => {}
     }

@@ -112,14 +112,18 @@ impl Probe {
         let ipv6 = guessing::ipv6_status();
         let mut attempts = Vec::new();
         let mut btf_job = btf_job;
+        // One loader for every backend tried: making one parses the
+        // kernel's whole BTF (tens of milliseconds), which the object does
+        // not even need (no CO-RE relocations: that is what guessing is for).
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(None)
+            .map_max_entries("conns", config.max_connections)
+            .map_max_entries("socks", config.max_connections)
+            .map_max_entries("events", config.ring_bytes);
         for backend in config.backend.order() {
             let attempt = (|| -> Result<Probe> {
-                let mut ebpf = EbpfLoader::new()
-                    .map_max_entries("conns", config.max_connections)
-                    .map_max_entries("socks", config.max_connections)
-                    .map_max_entries("events", config.ring_bytes)
-                    .load(OBJECT)
-                    .context("load the probe object")?;
+                let mut ebpf = loader.load(OBJECT).context("load the probe object")?;
                 let mut settings: Array<_, nettop_shared::Config> =
                     Array::try_from(ebpf.map_mut("config").context("map config")?)?;
                 let tp_connect = u32::from(backend == Backend::Tracepoint);

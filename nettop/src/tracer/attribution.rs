@@ -7,7 +7,7 @@
 //! exited" and "we cannot see that pid namespace" call for different
 //! reactions from whoever reads the output.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -101,8 +101,8 @@ impl Attributor {
         Attributor {
             ttl,
             root_pidns: proc_shows_initial_pidns(),
-            procs: HashMap::new(),
-            users: HashMap::new(),
+            procs: HashMap::default(),
+            users: HashMap::default(),
         }
     }
 

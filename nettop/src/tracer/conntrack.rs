@@ -1,7 +1,7 @@
 //! The connection table: merges the kernel's counters, its lifecycle events
 //! and the backfill of connections older than nettop into one entry per
 //! connection. Pure logic: the caller does every read and write of BPF maps.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::Duration;
 
 use nettop_shared::{
@@ -87,7 +87,7 @@ pub struct Table {
 impl Table {
     pub fn new(linger: Duration, udp_timeout: Duration) -> Table {
         Table {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             last_id: 0,
             linger_ns: linger.as_nanos() as u64,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,

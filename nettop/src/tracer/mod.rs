@@ -19,7 +19,7 @@ pub mod model;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
@@ -132,6 +132,10 @@ impl EventStream {
 
 const EVENT_QUEUE: usize = 1 << 16;
 const POLL: Duration = Duration::from_millis(100);
+/// Events wait at most this long in the ring buffer once one arrives: a
+/// 4 MiB ring holds tens of thousands of events, far more than arrive in
+/// this time at the highest connection rates two cores make.
+const BATCH: Duration = Duration::from_millis(10);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -366,10 +370,19 @@ fn read_loop(
             dropped.fetch_add(1, Ordering::Relaxed);
         }
     };
+    let mut last_drain = Instant::now();
     while !stop.is_set() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
         unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
+        // Under load the kernel wakes us for nearly every event, and each
+        // wake-up (ours, then the consumer's) costs more than handling the
+        // event: take them in batches, at most every BATCH.
+        let since = last_drain.elapsed();
+        if pfd.revents != 0 && since < BATCH {
+            std::thread::sleep(BATCH - since);
+        }
+        last_drain = Instant::now();
         let mut s = lock(shared);
         let now = monotonic_ns();
         let mut out = Vec::new();

@@ -1,0 +1,578 @@
+//! What tracing costs, measured side by side (run as root):
+//!
+//!   cargo bench -p nettop --bench cost [-- PART…]
+//!
+//! PART: overhead, churn, cpu, startup, memory (default: all). The release
+//! `nettop` binary runs as a separate process, as a user runs it; the
+//! workloads run here. NETTOP_BACKEND picks the backend (default auto).
+//! Prints numbers and goals; asserts nothing (these machines are noisy:
+//! every figure is a ratio or a count from one run).
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+fn nettop() -> &'static str {
+    env!("CARGO_BIN_EXE_nettop")
+}
+
+fn backend() -> String {
+    std::env::var("NETTOP_BACKEND").unwrap_or_else(|_| "auto".into())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; we set one bit and apply it to
+    // the calling thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// utime + stime of a process, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 * 1000.0 / hz
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory charged for the BPF maps a process holds (fdinfo's memlock).
+fn bpf_memlock_kib(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for e in dir.flatten() {
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let field =
+            |k: &str| info.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_owned()));
+        if let (Some(id), Some(m)) = (field("map_id:"), field("memlock:"))
+            && seen.insert(id)
+        {
+            total += m.parse::<u64>().unwrap_or(0);
+        }
+    }
+    total / 1024
+}
+
+/// `nettop trace --json` running, its lines counted by kind for the ports
+/// we care about.
+struct Trace {
+    child: Child,
+    reader: Option<JoinHandle<Counts>>,
+    start_ms: f64,
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    ours: u64,
+    all: u64,
+    stats: Option<serde_json::Value>,
+    backend: String,
+}
+
+impl Trace {
+    /// Start tracing; returns once the probes are attached (`ready`).
+    fn start(extra: &[&str], ports: Arc<Vec<u16>>) -> Trace {
+        let t0 = Instant::now();
+        let mut child = Command::new(nettop())
+            .args(["--backend", &backend()])
+            .args(extra)
+            .args(["trace", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nettop trace");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().expect("a ready line").unwrap();
+        let start_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+        assert_eq!(ready["event"], "ready", "{ready}");
+        let backend = ready["backend"].as_str().unwrap_or("?").to_owned();
+        let reader = std::thread::spawn(move || count(lines, &ports, backend));
+        Trace { child, reader: Some(reader), start_ms }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self) -> Counts {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        self.reader.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Trace {
+    /// A panicking benchmark leaves no tracer behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own, still running, child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn count(lines: std::io::Lines<BufReader<ChildStdout>>, ports: &[u16], backend: String) -> Counts {
+    let mut c = Counts { backend, ..Counts::default() };
+    for line in lines.map_while(Result::ok) {
+        c.all += 1;
+        // Cheap pre-check: most lines are ours under churn anyway.
+        let v: serde_json::Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if v["event"] == "stats" {
+            c.stats = Some(v["stats"].clone());
+            continue;
+        }
+        let port = |k: &str| v[k].as_u64().unwrap_or(0) as u16;
+        if ports.contains(&port("lport")) || ports.contains(&port("rport")) {
+            c.ours += 1;
+        }
+    }
+    c
+}
+
+// ---------------------------------------------------------------- workloads
+
+/// Round trips per second of `size`-byte messages, both ends pinned to CPU 0.
+fn pingpong(size: usize, dur: Duration) -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        pin_to_cpu(0);
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; size];
+        while s.read_exact(&mut buf).is_ok() {
+            if s.write_all(&buf).is_err() {
+                break;
+            }
+        }
+    });
+    pin_to_cpu(0);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = vec![1u8; size];
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < dur {
+        for _ in 0..64 {
+            c.write_all(&buf).unwrap();
+            c.read_exact(&mut buf).unwrap();
+        }
+        n += 64;
+    }
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    drop(c);
+    server.join().unwrap();
+    unpin();
+    rate
+}
+
+fn unpin() {
+    // SAFETY: as in pin_to_cpu, with every CPU allowed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Bytes per second through one connection, in 64 KiB writes.
+fn bulk(dur: Duration) -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    let buf = vec![1u8; 1 << 16];
+    let t0 = Instant::now();
+    while t0.elapsed() < dur {
+        c.write_all(&buf).unwrap();
+    }
+    drop(c);
+    let total = server.join().unwrap();
+    total as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Short connections (connect, 8 bytes each way, close) from `workers`
+/// threads, as fast as they go, for `dur`. Returns the listening ports and
+/// the number of connections made.
+fn churn(workers: usize, dur: Duration, ports: &[u16], listeners: Vec<TcpListener>) -> u64 {
+    let made = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    assert_eq!(ports.len(), workers);
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            let (made, stop) = (made.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let addr = l.local_addr().unwrap();
+                let mut buf = [0u8; 8];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut c = TcpStream::connect(addr).unwrap();
+                    let (mut s, _) = l.accept().unwrap();
+                    c.write_all(b"01234567").unwrap();
+                    s.read_exact(&mut buf).unwrap();
+                    s.write_all(&buf).unwrap();
+                    c.read_exact(&mut buf).unwrap();
+                    drop(c);
+                    drop(s);
+                    made.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    made.load(Ordering::Relaxed)
+}
+
+fn churn_listeners(n: usize) -> (Vec<TcpListener>, Arc<Vec<u16>>) {
+    let ls: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ports = ls.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    (ls, Arc::new(ports))
+}
+
+/// connect, accept and a close at each end.
+const EVENTS_PER_CONNECTION: u64 = 4;
+
+// ---------------------------------------------------------------- parts
+
+fn overhead() {
+    println!("\n## traced-host overhead (median of traced/untraced over interleaved pairs)");
+    let dur = Duration::from_millis(1500);
+    type Work = Box<dyn Fn() -> f64>;
+    let works: Vec<(&str, &str, Work)> = vec![
+        ("ping-pong 1 B (one CPU)", "round trips/s", Box::new(move || pingpong(1, dur))),
+        ("ping-pong 1 KiB (one CPU)", "round trips/s", Box::new(move || pingpong(1024, dur))),
+        ("bulk 64 KiB writes", "MiB/s", Box::new(move || bulk(dur) / (1 << 20) as f64)),
+    ];
+    let mut backend = String::new();
+    for (name, unit, work) in &works {
+        let (mut ratios, mut offs, mut ons) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..7 {
+            let off = work();
+            let t = Trace::start(&[], Arc::new(Vec::new()));
+            let on = work();
+            backend = t.stop().backend;
+            ratios.push(on / off);
+            offs.push(off);
+            ons.push(on);
+        }
+        println!(
+            "{name:<28} untraced {:>12.0} {unit}, traced {:>12.0}, ratio {:.3} (goal ≥ 0.98) [{backend}]",
+            median(&mut offs),
+            median(&mut ons),
+            median(&mut ratios)
+        );
+    }
+}
+
+fn churn_part() {
+    println!("\n## churn (two threads: connect, 8 B each way, close)");
+    let dur = Duration::from_secs(5);
+    for (label, ring) in [("default ring (4 MiB)", None), ("ring shrunk to 4 KiB", Some("4096"))] {
+        let (ls, ports) = churn_listeners(2);
+        let extra: Vec<&str> = ring.map(|r| vec!["--ring-bytes", r]).unwrap_or_default();
+        let t = Trace::start(&extra, ports.clone());
+        let made = churn(2, dur, &ports, ls);
+        std::thread::sleep(Duration::from_millis(500)); // the last events drain
+        let c = t.stop();
+        let stats = c.stats.unwrap_or_default();
+        let lost = stats["events_lost"].as_u64().unwrap_or(0);
+        let dropped = stats["events_dropped"].as_u64().unwrap_or(0);
+        let generated = made * EVENTS_PER_CONNECTION;
+        println!(
+            "{label:<22} {:>8.0} connections/s; events generated {generated}, delivered {}, \
+             missing {}, reported lost {} (kernel {lost}, consumer {dropped}) [{}]",
+            made as f64 / dur.as_secs_f64(),
+            c.ours,
+            generated.saturating_sub(c.ours),
+            lost + dropped,
+            c.backend
+        );
+    }
+    println!("goal: 0 lost with the default ring; with the shrunk one, missing = reported lost");
+}
+
+fn cpu_part() {
+    println!("\n## userspace CPU per 1000 events under churn (nettop's own utime+stime)");
+    let dur = Duration::from_secs(5);
+    // trace --json to a pipe we drain (as `> /dev/null` would).
+    let (ls, ports) = churn_listeners(2);
+    let t = Trace::start(&[], ports.clone());
+    let before = cpu_ms(t.pid());
+    let made = churn(2, dur, &ports, ls);
+    std::thread::sleep(Duration::from_millis(300));
+    let used = cpu_ms(t.pid()) - before;
+    let c = t.stop();
+    let events = made * EVENTS_PER_CONNECTION;
+    println!(
+        "trace --json           {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5) [{}]",
+        used / events as f64 * 1000.0,
+        c.backend
+    );
+    // The TUI, in a tmux session of 200x50.
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("TUI                    skipped: tmux is not installed");
+        return;
+    }
+    let session = format!("nettop-bench-{}", std::process::id());
+    let cmd = format!("exec {} --backend {}", nettop(), backend());
+    let ok = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("TUI                    skipped: tmux could not start a session");
+        return;
+    }
+    let pid: u32 = String::from_utf8_lossy(
+        &Command::new("tmux")
+            .args(["display", "-p", "-t", &session, "#{pane_pid}"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(2)); // started and drawing
+    let (ls, ports) = churn_listeners(2);
+    let before = cpu_ms(pid);
+    let made = churn(2, dur, &ports, ls);
+    std::thread::sleep(Duration::from_millis(300));
+    let used = cpu_ms(pid) - before;
+    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    let events = made * EVENTS_PER_CONNECTION;
+    println!(
+        "TUI (1 s refresh)      {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5)",
+        used / events as f64 * 1000.0
+    );
+}
+
+fn startup() {
+    println!("\n## start-up (exec → probes attached and offsets guessed), median of 10");
+    let mut ready = Vec::new();
+    let mut used = String::new();
+    for _ in 0..10 {
+        let t = Trace::start(&[], Arc::new(Vec::new()));
+        ready.push(t.start_ms);
+        used = t.stop().backend;
+    }
+    println!("trace: first `ready` line   {:.0} ms (goal ≤ 200) [{used}]", median(&mut ready));
+    let mut list = Vec::new();
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let out = Command::new(nettop())
+            .args(["--backend", &backend(), "list", "--json"])
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        list.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "list --json: exec → exit       {:.0} ms (whole run: start, snapshot, detach)",
+        median(&mut list)
+    );
+}
+
+/// Connections one holder process keeps open (two descriptors each; hosts
+/// often cap a process at 20 000 descriptors and refuse to raise it).
+const PER_HOLDER: usize = 9000;
+
+/// Open `n` loopback connections in helper processes (this same binary,
+/// NETTOP_COST_HOLD=count) and keep them until the returned children are
+/// dropped: 2n tracked ends.
+fn open_many(n: usize) -> Vec<Child> {
+    let mut holders = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(PER_HOLDER);
+        left -= k;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("NETTOP_COST_HOLD", k.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "a holder failed");
+        holders.push(child);
+    }
+    holders
+}
+
+/// The holder's side: open `n` connections to our own listeners, say so,
+/// keep them until stdin closes.
+fn hold(n: usize) {
+    let listeners: Vec<TcpListener> =
+        (0..4).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let mut keep = Vec::with_capacity(n);
+    for i in 0..n {
+        let l = &listeners[i % listeners.len()];
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        keep.push((c, s));
+    }
+    println!("ready");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+fn http_status(addr: SocketAddr) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("{}");
+    serde_json::from_str(body).unwrap_or_default()
+}
+
+/// A child that does not outlive a panicking benchmark.
+struct Killed(Child);
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; SIGTERM lets it detach cleanly.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn memory() {
+    println!("\n## memory per tracked connection (`nettop serve`, every connection open at once)");
+    for n in [10_000usize, 100_000] {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Killed(
+            Command::new(nettop())
+                .args(["--backend", &backend(), "--max-connections", "262144"])
+                .args(["serve", "--listen", &addr.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let t0 = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(30), "nettop serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let (rss0, map0) = (rss_kib(child.id()), bpf_memlock_kib(child.id()));
+        let holders = open_many(n);
+        // Wait until the daemon's table holds them all.
+        let t0 = Instant::now();
+        let tracked = loop {
+            let open = http_status(addr)["stats"]["connections_open"].as_u64().unwrap_or(0);
+            if open >= 2 * n as u64 || t0.elapsed() > Duration::from_secs(60) {
+                break open;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        std::thread::sleep(Duration::from_millis(1500)); // a refresh or two
+        let (rss, map) = (rss_kib(child.id()), bpf_memlock_kib(child.id()));
+        let per = |kib: u64| kib as f64 * 1024.0 / tracked.max(1) as f64;
+        println!(
+            "{n:>6} connections ({tracked} tracked ends): RSS {rss0} → {rss} KiB = {:.0} B per end; \
+             BPF maps {map} KiB (preallocated for 262144; {map0} KiB at start) = {:.0} B per end; \
+             together {:.0} B (goal ≤ 1024)",
+            per(rss.saturating_sub(rss0)),
+            per(map),
+            per(rss.saturating_sub(rss0) + map)
+        );
+        drop(child);
+        for mut h in holders {
+            drop(h.stdin.take());
+            let _ = h.wait();
+        }
+    }
+}
+
+fn main() {
+    if let Some(n) = std::env::var("NETTOP_COST_HOLD").ok().and_then(|n| n.parse().ok()) {
+        return hold(n);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "cost: run as root (it loads eBPF programs): sudo -E cargo bench -p nettop --bench cost"
+        );
+        std::process::exit(2);
+    }
+    let asked: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |p: &str| asked.is_empty() || asked.iter().any(|a| a == p);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "# nettop cost on {} ({} CPUs), backend {}",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        backend()
+    );
+    if want("overhead") {
+        overhead();
+    }
+    if want("churn") {
+        churn_part();
+    }
+    if want("cpu") {
+        cpu_part();
+    }
+    if want("startup") {
+        startup();
+    }
+    if want("memory") {
+        memory();
+    }
+}
