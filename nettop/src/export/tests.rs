@@ -3,6 +3,8 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 
+use std::str::FromStr;
+
 use super::*;
 use crate::tracer::{EventConn, Owner, Proto, Tuple};
 
@@ -219,4 +221,21 @@ fn the_text_format_escapes_hostile_names_and_has_one_line_per_series() {
     assert!(text.contains(",direction=\"outgoing\"} 1\n"), "{text}");
     assert!(!text.contains('\u{1b}'), "no raw escape reaches a scraper");
     assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn no_labels_at_all_is_one_total_per_metric() {
+    let mut a =
+        Aggregator::new(LabelSpec::from_str("").unwrap(), PortClass { ephemeral_from: 32768 }, 10);
+    a.refresh(&[conn(1, "a", 443, 5, 0), conn(2, "b", 80, 7, 0)], Instant::now());
+    assert_eq!(a.label_sets(), 1);
+    let mut registry = Registry::with_prefix("nettop");
+    registry.register_collector(Box::new(Scrape(std::sync::Mutex::new(a))));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("\nnettop_sent_bytes_total 12\n"), "{text}");
+    assert!(
+        text.contains("\nnettop_connections_opened_total{direction=\"outgoing\"} 2\n"),
+        "{text}"
+    );
 }
