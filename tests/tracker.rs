@@ -93,6 +93,30 @@ impl Watch {
     }
 }
 
+/// Counts must be exact, except where the kernel skipped runs of nettop's
+/// programs and said so (`kprobe_missed`, `prog_missed`): on PREEMPT_RT a
+/// program can be preempted mid-run, and the kernel then skips the next
+/// tracing program on that CPU rather than nest it. Each skipped run can
+/// spoil one count of one connection; `spoiled` tallies them across a test.
+fn exact<T: PartialEq + std::fmt::Debug>(
+    got: T,
+    want: T,
+    stats: &nettop::Stats,
+    spoiled: &mut u64,
+    what: &str,
+) {
+    if got == want {
+        return;
+    }
+    *spoiled += 1;
+    let missed = stats.kprobe_missed.unwrap_or(0) + stats.prog_missed.unwrap_or(0);
+    assert!(
+        *spoiled <= missed,
+        "{what}: {got:?}, not {want:?}, and only {missed} skipped runs reported for {spoiled} inexact counts: {stats:?}"
+    );
+    eprintln!("{what}: {got:?}, not {want:?}: covered by {missed} reported skipped runs");
+}
+
 fn closes(evs: &[Event], lport: u16, rport: u16) -> Vec<&Event> {
     evs.iter()
         .filter(|e| e.event == EventKind::Close)
@@ -148,19 +172,22 @@ fn check_tcp_exact(listen: &str, family: u8) {
     let (conns, events, stats) = w.finish();
     let me = std::process::id();
     let netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+    let mut spoiled = 0;
     for (lport, rport, sent, recv, dir, open_kind) in [
         (cport, sport, 512, 32768, Direction::Outgoing, EventKind::Connect),
         (sport, cport, 32768, 512, Direction::Incoming, EventKind::Accept),
     ] {
         let c = entry(&conns, "tcp", lport, rport);
-        assert_eq!((c.bytes_sent, c.bytes_recv), (sent, recv), "{c:?}");
+        exact((c.bytes_sent, c.bytes_recv), (sent, recv), &stats, &mut spoiled, &format!("{c:?}"));
         assert_eq!(c.direction, dir, "{c:?}");
         assert_eq!((c.owner.pid, c.tuple.family, c.tuple.netns), (me, family, netns), "{c:?}");
         assert_eq!(c.owner.comm, our_comm());
         assert_eq!(c.state, State::Closed);
         let close = closes(&events, lport, rport);
         assert_eq!(close.len(), 1, "exactly one close: {close:?}");
-        assert_eq!((close[0].bytes_sent, close[0].bytes_recv), (Some(sent), Some(recv)));
+        if (c.bytes_sent, c.bytes_recv) == (sent, recv) {
+            assert_eq!((close[0].bytes_sent, close[0].bytes_recv), (Some(sent), Some(recv)));
+        }
         let opened = events.iter().filter(|e| {
             e.event == open_kind
                 && e.conn.as_ref().is_some_and(|c| c.tuple.lport == lport && c.tuple.rport == rport)
@@ -526,16 +553,23 @@ fn counters_equal_the_kernels_tcp_info_on_100_connections() {
     }
     wait_acked(&want);
     let kernel = nettop::tracer::backfill::sockets().unwrap();
-    let (conns, _, _) = w.finish();
+    let (conns, _, stats) = w.finish();
     let mut checked = 0;
+    let mut spoiled = 0;
     for k in
         kernel.iter().filter(|k| k.state == 1 && (k.lport == addr.port() || k.rport == addr.port()))
     {
         let c = entry(&conns, "tcp", k.lport, k.rport);
         // tcp_info counts the active opener's SYN as one acked byte.
         let syn = u64::from(k.rport == addr.port());
-        assert_eq!(c.bytes_sent, k.bytes_acked.unwrap() - syn, "{c:?} vs {k:?}");
-        assert_eq!(c.bytes_recv, k.bytes_received.unwrap(), "{c:?} vs {k:?}");
+        let kernel_says = (k.bytes_acked.unwrap() - syn, k.bytes_received.unwrap());
+        exact(
+            (c.bytes_sent, c.bytes_recv),
+            kernel_says,
+            &stats,
+            &mut spoiled,
+            &format!("{c:?} vs {k:?}"),
+        );
         assert!(!c.backfilled);
         checked += 1;
     }
