@@ -9,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+#[path = "support/exactness.rs"]
+#[allow(dead_code)] // only wait_acked here
+mod exactness;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// One tracer at a time: they would each see the others' connections.
@@ -249,6 +253,8 @@ fn connections_endpoint_has_the_same_exact_totals_as_list_json() {
     server.write_all(&[2u8; 54321]).unwrap();
     client.read_exact(&mut buf).unwrap();
     let (cport, sport) = (client.local_addr().unwrap().port(), server.local_addr().unwrap().port());
+    // `list` starts from the kernel's tcp_info: let it come to rest.
+    exactness::wait_acked(&[((cport, sport), 12345 + 1), ((sport, cport), 54321)]);
     let find = |json: &str| -> (u64, u64) {
         let all: Vec<serde_json::Value> = serde_json::from_str(json).unwrap();
         let c = all

@@ -79,15 +79,14 @@ fn bpf_memlock_kib(pid: u32) -> u64 {
 /// `nettop trace --json` running, its lines counted by kind for the ports
 /// we care about.
 struct Trace {
-    child: Child,
-    reader: Option<JoinHandle<Counts>>,
+    child: Killed,
+    reader: JoinHandle<Counts>,
     start_ms: f64,
 }
 
 #[derive(Default, Debug)]
 struct Counts {
     ours: u64,
-    all: u64,
     stats: Option<serde_json::Value>,
     backend: String,
 }
@@ -111,28 +110,38 @@ impl Trace {
         assert_eq!(ready["event"], "ready", "{ready}");
         let backend = ready["backend"].as_str().unwrap_or("?").to_owned();
         let reader = std::thread::spawn(move || count(lines, &ports, backend));
-        Trace { child, reader: Some(reader), start_ms }
+        Trace { child: Killed(child), reader, start_ms }
     }
 
     fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn stop(mut self) -> Counts {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        self.reader.take().unwrap().join().unwrap()
+    /// SIGTERM, then the counts (the last line read is the stats line).
+    fn stop(self) -> Counts {
+        let Trace { child, reader, .. } = self;
+        drop(child);
+        reader.join().unwrap()
     }
 }
 
-impl Drop for Trace {
-    /// A panicking benchmark leaves no tracer behind.
+/// A child that does not outlive a panicking benchmark.
+struct Killed(Child);
+
+impl std::ops::Deref for Killed {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl Drop for Killed {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own, still running, child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let _ = self.child.wait();
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own, still running, child; SIGTERM
+            // lets nettop detach its probes.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
         }
     }
 }
@@ -140,8 +149,6 @@ impl Drop for Trace {
 fn count(lines: std::io::Lines<BufReader<ChildStdout>>, ports: &[u16], backend: String) -> Counts {
     let mut c = Counts { backend, ..Counts::default() };
     for line in lines.map_while(Result::ok) {
-        c.all += 1;
-        // Cheap pre-check: most lines are ours under churn anyway.
         let v: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(_) => continue,
@@ -175,35 +182,25 @@ fn pingpong(size: usize, dur: Duration) -> f64 {
             }
         }
     });
-    pin_to_cpu(0);
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_nodelay(true).unwrap();
-    let mut buf = vec![1u8; size];
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while t0.elapsed() < dur {
-        for _ in 0..64 {
-            c.write_all(&buf).unwrap();
-            c.read_exact(&mut buf).unwrap();
+    let client = std::thread::spawn(move || {
+        pin_to_cpu(0);
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut buf = vec![1u8; size];
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < dur {
+            for _ in 0..64 {
+                c.write_all(&buf).unwrap();
+                c.read_exact(&mut buf).unwrap();
+            }
+            n += 64;
         }
-        n += 64;
-    }
-    let rate = n as f64 / t0.elapsed().as_secs_f64();
-    drop(c);
+        n as f64 / t0.elapsed().as_secs_f64()
+    });
+    let rate = client.join().unwrap();
     server.join().unwrap();
-    unpin();
     rate
-}
-
-fn unpin() {
-    // SAFETY: as in pin_to_cpu, with every CPU allowed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// Bytes per second through one connection, in 64 KiB writes.
@@ -233,13 +230,11 @@ fn bulk(dur: Duration) -> f64 {
     total as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// Short connections (connect, 8 bytes each way, close) from `workers`
-/// threads, as fast as they go, for `dur`. Returns the listening ports and
-/// the number of connections made.
-fn churn(workers: usize, dur: Duration, ports: &[u16], listeners: Vec<TcpListener>) -> u64 {
+/// Short connections (connect, 8 bytes each way, close), one thread per
+/// listener, as fast as they go, for `dur`. Returns how many were made.
+fn churn(dur: Duration, listeners: Vec<TcpListener>) -> u64 {
     let made = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    assert_eq!(ports.len(), workers);
     let threads: Vec<_> = listeners
         .into_iter()
         .map(|l| {
@@ -317,7 +312,7 @@ fn churn_part() {
         let (ls, ports) = churn_listeners(2);
         let extra: Vec<&str> = ring.map(|r| vec!["--ring-bytes", r]).unwrap_or_default();
         let t = Trace::start(&extra, ports.clone());
-        let made = churn(2, dur, &ports, ls);
+        let made = churn(dur, ls);
         std::thread::sleep(Duration::from_millis(500)); // the last events drain
         let c = t.stop();
         let stats = c.stats.unwrap_or_default();
@@ -344,7 +339,7 @@ fn cpu_part() {
     let (ls, ports) = churn_listeners(2);
     let t = Trace::start(&[], ports.clone());
     let before = cpu_ms(t.pid());
-    let made = churn(2, dur, &ports, ls);
+    let made = churn(dur, ls);
     std::thread::sleep(Duration::from_millis(300));
     let used = cpu_ms(t.pid()) - before;
     let c = t.stop();
@@ -380,9 +375,9 @@ fn cpu_part() {
     .parse()
     .unwrap_or(0);
     std::thread::sleep(Duration::from_secs(2)); // started and drawing
-    let (ls, ports) = churn_listeners(2);
+    let (ls, _) = churn_listeners(2);
     let before = cpu_ms(pid);
-    let made = churn(2, dur, &ports, ls);
+    let made = churn(dur, ls);
     std::thread::sleep(Duration::from_millis(300));
     let used = cpu_ms(pid) - before;
     let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
@@ -470,24 +465,6 @@ fn http_status(addr: SocketAddr) -> serde_json::Value {
     s.read_to_string(&mut reply).unwrap();
     let body = reply.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("{}");
     serde_json::from_str(body).unwrap_or_default()
-}
-
-/// A child that does not outlive a panicking benchmark.
-struct Killed(Child);
-
-impl std::ops::Deref for Killed {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child; SIGTERM lets it detach cleanly.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
 }
 
 fn memory() {

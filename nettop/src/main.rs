@@ -98,10 +98,11 @@ enum Command {
         unix: Option<PathBuf>,
         /// Labels of the per-process series, comma-separated: process, proto, port (remote port; ephemeral ones folded), container.
         #[arg(long, value_name = "LIST", default_value = "process,proto,port")]
-        labels: String,
+        labels: nettop::export::LabelSpec,
         /// The most label sets kept apart; the rest are summed into one "_overflow" set.
-        #[arg(long, value_name = "N", default_value_t = 1000)]
-        max_series: usize,
+        #[arg(long, value_name = "N", default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_series: u32,
     },
 }
 
@@ -200,17 +201,11 @@ fn main() -> ExitCode {
         Some(Command::List { json }) => args.tracer_config().and_then(|c| cli::list::run(c, *json)),
         Some(Command::Serve { listen, unix, labels, max_series }) => {
             args.tracer_config().and_then(|c| {
-                let labels = labels
-                    .parse()
-                    .map_err(|e: nettop::export::LabelError| usage(format!("--labels: {e}")))?;
-                if *max_series == 0 {
-                    return Err(usage("--max-series must be at least 1".into()));
-                }
                 let opts = cli::serve::Options {
                     listen: *listen,
                     unix: unix.clone(),
-                    labels,
-                    max_series: *max_series,
+                    labels: labels.clone(),
+                    max_series: *max_series as usize,
                 };
                 cli::serve::run(c, opts)
             })

@@ -1,7 +1,6 @@
 //! `nettop trace`: stream lifecycle events until interrupted.
-use std::process::ExitCode;
-
 use std::io::Write;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use nettop::tracer::{Event, EventKind, Tracer};

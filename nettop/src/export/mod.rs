@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 
 pub use labels::{Label, LabelError, LabelSpec, PortClass};
 
-use crate::tracer::{Connection, Direction, Event, EventKind, Info, State, Stats};
+use crate::tracer::{Connection, Direction, Event, EventKind, Info, Owner, State, Stats, Tuple};
 
 /// The value every label takes in the overflow set.
 pub const OVERFLOW: &str = "_overflow";
@@ -128,31 +128,28 @@ impl Aggregator {
         i
     }
 
-    /// A connection first seen: count its opening unless it is older
-    /// than the tracer.
-    fn first_sight(
-        &mut self,
-        id: u64,
-        values: Vec<String>,
-        direction: Direction,
-        opened_here: bool,
-    ) -> &mut Seen {
-        let set = self.set_for(values);
+    /// The label set of a connection (or failed attempt) like this one.
+    fn set_of(&mut self, tuple: &Tuple, owner: &Owner) -> usize {
+        let values = self.spec.values(&self.ports, tuple, owner);
+        self.set_for(values)
+    }
+
+    /// Track a connection from its first sight on, counting its opening
+    /// unless it is older than the tracer; later sightings change nothing.
+    fn see(&mut self, id: u64, tuple: &Tuple, owner: &Owner, dir: Direction, opened_here: bool) {
+        if self.conns.contains_key(&id) {
+            return;
+        }
+        let set = self.set_of(tuple, owner);
         if opened_here {
             let t = &mut self.totals[set];
-            match direction {
+            match dir {
                 Direction::Incoming => t.opened_in += 1,
                 // A flow nettop could not place counts as one we opened.
                 Direction::Outgoing | Direction::Unknown => t.opened_out += 1,
             }
         }
-        self.conns.entry(id).or_insert(Seen {
-            set,
-            sent: 0,
-            recv: 0,
-            closed: false,
-            absent_since: None,
-        })
+        self.conns.insert(id, Seen { set, sent: 0, recv: 0, closed: false, absent_since: None });
     }
 
     /// Add what a connection carried since it was last counted.
@@ -181,23 +178,18 @@ impl Aggregator {
     /// One lifecycle event from `Tracer::events`.
     pub fn event(&mut self, ev: &Event) {
         let Some(c) = &ev.conn else { return };
-        let values = || self.spec.values(&self.ports, &c.tuple, &c.owner);
         match (ev.event, c.id) {
             (EventKind::ConnectFailed, _) => {
-                let set = self.set_for(values());
+                let set = self.set_of(&c.tuple, &c.owner);
                 self.totals[set].connect_failed += 1;
             }
-            (EventKind::Connect | EventKind::Accept, Some(id)) if !self.conns.contains_key(&id) => {
-                let v = values();
-                self.first_sight(id, v, c.direction, true);
+            (EventKind::Connect | EventKind::Accept, Some(id)) => {
+                self.see(id, &c.tuple, &c.owner, c.direction, true);
             }
             (EventKind::Close, Some(id)) => {
-                if !self.conns.contains_key(&id) {
-                    // Opened and closed between two refreshes, its opening
-                    // event lost: still one connection opened here.
-                    let v = values();
-                    self.first_sight(id, v, c.direction, true);
-                }
+                // Seen first here if it opened and closed between two
+                // refreshes, its opening event lost: still one opened.
+                self.see(id, &c.tuple, &c.owner, c.direction, true);
                 if let (Some(sent), Some(recv)) = (ev.bytes_sent, ev.bytes_recv) {
                     self.count_bytes(id, sent, recv);
                 }
@@ -206,7 +198,7 @@ impl Aggregator {
             (EventKind::Retransmit, Some(id)) => {
                 let set = match self.conns.get(&id) {
                     Some(s) => s.set,
-                    None => self.set_for(values()),
+                    None => self.set_of(&c.tuple, &c.owner),
                 };
                 self.totals[set].retransmits += 1;
             }
@@ -224,10 +216,7 @@ impl Aggregator {
             s.absent_since.get_or_insert(now);
         }
         for c in conns {
-            if !self.conns.contains_key(&c.id) {
-                let v = self.spec.values(&self.ports, &c.tuple, &c.owner);
-                self.first_sight(c.id, v, c.direction, !c.backfilled);
-            }
+            self.see(c.id, &c.tuple, &c.owner, c.direction, !c.backfilled);
             self.count_bytes(c.id, c.bytes_sent, c.bytes_recv);
             if c.state == State::Closed {
                 self.count_close(c.id);
@@ -245,26 +234,6 @@ impl Aggregator {
             Some(_) if s.closed => false,
             Some(t) => now.duration_since(t) < FORGET_ABSENT,
         });
-    }
-
-    /// The totals of the set with these label values (for tests and
-    /// `/status`).
-    pub fn totals(&self, values: &[&str]) -> Option<Totals> {
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        self.index.get(&key).map(|&i| self.totals[i])
-    }
-
-    pub fn sum(&self) -> Totals {
-        self.totals.iter().fold(Totals::default(), |a, t| Totals {
-            bytes_sent: a.bytes_sent + t.bytes_sent,
-            bytes_recv: a.bytes_recv + t.bytes_recv,
-            opened_out: a.opened_out + t.opened_out,
-            opened_in: a.opened_in + t.opened_in,
-            closed: a.closed + t.closed,
-            connect_failed: a.connect_failed + t.connect_failed,
-            retransmits: a.retransmits + t.retransmits,
-            open: a.open + t.open,
-        })
     }
 
     fn labels_of(&self, set: usize) -> Vec<(&'static str, String)> {
@@ -346,38 +315,28 @@ pub fn encode_health(
         "Connections or sockets the kernel's tables had no room for (--max-connections).",
         &[("table", "connections", stats.conn_map_full), ("table", "sockets", stats.sock_map_full)],
     )?;
-    let plain = |e: &mut DescriptorEncoder, name: &str, help: &str, kind: MetricType, v: f64| {
-        let m = e.encode_descriptor(name, help, None, kind)?;
-        if kind == MetricType::Counter {
-            ConstCounter::new(v as u64).encode(m)
-        } else {
-            ConstGauge::new(v).encode(m)
-        }
+    let single = |e: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
+        ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+    };
+    let gauge = |e: &mut DescriptorEncoder, name: &str, help: &str, v: f64| {
+        ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
     };
     if let Some(n) = stats.kprobe_missed {
-        plain(
-            encoder,
-            "kprobe_missed",
-            "Kprobe and kretprobe hits the kernel missed.",
-            MetricType::Counter,
-            n as f64,
-        )?;
+        single(encoder, "kprobe_missed", "Kprobe and kretprobe hits the kernel missed.", n)?;
     }
     if let Some(n) = stats.prog_missed {
-        plain(
+        single(
             encoder,
             "skipped_program_runs",
             "Runs of nettop's programs the kernel skipped (already running on that CPU).",
-            MetricType::Counter,
-            n as f64,
+            n,
         )?;
     }
     if let Some(ms) = info.guess_ms {
-        plain(
+        gauge(
             encoder,
             "guess_duration_seconds",
             "Time spent guessing struct sock offsets.",
-            MetricType::Gauge,
             ms / 1e3,
         )?;
     }
@@ -399,18 +358,16 @@ pub fn encode_health(
         ("verified", verified),
         ("version", env!("CARGO_PKG_VERSION")),
     ])?)?;
-    plain(
+    gauge(
         encoder,
         "label_sets",
         "Label sets in use (each is one series per metric), the overflow set included.",
-        MetricType::Gauge,
         agg.label_sets() as f64,
     )?;
-    plain(
+    gauge(
         encoder,
         "label_sets_limit",
         "The most label sets kept apart (--max-series); the rest are summed under \"_overflow\".",
-        MetricType::Gauge,
         agg.cap() as f64,
     )?;
     Ok(())

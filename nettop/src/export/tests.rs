@@ -60,6 +60,27 @@ fn event(kind: EventKind, c: &Connection, bytes: Option<(u64, u64)>) -> Event {
     }
 }
 
+impl Aggregator {
+    /// The totals of the set with these label values.
+    fn totals(&self, values: &[&str]) -> Option<Totals> {
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        self.index.get(&key).map(|&i| self.totals[i])
+    }
+
+    fn sum(&self) -> Totals {
+        self.totals.iter().fold(Totals::default(), |a, t| Totals {
+            bytes_sent: a.bytes_sent + t.bytes_sent,
+            bytes_recv: a.bytes_recv + t.bytes_recv,
+            opened_out: a.opened_out + t.opened_out,
+            opened_in: a.opened_in + t.opened_in,
+            closed: a.closed + t.closed,
+            connect_failed: a.connect_failed + t.connect_failed,
+            retransmits: a.retransmits + t.retransmits,
+            open: a.open + t.open,
+        })
+    }
+}
+
 fn agg() -> Aggregator {
     Aggregator::new(LabelSpec::default(), PortClass { ephemeral_from: 32768 }, 100)
 }

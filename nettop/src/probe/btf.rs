@@ -43,11 +43,20 @@ const PATHS: [(Field, &str, &str); 9] = [
 pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
     let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let btf = Btf::parse(&data).with_context(|| format!("parse BTF in {}", path.display()))?;
+    // Each struct is found once: finding one is a walk over every type.
+    let mut ids: Vec<(&str, u32)> = Vec::new();
     let mut out = Vec::new();
     for (field, strukt, member) in PATHS {
-        let id = btf
-            .struct_id(strukt)
-            .ok_or_else(|| anyhow!("BTF in {} has no struct {strukt}", path.display()))?;
+        let id = match ids.iter().find(|(name, _)| *name == strukt) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = btf
+                    .struct_id(strukt)
+                    .ok_or_else(|| anyhow!("BTF in {} has no struct {strukt}", path.display()))?;
+                ids.push((strukt, id));
+                id
+            }
+        };
         let off = match btf.member_offset(id, member) {
             Some(MemberOffset::Bytes(o)) => Some(o),
             Some(MemberOffset::Bitfield) => None,
@@ -170,47 +179,56 @@ impl<'a> Btf<'a> {
         let mut bits = 0u32;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (member_type, off) = self.find_member(id, part.as_bytes(), 0)?;
-            let bit = off & 0x00ff_ffff;
-            if off >> 24 != 0 || bit % 8 != 0 {
+            let m = self.find_member(id, part.as_bytes(), 0)?;
+            if m.bitfield || m.bit_offset % 8 != 0 {
                 return Some(MemberOffset::Bitfield);
             }
-            bits += bit;
+            bits += m.bit_offset;
             if parts.peek().is_some() {
-                id = self.composite(member_type)?;
+                id = self.composite(m.type_id)?;
             }
         }
         Some(MemberOffset::Bytes(bits / 8))
     }
 
-    /// (type, offset word) of member `name` of composite `id`, the offset
-    /// made relative to `id`; `depth` bounds the search of anonymous ones.
-    fn find_member(&self, id: u32, name: &[u8], depth: u32) -> Option<(u32, u32)> {
+    /// Member `name` of composite `id`, its offset relative to `id`;
+    /// `depth` bounds the search through anonymous members.
+    fn find_member(&self, id: u32, name: &[u8], depth: u32) -> Option<Member> {
         let (_, info, _, members) = self.header(id)?;
         let kind_flag = info >> 31 == 1;
         let vlen = (info & 0xffff) as usize;
         let mut anonymous = Vec::new();
-        for m in 0..vlen {
-            let at = members + 12 * m;
-            let (n, t, raw) =
+        for i in 0..vlen {
+            let at = members + 12 * i;
+            let (n, type_id, word) =
                 (u32_at(self.types, at)?, u32_at(self.types, at + 4)?, u32_at(self.types, at + 8)?);
-            // Without kind_flag the word is a plain bit offset.
-            let off = if kind_flag { raw } else { raw & 0x00ff_ffff };
+            // With kind_flag the word is (bitfield size << 24 | bit offset);
+            // without, a plain bit offset.
+            let m = if kind_flag {
+                Member { type_id, bit_offset: word & 0x00ff_ffff, bitfield: word >> 24 != 0 }
+            } else {
+                Member { type_id, bit_offset: word, bitfield: false }
+            };
             if n == 0 {
-                anonymous.push((t, off));
+                anonymous.push(m);
             } else if self.name(n) == name {
-                return Some((t, off));
+                return Some(m);
             }
         }
         if depth >= 8 {
             return None;
         }
-        anonymous.into_iter().find_map(|(t, off)| {
-            let inner = self.composite(t)?;
-            let (mt, moff) = self.find_member(inner, name, depth + 1)?;
-            Some((mt, (moff & 0xff00_0000) | ((moff & 0x00ff_ffff) + (off & 0x00ff_ffff))))
+        anonymous.into_iter().find_map(|outer| {
+            let inner = self.find_member(self.composite(outer.type_id)?, name, depth + 1)?;
+            Some(Member { bit_offset: outer.bit_offset + inner.bit_offset, ..inner })
         })
     }
+}
+
+struct Member {
+    type_id: u32,
+    bit_offset: u32,
+    bitfield: bool,
 }
 
 #[cfg(test)]
