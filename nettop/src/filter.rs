@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 
 use crate::tracer::model::{Direction, Owner, Proto, State, Tuple};
 
@@ -116,6 +117,47 @@ impl Filter {
     pub fn matches(&self, s: &Subject) -> bool {
         self.terms.iter().all(|t| t.test.matches(s) != t.negated)
     }
+
+    /// A matcher for many rows at once (the TUI's table): it reads each
+    /// process's name, command line and container once, not once per
+    /// connection.
+    pub fn matcher(&self) -> Matcher<'_> {
+        Matcher { filter: self, by_pid: FxHashMap::default() }
+    }
+}
+
+/// `Filter::matches` over many subjects, remembering per process which
+/// terms its texts satisfy. Processes share a pid's texts; pid 0 (owner
+/// unknown) does not, so it is never remembered.
+pub struct Matcher<'f> {
+    filter: &'f Filter,
+    /// Bit i: term i's test on the owner's texts passed.
+    by_pid: FxHashMap<u32, u64>,
+}
+
+impl Matcher<'_> {
+    pub fn matches(&mut self, s: &Subject) -> bool {
+        let terms = &self.filter.terms;
+        if terms.len() > 64 || s.owner.pid == 0 {
+            return self.filter.matches(s);
+        }
+        let owner_bits = *self.by_pid.entry(s.owner.pid).or_insert_with(|| {
+            terms
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.test.owner_text(s.owner) == Some(true))
+                .fold(0, |bits, (i, _)| bits | 1 << i)
+        });
+        terms.iter().enumerate().all(|(i, t)| {
+            let owner = owner_bits & (1 << i) != 0;
+            let hit = match &t.test {
+                Test::Proc(_) | Test::Container(_) => owner,
+                Test::Word(w) => owner || s.tuple.addr_text_contains(w),
+                test => test.matches(s),
+            };
+            hit != t.negated
+        })
+    }
 }
 
 impl Test {
@@ -126,7 +168,7 @@ impl Test {
             Test::LPort(p) => p.has(t.lport),
             Test::RPort(p) => t.raddr.is_some() && p.has(t.rport),
             Test::Pid(p) => s.owner.pid == *p,
-            Test::Proc(n) => contains_ci(&s.owner.comm, n) || contains_ci(&s.owner.cmdline, n),
+            Test::Proc(_) | Test::Container(_) => self.owner_text(s.owner) == Some(true),
             Test::Proto(p) => t.proto == *p,
             Test::State(st) => match st {
                 StateTest::Open => s.state == State::Open,
@@ -135,15 +177,30 @@ impl Test {
                 StateTest::Out => s.direction == Direction::Outgoing,
             },
             Test::Addr(net) => net.contains(&t.laddr) || t.raddr.is_some_and(|r| net.contains(&r)),
-            Test::Container(n) => s.owner.container.as_deref().is_some_and(|c| contains_ci(c, n)),
             Test::Netns(n) => t.netns == *n,
-            Test::Word(w) => {
-                contains_ci(&s.owner.comm, w)
-                    || contains_ci(&s.owner.cmdline, w)
-                    || addr_contains(t.laddr, w)
-                    || t.raddr.is_some_and(|r| addr_contains(r, w))
-            }
+            Test::Word(w) => self.owner_text(s.owner) == Some(true) || t.addr_text_contains(w),
         }
+    }
+
+    /// The part of a test that reads only the owner's texts (the same for
+    /// every connection of a process); None for tests without one.
+    fn owner_text(&self, owner: &Owner) -> Option<bool> {
+        match self {
+            Test::Proc(n) | Test::Word(n) => {
+                Some(contains_ci(&owner.comm, n) || contains_ci(&owner.cmdline, n))
+            }
+            Test::Container(n) => {
+                Some(owner.container.as_deref().is_some_and(|c| contains_ci(c, n)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Tuple {
+    /// A bare word's test on the addresses.
+    fn addr_text_contains(&self, w: &str) -> bool {
+        addr_contains(self.laddr, w) || self.raddr.is_some_and(|r| addr_contains(r, w))
     }
 }
 

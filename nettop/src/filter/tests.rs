@@ -228,6 +228,37 @@ proptest! {
         prop_assert_eq!(one(&format!("!{a} !{b}")), !one(&a) && !one(&b));
     }
 
+    /// The table's matcher, which reads each process's texts once, agrees
+    /// with matching row by row (rows of one pid share its texts, as the
+    /// tracer's owners do; pid 0, an unknown owner, does not).
+    #[test]
+    fn matcher_agrees_with_matches(
+        terms in proptest::collection::vec(any_term(), 0..4),
+        neg in any::<u8>(),
+        cases in proptest::collection::vec(any_case(), 1..12),
+        pids in proptest::collection::vec(0u32..4, 12),
+    ) {
+        let text = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| if neg >> i & 1 == 1 { format!("!{t}") } else { t.clone() })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let f = Filter::parse(&text).unwrap();
+        let mut cases = cases;
+        let mut first: std::collections::HashMap<u32, Owner> = Default::default();
+        for (c, &pid) in cases.iter_mut().zip(&pids) {
+            c.owner.pid = pid;
+            if pid != 0 {
+                c.owner = first.entry(pid).or_insert_with(|| c.owner.clone()).clone();
+            }
+        }
+        let mut m = f.matcher();
+        for c in &cases {
+            prop_assert_eq!(m.matches(&c.subject()), f.matches(&c.subject()), "{} on {:?}", text, c);
+        }
+    }
+
     /// `port:P` is `lport:P` or `rport:P`, and a range is any of its ports.
     #[test]
     fn port_semantics(p in 0u16..2000, w in 0u16..5, c in any_case()) {

@@ -235,12 +235,13 @@ pub struct Options<'a> {
 
 /// The table's lines, in order, and the groups they refer to.
 pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
+    let mut matcher = o.filter.matcher();
     let mut shown: Vec<usize> = (0..rows.len())
         .filter(|&i| {
             let c = &rows[i];
             (o.show_closed || rows.rates[i].open)
                 && (o.filter.is_empty()
-                    || o.filter.matches(&Subject {
+                    || matcher.matches(&Subject {
                         tuple: &c.tuple,
                         owner: &c.owner,
                         state: c.state,
