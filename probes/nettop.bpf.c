@@ -264,8 +264,18 @@ static __always_inline int read_peer(__u64 sa, struct nettop_conn_key *k)
     return 1;
 }
 
-static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct nettop_conn_stats *st,
-                                 __u64 sk, __s32 err, __u8 direction, const char *comm)
+/* skc_state: the byte after skc_family in struct sock_common, in every
+ * kernel nettop supports. */
+static __always_inline __u8 sk_state(struct nettop_offsets *o, __u64 sk)
+{
+    __u8 state = 0;
+    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + o->family + 2));
+    return state;
+}
+
+static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
+                                     struct nettop_conn_stats *st, __u64 sk, __s32 err,
+                                     __u8 direction, const char *comm, __u8 cause)
 {
     /* Built in its own ring-buffer slot: a per-CPU scratch buffer is not
      * safe where programs can be preempted (fentry/fexit on PREEMPT_RT). */
@@ -281,6 +291,10 @@ static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct 
     ev->err = err;
     ev->type = type;
     ev->direction = direction;
+    ev->cause = cause;
+    struct nettop_offsets *o = ready_offsets();
+    if (o && sk)
+        ev->sk_state = sk_state(o, sk);
     ev->bytes_sent = st ? st->bytes_sent : 0;
     ev->bytes_recv = st ? st->bytes_recv : 0;
     ev->msgs_sent = st ? st->msgs_sent : 0;
@@ -291,6 +305,12 @@ static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct 
     else
         bpf_get_current_comm(ev->comm, sizeof(ev->comm));
     bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct nettop_conn_stats *st,
+                                 __u64 sk, __s32 err, __u8 direction, const char *comm)
+{
+    emit_why(type, key, st, sk, err, direction, comm, 0);
 }
 
 static __always_inline struct nettop_sock_state *get_sock(__u64 sk)
@@ -378,15 +398,6 @@ static __always_inline int stale(struct nettop_offsets *o, __u64 sk, struct nett
     return now.lport != s->key.lport || now.rport != s->key.rport ||
            __builtin_memcmp(now.laddr, s->key.laddr, 16) != 0 ||
            __builtin_memcmp(now.raddr, s->key.raddr, 16) != 0;
-}
-
-/* skc_state: the byte after skc_family in struct sock_common, in every
- * kernel nettop supports. */
-static __always_inline __u8 sk_state(struct nettop_offsets *o, __u64 sk)
-{
-    __u8 state = 0;
-    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + o->family + 2));
-    return state;
 }
 
 /* connect() returned (kprobe/fexit), or SYN_SENT (tracepoint): process context. */
@@ -501,7 +512,7 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
 /* tcp_close (process context), or the change to CLOSE (any context): the
  * first of them reports the final totals; deleting the entry makes it the
  * only one. */
-static __always_inline void on_tcp_close(__u64 sk)
+static __always_inline void on_tcp_close(__u64 sk, __u8 cause)
 {
     struct nettop_offsets *o = ready_offsets();
     if (!o)
@@ -522,7 +533,7 @@ static __always_inline void on_tcp_close(__u64 sk)
         if (c) {
             struct nettop_conn_stats final = *c;
             if (bpf_map_delete_elem(&conns, &k) == 0)
-                emit(NETTOP_EV_CLOSE, &k, &final, sk, 0, s->direction, s->comm);
+                emit_why(NETTOP_EV_CLOSE, &k, &final, sk, 0, s->direction, s->comm, cause);
         }
     }
     bpf_map_delete_elem(&socks, &skey);
@@ -658,7 +669,7 @@ SEC("kretprobe/inet_csk_accept") int krp_inet_csk_accept(struct pt_regs *ctx)
 
 SEC("kprobe/tcp_close") int kp_tcp_close(struct pt_regs *ctx)
 {
-    on_tcp_close(PT_ARG1(ctx));
+    on_tcp_close(PT_ARG1(ctx), NETTOP_CAUSE_CLOSE_CALL);
     return 0;
 }
 
@@ -750,7 +761,12 @@ FEXIT_ACCEPT(inet_csk_accept_old, 4)
         return 0;                                                                                  \
     }
 
-FENTRY_SK(tcp_close, on_tcp_close)
+static __always_inline void on_tcp_close_call(__u64 sk)
+{
+    on_tcp_close(sk, NETTOP_CAUSE_CLOSE_CALL);
+}
+
+FENTRY_SK(tcp_close, on_tcp_close_call)
 FENTRY_SK(udp_destroy_sock, on_udp_destroy)
 FENTRY_SK(udpv6_destroy_sock, on_udp_destroy)
 FENTRY_SK(tcp_retransmit_skb, on_retransmit)
@@ -782,7 +798,7 @@ static __always_inline int tp_set_state(void *ctx, const int S)
     } else if (newstate == TCP_ESTABLISHED) {
         on_established(sk, oldstate);
     } else if (newstate == TCP_CLOSE) {
-        on_tcp_close(sk);
+        on_tcp_close(sk, NETTOP_CAUSE_STATE_CLOSE);
     }
     return 0;
 }

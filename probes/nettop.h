@@ -169,6 +169,10 @@ enum nettop_event_type {
     NETTOP_EV_SOCK_CLOSE = 6,
 };
 
+/* What made the probe report a connection's end. */
+#define NETTOP_CAUSE_CLOSE_CALL 1  /* tcp_close(), the owner's close() */
+#define NETTOP_CAUSE_STATE_CLOSE 2 /* the change to TCP_CLOSE */
+
 struct nettop_event {
     struct nettop_conn_key key;
     __u64 ts_ns;
@@ -181,7 +185,9 @@ struct nettop_event {
     __s32 err; /* errno of a failed connect; 0 when the backend cannot see it */
     __u8 type;
     __u8 direction;
-    __u8 _pad[6];
+    __u8 cause;    /* what ended a connection (NETTOP_CAUSE_*); 0 for other events */
+    __u8 sk_state; /* the socket's TCP state when the event was made */
+    __u8 _pad[4];
     char comm[16]; /* the calling thread's name at the event, or at the socket's birth */
 };
 

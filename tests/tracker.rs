@@ -402,6 +402,77 @@ fn a_burst_of_5000_connections_is_seen_whole() {
 }
 
 /// Run `f` on a thread in a fresh network namespace with loopback up.
+/// The tables read without pause by another thread while small messages
+/// go both ways. Each read is a bpf() syscall, and on PREEMPT_RT a task
+/// preempted inside one holds the CPU's "a BPF program is running" mark:
+/// the kernel then silently skips kprobe and tracepoint programs on that
+/// CPU (it counts those skips only from 6.7).
+#[test]
+fn counts_stay_exact_while_the_tables_are_read_without_pause() {
+    let _g = serial();
+    let w = Watch::start();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reads = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut n = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(w.tracer.connections());
+                std::hint::black_box(w.tracer.stats());
+                n += 1;
+            }
+            n
+        });
+        let listener = TcpListener::bind("127.0.0.19:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        const CONNS: usize = 8;
+        const ROUNDS: usize = 300;
+        let server = scope.spawn(move || {
+            for _ in 0..CONNS {
+                let (mut c, _) = listener.accept().unwrap();
+                let mut b = [0u8; 1];
+                for _ in 0..ROUNDS {
+                    c.read_exact(&mut b).unwrap();
+                    c.write_all(&b).unwrap();
+                }
+            }
+        });
+        let mut ports = Vec::new();
+        for _ in 0..CONNS {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_nodelay(true).unwrap();
+            let mut b = [1u8; 1];
+            for _ in 0..ROUNDS {
+                c.write_all(&b).unwrap();
+                c.read_exact(&mut b).unwrap();
+            }
+            ports.push(c.local_addr().unwrap().port());
+        }
+        server.join().unwrap();
+        let sport = addr.port();
+        w.wait_for("every close", |e| {
+            ports
+                .iter()
+                .all(|&p| !closes(e, p, sport).is_empty() && !closes(e, sport, p).is_empty())
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reads = reader.join().unwrap();
+        (reads, ports, sport)
+    });
+    let (reads, ports, sport) = reads;
+    let (_, events, stats) = w.finish();
+    let mut spoiled = 0;
+    for p in ports {
+        for (l, r) in [(p, sport), (sport, p)] {
+            let c = closes(&events, l, r);
+            let what = format!("{l}->{r} after {reads} table reads: {c:?}; {stats:?}");
+            assert_eq!(c.len(), 1, "{what}");
+            let got = (c[0].bytes_sent, c[0].bytes_recv);
+            exact(got, (Some(300), Some(300)), missed(&stats), &mut spoiled, &what);
+        }
+    }
+    eprintln!("{reads} table reads while tracing");
+}
+
 fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         // SAFETY: affects only this thread.

@@ -88,7 +88,7 @@ fn shared_types_match_probe_btf() {
         "nettop_event",
         size_of::<Event>(),
         fields!(Event: key, ts_ns, sk, bytes_sent, bytes_recv, msgs_sent, msgs_recv, retransmits,
-                err, direction, comm),
+                err, direction, cause, sk_state, comm),
     );
     check(&ti, "nettop_event", size_of::<Event>(), &[("type", offset_of!(Event, kind))]);
     check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect, recv_flags_arg));

@@ -356,6 +356,29 @@ fn key_of(sock: &backfill::SocketEntry) -> ConnKey {
     k
 }
 
+fn debug_line(e: &RawEvent) -> String {
+    let k = &e.key;
+    format!(
+        "nettop-debug: type {} cause {} state {} dir {} sk {:#x} tgid {} netns {} proto {} {}->{} \
+         sent {} recv {} msgs {}/{} ts {}",
+        e.kind,
+        e.cause,
+        e.sk_state,
+        e.direction,
+        e.sk,
+        k.tgid,
+        k.netns,
+        k.proto,
+        k.lport,
+        k.rport,
+        e.bytes_sent,
+        e.bytes_recv,
+        e.msgs_sent,
+        e.msgs_recv,
+        e.ts_ns
+    )
+}
+
 fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
@@ -371,6 +394,9 @@ fn read_loop(
         }
     };
     let mut last_drain = Instant::now();
+    // Diagnosis of the probe on a kernel that misbehaves: every raw event,
+    // one line each, on stderr (documented in README, "Tests").
+    let debug = std::env::var_os("NETTOP_DEBUG_EVENTS").is_some();
     while !stop.is_set() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
@@ -394,6 +420,9 @@ fn read_loop(
             // checked by shared/tests/layout.rs); read_unaligned copes with
             // any alignment.
             let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            if debug {
+                eprintln!("{}", debug_line(&raw));
+            }
             let Shared { table, probe, .. } = &mut *s;
             let changes = table.apply(&raw, now, |k| {
                 let last = probe.conn(k);
