@@ -196,6 +196,17 @@ fn grouped_snapshot() {
 }
 
 #[test]
+fn an_open_group_lists_its_connections_in_the_sort_order() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('g'));
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Enter); // curl's group leads by receive rate
+    assert_eq!(pids(&a), vec![1200, 3, 5, 1100, 1300]);
+    key(&mut a, KeyCode::Char('S'));
+    assert_eq!(pids(&a), vec![1300, 1100, 1200, 5, 3]);
+}
+
+#[test]
 fn details_snapshot() {
     let mut a = app();
     let c = a.rows.conns.iter().find(|c| c.id == 3).unwrap().clone();

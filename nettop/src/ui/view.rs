@@ -81,6 +81,9 @@ pub struct Rate {
     /// touch the (much larger) connections at all.
     pub open: bool,
     pub pid: u32,
+    /// Totals, for grouping without reading the connections.
+    pub total_sent: u64,
+    pub total_recv: u64,
 }
 
 /// A snapshot's connections, kept as the tracer made them (100 000 of them
@@ -210,7 +213,15 @@ impl RateState {
             let end = if c.state == State::Closed { c.last_ns } else { now_ns };
             let age_s =
                 if c.first_ns == 0 { 0 } else { end.saturating_sub(c.first_ns) / 1_000_000_000 };
-            rates[i] = Rate { send, recv, age_s, open: c.state == State::Open, pid: c.owner.pid };
+            rates[i] = Rate {
+                send,
+                recv,
+                age_s,
+                open: c.state == State::Open,
+                pid: c.owner.pid,
+                total_sent: c.bytes_sent,
+                total_recv: c.bytes_recv,
+            };
             next.push((c.id, c.bytes_sent, c.bytes_recv));
         }
         self.spare = std::mem::replace(&mut self.prev, next);
@@ -249,17 +260,20 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
                     }))
         })
         .collect();
-    sort(rows, &mut shown, o);
     if !o.grouped {
+        sort(rows, &mut shown, o);
         return (shown.into_iter().map(Line::Conn).collect(), Vec::new());
     }
+    // Grouped, only the groups and the members of open groups need an
+    // order: 100 000 rows are summed, not sorted. Only the compact rates
+    // are read here.
     let mut by_pid: FxHashMap<u32, usize> = FxHashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for &i in &shown {
-        let (c, r) = (&rows[i], rows.rate(i));
-        let g = *by_pid.entry(c.owner.pid).or_insert_with(|| {
+        let r = rows.rate(i);
+        let g = *by_pid.entry(r.pid).or_insert_with(|| {
             groups.push(Group {
-                pid: c.owner.pid,
+                pid: r.pid,
                 first: i,
                 members: Vec::new(),
                 send_rate: 0.0,
@@ -275,10 +289,10 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
         g.members.push(i);
         g.send_rate += r.send;
         g.recv_rate += r.recv;
-        g.sent += c.bytes_sent;
-        g.recv += c.bytes_recv;
+        g.sent += r.total_sent;
+        g.recv += r.total_recv;
         g.age_s = g.age_s.max(r.age_s);
-        g.open += usize::from(c.state == State::Open);
+        g.open += usize::from(r.open);
     }
     let mut gorder: Vec<usize> = (0..groups.len()).collect();
     gorder.sort_unstable_by(|&a, &b| {
@@ -290,6 +304,7 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
     for g in gorder {
         out.push(Line::Group(g));
         if o.expanded.contains(&groups[g].pid) {
+            sort(rows, &mut groups[g].members, o);
             out.extend(groups[g].members.iter().map(|&i| Line::Conn(i)));
         }
     }
