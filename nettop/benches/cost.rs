@@ -2,7 +2,7 @@
 //!
 //!   cargo bench -p nettop --bench cost [-- PART…]
 //!
-//! PART: overhead, churn, cpu, startup, memory (default: all). The release
+//! PART: overhead, churn, cpu, startup, memory, peers (default: all). The release
 //! `nettop` binary runs as a separate process, as a user runs it; the
 //! workloads run here. NETTOP_BACKEND picks the backend (default auto).
 //! Prints numbers and goals; asserts nothing (these machines are noisy:
@@ -132,6 +132,12 @@ impl std::ops::Deref for Killed {
     type Target = Child;
     fn deref(&self) -> &Child {
         &self.0
+    }
+}
+
+impl Killed {
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
     }
 }
 
@@ -350,42 +356,66 @@ fn cpu_part() {
         c.backend
     );
     // The TUI, in a tmux session of 200x50.
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("TUI                    skipped: tmux is not installed");
-        return;
-    }
-    let session = format!("nettop-bench-{}", std::process::id());
-    let cmd = format!("exec {} --backend {}", nettop(), backend());
-    let ok = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!("TUI                    skipped: tmux could not start a session");
-        return;
-    }
-    let pid: u32 = String::from_utf8_lossy(
-        &Command::new("tmux")
-            .args(["display", "-p", "-t", &session, "#{pane_pid}"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .parse()
-    .unwrap_or(0);
-    std::thread::sleep(Duration::from_secs(2)); // started and drawing
+    let tui = match Tui::start() {
+        Ok(t) => t,
+        Err(why) => {
+            println!("TUI                    skipped: {why}");
+            return;
+        }
+    };
+    let pid = tui.pid;
     let (ls, _) = churn_listeners(2);
     let before = cpu_ms(pid);
     let made = churn(dur, ls);
     std::thread::sleep(Duration::from_millis(300));
     let used = cpu_ms(pid) - before;
-    let _ = Command::new("tmux").args(["kill-session", "-t", &session]).status();
+    drop(tui);
     let events = made * EVENTS_PER_CONNECTION;
     println!(
         "TUI (1 s refresh)      {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5)",
         used / events as f64 * 1000.0
     );
+}
+
+/// The TUI in a detached tmux session of 200x50, killed on drop.
+struct Tui {
+    session: String,
+    pid: u32,
+}
+
+impl Tui {
+    fn start() -> Result<Tui, &'static str> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            return Err("tmux is not installed");
+        }
+        let session = format!("nettop-bench-{}", std::process::id());
+        let cmd = format!("exec {} --backend {}", nettop(), backend());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("tmux could not start a session");
+        }
+        let pid = String::from_utf8_lossy(
+            &Command::new("tmux")
+                .args(["display", "-p", "-t", &session, "#{pane_pid}"])
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default(),
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(2)); // started and drawing
+        Ok(Tui { session, pid })
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+    }
 }
 
 fn startup() {
@@ -517,9 +547,191 @@ fn memory() {
     }
 }
 
+/// Exactly `bytes` from a client to a server, both in this process: the
+/// (client port, server port).
+fn transfer(bytes: usize, hold: Duration) -> (u16, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sport = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut sink = Vec::new();
+        s.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", sport)).unwrap();
+    let cport = c.local_addr().unwrap().port();
+    // Open for a while before and after: tools that map sockets to
+    // processes by scanning /proc every second get their chance.
+    std::thread::sleep(hold);
+    c.write_all(&vec![7u8; bytes]).unwrap();
+    std::thread::sleep(hold);
+    drop(c);
+    assert_eq!(server.join().unwrap(), bytes);
+    (cport, sport)
+}
+
+/// The process the peers must attribute the exact transfer to.
+const TRANSFER_NAME: &str = "nt-transfer";
+
+/// `transfer` in a process of its own, named TRANSFER_NAME (a copy of this
+/// binary), so that per-process tools count nothing else under its name and
+/// pid: the ports and its pid.
+fn transfer_elsewhere(bytes: usize) -> ((u16, u16), u32) {
+    let exe = std::env::temp_dir().join(TRANSFER_NAME);
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let child = Command::new(&exe)
+        .env("NETTOP_COST_TRANSFER", bytes.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&exe);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|p| p.parse().unwrap());
+    ((it.next().unwrap(), it.next().unwrap()), pid)
+}
+
+/// A peer (or nettop) running with its output in a file.
+struct Tool {
+    child: Killed,
+    out: std::path::PathBuf,
+}
+
+impl Tool {
+    fn start(name: &'static str, cmd: &[&str]) -> Option<Tool> {
+        let out = std::env::temp_dir().join(format!("nettop-peer-{}-{name}", std::process::id()));
+        let file = std::fs::File::create(&out).ok()?;
+        let child = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Tool { child: Killed(child), out })
+    }
+
+    fn output(self) -> String {
+        drop(self.child);
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.out);
+        text
+    }
+}
+
+/// What a tool said of the exact transfer: sent and received, as it
+/// reports them (per connection for nettop, per process for the peers).
+fn reported(name: &str, text: &str, ports: (u16, u16), pid: u32) -> String {
+    match name {
+        "nettop trace --json" => {
+            let close = |l: u16, r: u16| {
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["event"] == "close" && v["lport"] == l && v["rport"] == r)
+                    .map(|v| (v["bytes_sent"].as_u64(), v["bytes_recv"].as_u64()))
+            };
+            format!(
+                "client end sent/recv {:?}, server end {:?}",
+                close(ports.0, ports.1),
+                close(ports.1, ports.0)
+            )
+        }
+        // Trace mode, totals in bytes: "name/pid/uid\tsent\trecv".
+        "nethogs" => {
+            let tag = format!("/{pid}/");
+            let last = text.lines().rfind(|l| l.contains(&tag));
+            let unknown = text.lines().rfind(|l| l.starts_with("unknown TCP"));
+            format!("the sender {:?}, unattributed {:?}", last.map(str::trim), unknown)
+        }
+        // Raw mode with totals: `process: <t> "name" up/down Bps: U/D …`.
+        _ => {
+            let ours = format!("\"{TRANSFER_NAME}\"");
+            let last = |needle: &str| {
+                text.lines()
+                    .rfind(|l| l.starts_with("process:") && l.contains(needle))
+                    .and_then(|l| l.split("Bps: ").nth(1))
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            };
+            format!("the sender up/down {:?}, \"<UNKNOWN>\" {:?}", last(&ours), last("<UNKNOWN>"))
+        }
+    }
+}
+
+fn peers() {
+    const BYTES: usize = 10 << 20;
+    println!(
+        "\n## against peers: CPU (% of one core) on the same loads, and what each says of a \
+         {BYTES}-byte loopback transfer"
+    );
+    let bandwhich = std::env::var("NETTOP_BANDWHICH").unwrap_or_else(|_| "bandwhich".into());
+    let backend = backend();
+    let trace = [nettop(), "--backend", &backend, "trace", "--json"];
+    let bw = [bandwhich.as_str(), "-i", "lo", "-n", "--raw", "--total-utilization"];
+    let nh = ["nethogs", "-t", "-v", "2", "-d", "1", "-a", "lo"];
+    let tools: [(&'static str, &[&str]); 3] =
+        [("nettop trace --json", &trace), ("bandwhich", &bw), ("nethogs", &nh)];
+    for (name, cmd) in tools {
+        let Some(mut tool) = Tool::start(name, cmd) else {
+            println!("{name:<20} skipped: could not start {}", cmd[0]);
+            continue;
+        };
+        std::thread::sleep(Duration::from_secs(2)); // started, probes or capture up
+        if let Some(status) = tool.child.exited() {
+            println!("{name:<20} skipped: exited at start ({status})");
+            continue;
+        }
+        let pid = tool.child.id();
+        let dur = Duration::from_secs(5);
+        let pct = |ms: f64| ms / dur.as_secs_f64() / 10.0;
+        let c0 = cpu_ms(pid);
+        let rate = bulk(dur) / (1 << 20) as f64;
+        let c1 = cpu_ms(pid);
+        let (ls, _) = churn_listeners(2);
+        let made = churn(dur, ls);
+        let c2 = cpu_ms(pid);
+        let (ports, sender) = transfer_elsewhere(BYTES);
+        std::thread::sleep(Duration::from_secs(3)); // a refresh or two after it
+        let text = tool.output();
+        println!(
+            "{name:<20} bulk {:>5.1} % ({rate:.0} MiB/s), churn {:>5.1} % ({:.0} connections/s); \
+             {BYTES} B: {}",
+            pct(c1 - c0),
+            pct(c2 - c1),
+            made as f64 / dur.as_secs_f64(),
+            reported(name, &text, ports, sender)
+        );
+    }
+    // The TUI on the same loads: CPU only (its counts are the tracer's, as
+    // above).
+    if let Ok(tui) = Tui::start() {
+        let dur = Duration::from_secs(5);
+        let c0 = cpu_ms(tui.pid);
+        let rate = bulk(dur) / (1 << 20) as f64;
+        let c1 = cpu_ms(tui.pid);
+        let (ls, _) = churn_listeners(2);
+        let made = churn(dur, ls);
+        let c2 = cpu_ms(tui.pid);
+        println!(
+            "{:<20} bulk {:>5.1} % ({rate:.0} MiB/s), churn {:>5.1} % ({:.0} connections/s)",
+            "nettop (TUI)",
+            (c1 - c0) / dur.as_secs_f64() / 10.0,
+            (c2 - c1) / dur.as_secs_f64() / 10.0,
+            made as f64 / dur.as_secs_f64()
+        );
+    }
+    println!("goal: nettop's CPU ≤ 1/5 of bandwhich's, and exact where they are not");
+}
+
 fn main() {
     if let Some(n) = std::env::var("NETTOP_COST_HOLD").ok().and_then(|n| n.parse().ok()) {
         return hold(n);
+    }
+    if let Some(n) = std::env::var("NETTOP_COST_TRANSFER").ok().and_then(|n| n.parse().ok()) {
+        let (c, s) = transfer(n, Duration::from_millis(2500));
+        println!("{c} {s}");
+        return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -551,5 +763,8 @@ fn main() {
     }
     if want("memory") {
         memory();
+    }
+    if want("peers") {
+        peers();
     }
 }
