@@ -3,6 +3,7 @@
 //! (rates, filter, sort: once per refresh), to draw a frame, and both
 //! together — the worst frame a user sees. Target: ≤ 16 ms.
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nettop::Filter;
@@ -18,6 +19,17 @@ const N: u64 = 100_000;
 const S: u64 = 1_000_000_000;
 
 fn conns(round: u64) -> Vec<Connection> {
+    // 500 processes; as in the tracer, a process's connections share one owner.
+    let owners: Vec<Arc<Owner>> = (0..500u64)
+        .map(|p| {
+            Arc::new(Owner {
+                pid: 1000 + p as u32,
+                comm: format!("svc{p}"),
+                cmdline: format!("/usr/bin/svc{p} --port {}", 8000 + p),
+                ..Owner::default()
+            })
+        })
+        .collect();
     (0..N)
         .map(|i| Connection {
             id: i + 1,
@@ -30,12 +42,7 @@ fn conns(round: u64) -> Vec<Connection> {
                 rport: 443,
                 netns: 4026531840,
             },
-            owner: Owner {
-                pid: 1000 + (i % 500) as u32,
-                comm: format!("svc{}", i % 500),
-                cmdline: format!("/usr/bin/svc{} --port {}", i % 500, i % 60000),
-                ..Owner::default()
-            },
+            owner: owners[(i % 500) as usize].clone(),
             direction: if i % 2 == 0 { Direction::Outgoing } else { Direction::Incoming },
             state: if i % 50 == 0 { State::Closed } else { State::Open },
             bytes_sent: i * 7 * (round + 1),

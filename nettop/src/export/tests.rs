@@ -28,7 +28,7 @@ fn conn(id: u64, comm: &str, rport: u16, sent: u64, recv: u64) -> Connection {
     Connection {
         id,
         tuple: tuple(Proto::Tcp, 40000 + id as u16, rport),
-        owner: owner(comm),
+        owner: owner(comm).into(),
         direction: Direction::Outgoing,
         state: State::Open,
         bytes_sent: sent,

@@ -15,6 +15,7 @@ pub mod attribution;
 pub mod backfill;
 pub mod conntrack;
 pub mod model;
+mod owners;
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +30,11 @@ use tokio::sync::mpsc;
 use crate::filter::{Filter, Subject};
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
 use crate::worker::{StopFlag, Worker};
-use attribution::Attributor;
 use conntrack::{Change, Entry, Table};
 pub use model::{
     Connection, Direction, Event, EventConn, EventKind, Owner, Proto, State, Stats, Tuple,
 };
+use owners::Owners;
 
 /// How the tracer runs.
 #[derive(Clone, Debug)]
@@ -96,7 +97,7 @@ pub struct Info {
 struct Shared {
     probe: Probe,
     table: Table,
-    attribution: Attributor,
+    owners: Owners,
     config: Config,
     lost_seen: u64,
 }
@@ -175,7 +176,7 @@ impl Tracer {
         };
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout),
-            attribution: Attributor::new(),
+            owners: Owners::new(),
             probe,
             config,
             lost_seen: 0,
@@ -219,13 +220,13 @@ impl Tracer {
         if let Ok(live) = s.probe.conns() {
             s.table.sync(&live);
         }
-        let Shared { table, attribution, config, .. } = &mut *s;
+        let Shared { table, owners, config, .. } = &mut *s;
         let mut entries: Vec<&Entry> = table.entries().collect();
         entries.sort_unstable_by_key(|e| e.id);
         entries
             .into_iter()
             .filter_map(|e| {
-                let c = Connection::from_entry(e, entry_owner(attribution, e));
+                let c = Connection::from_entry(e, owners.of_entry(e));
                 wanted(config, &c.tuple, &c.owner, c.state, c.direction).then_some(c)
             })
             .collect()
@@ -259,18 +260,6 @@ impl Tracer {
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn owner(attribution: &mut Attributor, tgid: u32, comm: &[u8; 16]) -> Owner {
-    Owner::resolve(tgid, comm, attribution.lookup(tgid))
-}
-
-/// A backfilled socket that no process holds any more predates us.
-fn entry_owner(attribution: &mut Attributor, e: &Entry) -> Owner {
-    if e.backfilled && e.key.tgid == 0 {
-        return Owner::resolve(0, &e.comm, Err(attribution::Unattributed::BeforeStart));
-    }
-    owner(attribution, e.key.tgid, &e.comm)
 }
 
 fn wanted(config: &Config, tuple: &Tuple, owner: &Owner, state: State, dir: Direction) -> bool {
@@ -448,18 +437,18 @@ fn read_loop(
                 s.lost_seen = lost;
             }
         }
-        let Shared { attribution, config, .. } = &mut *s;
+        let Shared { owners, config, .. } = &mut *s;
         for (change, ts) in out {
-            if let Some(ev) = to_event(change, ts, attribution, config) {
+            if let Some(ev) = to_event(change, ts, owners, config) {
                 send(ev);
             }
         }
     }
 }
 
-fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config) -> Option<Event> {
-    let conn_event = |kind, e: &Entry, totals: bool, attribution: &mut Attributor| {
-        let conn = EventConn::new(Some(e.id), &e.key, e.direction, entry_owner(attribution, e));
+fn to_event(c: Change, ts_ns: u64, owners: &mut Owners, config: &Config) -> Option<Event> {
+    let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
+        let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e));
         let state = if kind == EventKind::Close { State::Closed } else { State::Open };
         wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
             event: kind,
@@ -472,13 +461,12 @@ fn to_event(c: Change, ts_ns: u64, attribution: &mut Attributor, config: &Config
         })
     };
     match c {
-        Change::Connect(e) => conn_event(EventKind::Connect, &e, false, attribution),
-        Change::Accept(e) => conn_event(EventKind::Accept, &e, false, attribution),
-        Change::Close(e) => conn_event(EventKind::Close, &e, true, attribution),
-        Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, attribution),
+        Change::Connect(e) => conn_event(EventKind::Connect, &e, false, owners),
+        Change::Accept(e) => conn_event(EventKind::Accept, &e, false, owners),
+        Change::Close(e) => conn_event(EventKind::Close, &e, true, owners),
+        Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, owners),
         Change::ConnectFailed { key, errno, comm } => {
-            let conn =
-                EventConn::new(None, &key, DIR_OUTGOING, owner(attribution, key.tgid, &comm));
+            let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm));
             wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
                 Event {
                     event: EventKind::ConnectFailed,

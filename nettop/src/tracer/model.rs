@@ -1,5 +1,6 @@
 //! What the tracer hands out: connections and events, ready to print.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use nettop_shared::{AF_INET, ConnKey, DIR_INCOMING, DIR_OUTGOING, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
@@ -177,7 +178,7 @@ pub struct Connection {
     #[serde(flatten)]
     pub tuple: Tuple,
     #[serde(flatten)]
-    pub owner: Owner,
+    pub owner: Arc<Owner>,
     pub direction: Direction,
     pub state: State,
     pub bytes_sent: u64,
@@ -196,7 +197,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn from_entry(e: &Entry, owner: Owner) -> Connection {
+    pub fn from_entry(e: &Entry, owner: Arc<Owner>) -> Connection {
         Connection {
             id: e.id,
             tuple: Tuple::new(&e.key),
@@ -256,12 +257,12 @@ pub struct EventConn {
     #[serde(flatten)]
     pub tuple: Tuple,
     #[serde(flatten)]
-    pub owner: Owner,
+    pub owner: Arc<Owner>,
     pub direction: Direction,
 }
 
 impl EventConn {
-    pub fn new(id: Option<u64>, key: &ConnKey, direction: u8, owner: Owner) -> EventConn {
+    pub fn new(id: Option<u64>, key: &ConnKey, direction: u8, owner: Arc<Owner>) -> EventConn {
         EventConn { id, tuple: Tuple::new(key), owner, direction: Direction::from_raw(direction) }
     }
 }

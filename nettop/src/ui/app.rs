@@ -1,6 +1,8 @@
 //! The TUI's state and what keys and the mouse do to it. Drawing lives in
 //! the sibling modules; this one never touches a terminal.
-use std::collections::{HashMap, HashSet, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -36,6 +38,8 @@ pub struct FilterInput {
 
 const EVENT_LOG: usize = 1000;
 const TIMELINE: usize = 64;
+/// How often timelines of gone connections are dropped.
+const TIMELINE_PRUNE_NS: u64 = 5_000_000_000;
 
 pub struct App {
     pub info: Info,
@@ -74,8 +78,13 @@ pub struct App {
     pub table_area: Rect,
     pub column_x: Vec<(u16, u16, Column)>,
 
-    pub events: VecDeque<Event>,
-    pub timelines: HashMap<u64, VecDeque<Event>>,
+    /// The events log and each connection's timeline share the events:
+    /// under churn, copying each one (owner strings and all) cost more
+    /// than everything else the TUI does with it.
+    pub events: VecDeque<Arc<Event>>,
+    pub timelines: FxHashMap<u64, VecDeque<Arc<Event>>>,
+    /// When timelines were last pruned (CLOCK_MONOTONIC ns).
+    pruned_ns: u64,
     /// While paused, the newest snapshot and the events since, kept for later.
     held: Option<Snapshot>,
     held_events: Vec<Event>,
@@ -113,7 +122,8 @@ impl App {
             table_area: Rect::default(),
             column_x: Vec::new(),
             events: VecDeque::new(),
-            timelines: HashMap::new(),
+            timelines: FxHashMap::default(),
+            pruned_ns: 0,
             held: None,
             held_events: Vec::new(),
         }
@@ -134,10 +144,16 @@ impl App {
         self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
         // Timelines of connections that are gone go with them (a moment
         // late: an event can come before its connection's first snapshot).
+        // Under churn there are hundreds of thousands: pruned every few
+        // seconds, and a recent event spares the search for the connection.
         let (rates, now) = (&self.rates, self.now_ns);
-        self.timelines.retain(|id, t| {
-            rates.has(*id) || t.back().is_some_and(|e| now.saturating_sub(e.ts_ns) < 10_000_000_000)
-        });
+        if now.saturating_sub(self.pruned_ns) >= TIMELINE_PRUNE_NS {
+            self.pruned_ns = now;
+            self.timelines.retain(|id, t| {
+                t.back().is_some_and(|e| now.saturating_sub(e.ts_ns) < 10_000_000_000)
+                    || rates.has(*id)
+            });
+        }
         self.rebuild();
     }
 
@@ -149,6 +165,7 @@ impl App {
             return;
         }
         for ev in events {
+            let ev = Arc::new(ev);
             if let Some(id) = ev.conn.as_ref().and_then(|c| c.id) {
                 let t = self.timelines.entry(id).or_default();
                 if t.len() == TIMELINE {

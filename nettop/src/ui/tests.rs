@@ -63,7 +63,8 @@ fn conn(
             container: None,
             cgroup: Some("/system.slice/x.service".into()),
             owner_note: None,
-        },
+        }
+        .into(),
         direction: dir,
         state: State::Open,
         bytes_sent: bytes.0,
@@ -204,6 +205,34 @@ fn an_open_group_lists_its_connections_in_the_sort_order() {
     assert_eq!(pids(&a), vec![1200, 3, 5, 1100, 1300]);
     key(&mut a, KeyCode::Char('S'));
     assert_eq!(pids(&a), vec![1300, 1100, 1200, 5, 3]);
+}
+
+#[test]
+fn timelines_of_gone_connections_are_dropped() {
+    let mut a = app();
+    let ev = |id| Event {
+        event: EventKind::Connect,
+        ts_ns: T0,
+        conn: Some(EventConn {
+            id: Some(id),
+            tuple: a.rows[0].tuple.clone(),
+            owner: a.rows[0].owner.clone(),
+            direction: Direction::Outgoing,
+        }),
+        bytes_sent: None,
+        bytes_recv: None,
+        errno: None,
+        lost: None,
+    };
+    let events = vec![ev(3), ev(99)];
+    a.push_events(events);
+    // Kept while recent, whether or not a snapshot lists them yet.
+    a.ingest(Snapshot { now_ns: T0 + 6 * S, conns: conns(3), stats: stats() });
+    assert!(a.timelines.contains_key(&3) && a.timelines.contains_key(&99));
+    // Old: kept only for a connection the snapshot still lists.
+    a.ingest(Snapshot { now_ns: T0 + 12 * S, conns: conns(4), stats: stats() });
+    assert!(a.timelines.contains_key(&3));
+    assert!(!a.timelines.contains_key(&99));
 }
 
 #[test]
