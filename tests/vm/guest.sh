@@ -60,8 +60,11 @@ for b in ${NETTOP_VM_BACKENDS:-$default_backends}; do
     # other value is a test-name filter.
     tracker_filter=${NETTOP_VM_TRACKER:-1}
     [ "$tracker_filter" = 1 ] && tracker_filter=
+    # With NETTOP_DEBUG_EVENTS the raw events of passing tests are kept too.
+    nocapture=
+    [ -n "${NETTOP_DEBUG_EVENTS:-}" ] && nocapture=--nocapture
     # shellcheck disable=SC2086 # a test-name filter
-    [ "$tracker_filter" = 0 ] || check tracker-"$b" env NETTOP_BACKEND="$b" ./tracker --test-threads=1 $tracker_filter
+    [ "$tracker_filter" = 0 ] || check tracker-"$b" env NETTOP_BACKEND="$b" ./tracker --test-threads=1 $nocapture $tracker_filter
 done
 grep -q "fail$" /out/results && exit 1
 exit 0
