@@ -87,6 +87,35 @@ impl Watch {
         }
     }
 
+    /// Like `wait_for`, but where the kernel reports skipped runs of our
+    /// programs, a condition that may never hold (a skipped run can lose an
+    /// event) ends the wait once no event has come for 5 s; the caller then
+    /// counts what is missing against the skipped runs (`exact`).
+    fn wait_for_unless_skipped(&self, what: &str, pred: impl Fn(&[Event]) -> bool) {
+        let start = Instant::now();
+        let (mut seen, mut since) = (0, Instant::now());
+        loop {
+            let n = {
+                let evs = self.events.lock().unwrap();
+                if pred(&evs) {
+                    return;
+                }
+                evs.len()
+            };
+            if n != seen {
+                (seen, since) = (n, Instant::now());
+            }
+            if since.elapsed() > Duration::from_secs(5) && missed(&self.tracer.stats()) > 0 {
+                eprintln!("stopped waiting for {what}: no event for 5 s, skipped runs reported");
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return self.wait_for(what, pred); // fails with the details
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn finish(self) -> (Vec<Connection>, Vec<Event>, nettop::Stats) {
         let conns = self.tracer.connections();
         let stats = self.tracer.stats();
@@ -343,7 +372,7 @@ fn a_burst_of_5000_connections_is_seen_whole() {
     }
     server.join().unwrap();
     let count = |e: &[Event]| e.iter().filter(|e| e.event == EventKind::Close).count();
-    w.wait_for("every close", |e| count(e) >= 2 * N);
+    w.wait_for_unless_skipped("every close", |e| count(e) >= 2 * N);
     let (_, events, stats) = w.finish();
     assert_eq!(
         (stats.events_lost, stats.events_dropped, stats.conn_map_full),
@@ -389,16 +418,32 @@ fn a_burst_of_5000_connections_is_seen_whole() {
     for p in &ports {
         *expected.entry(*p).or_insert(0) += 1;
     }
+    // Closes that never came (both ends) are spoiled counts too.
+    let missing_closes = (2 * N).saturating_sub(count(&events)) as u64;
+    let spoiled = unexact.len() as u64 + missing_closes;
     assert!(
-        unexact.len() as u64 <= missed,
-        "{} client closes without exactly 3/5 bytes, {missed} skipped runs reported: {}",
+        spoiled <= missed,
+        "{} client closes without exactly 3/5 bytes and {missing_closes} closes missing, \
+         {missed} skipped runs reported: {}",
         unexact.len(),
         unexact.join("\n")
     );
-    eprintln!("burst: {} closes inexact, {missed} skipped runs reported", unexact.len());
-    let missing: Vec<_> =
+    eprintln!(
+        "burst: {} closes inexact, {missing_closes} missing, {missed} skipped runs reported",
+        unexact.len()
+    );
+    let odd: Vec<_> =
         expected.iter().filter(|(p, n)| client_closes.get(p) != Some(n)).take(5).collect();
-    assert_eq!(client_closes, expected, "closes missing or extra for ports {missing:?}");
+    if missing_closes == 0 {
+        assert_eq!(client_closes, expected, "closes missing or extra for ports {odd:?}");
+    } else {
+        // Every port's closes are there, but for the missing ones: none extra.
+        assert!(
+            expected.iter().all(|(p, n)| client_closes.get(p).is_none_or(|c| c <= n))
+                && client_closes.keys().all(|p| expected.contains_key(p)),
+            "extra closes for ports {odd:?}"
+        );
+    }
 }
 
 /// Run `f` on a thread in a fresh network namespace with loopback up.
@@ -449,7 +494,7 @@ fn counts_stay_exact_while_the_tables_are_read_without_pause() {
         }
         server.join().unwrap();
         let sport = addr.port();
-        w.wait_for("every close", |e| {
+        w.wait_for_unless_skipped("every close", |e| {
             ports
                 .iter()
                 .all(|&p| !closes(e, p, sport).is_empty() && !closes(e, sport, p).is_empty())
@@ -465,9 +510,10 @@ fn counts_stay_exact_while_the_tables_are_read_without_pause() {
         for (l, r) in [(p, sport), (sport, p)] {
             let c = closes(&events, l, r);
             let what = format!("{l}->{r} after {reads} table reads: {c:?}; {stats:?}");
-            assert_eq!(c.len(), 1, "{what}");
-            let got = (c[0].bytes_sent, c[0].bytes_recv);
-            exact(got, (Some(300), Some(300)), missed(&stats), &mut spoiled, &what);
+            // A close that never came is a spoiled count; two are a bug.
+            assert!(c.len() <= 1, "{what}");
+            let got = c.first().map(|c| (c.bytes_sent, c.bytes_recv));
+            exact(got, Some((Some(300), Some(300))), missed(&stats), &mut spoiled, &what);
         }
     }
     eprintln!("{reads} table reads while tracing");
