@@ -15,8 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The release binary; NETTOP_BIN where it has moved (inside the VMs).
 fn nettop() -> &'static str {
-    env!("CARGO_BIN_EXE_nettop")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").into())
+    })
 }
 
 fn backend() -> String {

@@ -52,6 +52,11 @@ else
     default_backends="kprobe fentry"
 fi
 for b in ${NETTOP_VM_BACKENDS:-$default_backends}; do
+    if [ -n "${NETTOP_VM_BENCH:-}" ]; then
+        # shellcheck disable=SC2086 # a list of parts
+        check bench-"$b" env NETTOP_BACKEND="$b" ./cost $NETTOP_VM_BENCH
+        continue
+    fi
     check offsets-"$b" sh -c "./nettop --backend $b offsets --json --offsets guess >/out/offsets-$b.json"
     # shellcheck disable=SC2086 # test-name filters
     check integration-"$b" env NETTOP_BACKEND="$b" NETTOP_EXPECT_BACKEND="$b" \
