@@ -136,11 +136,6 @@ pub const EV_CONNECT_FAILED: u8 = 4;
 pub const EV_RETRANSMIT: u8 = 5;
 pub const EV_SOCK_CLOSE: u8 = 6;
 
-/// `Event::cause`: tcp_close(), the owner's close().
-pub const CAUSE_CLOSE_CALL: u8 = 1;
-/// `Event::cause`: the socket's change to TCP_CLOSE.
-pub const CAUSE_STATE_CLOSE: u8 = 2;
-
 /// One ring-buffer record (`struct nettop_event`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,9 +151,13 @@ pub struct Event {
     pub err: i32,
     pub kind: u8,
     pub direction: u8,
-    /// What ended a connection (`CAUSE_*`); 0 for other events.
+    /// What ended a connection: 1 the close call, 2 the change to CLOSE
+    /// (`NETTOP_CAUSE_*` in probes/nettop.h; only logged, for diagnosis);
+    /// 0 for other events.
     pub cause: u8,
-    /// The socket's TCP state when the event was made.
+    /// The socket's TCP state when the event was made (at the change to
+    /// CLOSE, the state it leaves: the kernel stores the new one after the
+    /// tracepoint).
     pub sk_state: u8,
     pub _pad: [u8; 4],
     pub comm: [u8; 16],

@@ -19,7 +19,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(2);
 
 /// Past this many entries, stale ones are dropped on insert, so a caller
 /// that never calls `expire` still cannot grow the cache without bound.
-const MAX_ENTRIES: usize = 16_384;
+pub(crate) const MAX_ENTRIES: usize = 16_384;
 
 /// The initial pid namespace has a fixed inode (PROC_PID_INIT_INO).
 const INIT_PID_NS: &str = "pid:[4026531836]";

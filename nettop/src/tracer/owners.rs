@@ -12,9 +12,6 @@ use super::attribution::{self, Attributor, Unattributed};
 use super::conntrack::Entry;
 use super::model::Owner;
 
-/// At most this many processes are remembered; past it, stale ones go.
-const MAX_ENTRIES: usize = 16_384;
-
 pub struct Owners {
     attribution: Attributor,
     cache: FxHashMap<u32, (Instant, Arc<Owner>)>,
@@ -36,7 +33,8 @@ impl Owners {
         match self.attribution.lookup(tgid) {
             Ok(info) => {
                 let owner = Arc::new(Owner::resolve(tgid, comm, Ok(info)));
-                if self.cache.len() >= MAX_ENTRIES {
+                // As many processes as the attribution cache remembers.
+                if self.cache.len() >= attribution::MAX_ENTRIES {
                     self.cache.retain(|_, (at, _)| at.elapsed() < attribution::DEFAULT_TTL);
                 }
                 self.cache.insert(tgid, (Instant::now(), owner.clone()));
