@@ -485,8 +485,10 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
     if (proto == IPPROTO_TCP) {
         /* Data moved: the connection is established, even if its
          * ESTABLISHED change raced with the connect hook (threaded softirq
-         * on another CPU, as on PREEMPT_RT). */
-        s->established = 1;
+         * on another CPU, as on PREEMPT_RT). Written only once: a store on
+         * every packet would dirty the record's cache line. */
+        if (!s->established)
+            s->established = 1;
         open_tcp(o, sk, s);
         if (!s->has_key)
             return;
@@ -506,7 +508,8 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         __sync_fetch_and_add(&c->bytes_recv, ret);
         __sync_fetch_and_add(&c->msgs_recv, 1);
     }
-    c->last_ns = bpf_ktime_get_ns();
+    /* No clock read here: at ~35 ns it was a fifth of this handler's cost
+     * per packet. Userspace dates activity by when the counters move. */
 }
 
 /* tcp_close (process context), or the change to CLOSE (any context): the

@@ -134,7 +134,7 @@ struct nettop_conn_stats {
     __u64 msgs_sent; /* successful send calls (datagrams for UDP) */
     __u64 msgs_recv;
     __u64 first_ns;
-    __u64 last_ns;
+    __u64 last_ns; /* = first_ns: the probe does not date each packet */
     __u64 sk;
     __u32 retransmits;
     __u8 direction;

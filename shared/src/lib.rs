@@ -100,6 +100,9 @@ pub struct ConnStats {
     pub msgs_sent: u64,
     pub msgs_recv: u64,
     pub first_ns: u64,
+    /// The probe sets it with `first_ns` and leaves it (a clock read per
+    /// packet costs too much); the connection table dates activity by when
+    /// it sees the counters move.
     pub last_ns: u64,
     pub sk: u64,
     pub retransmits: u32,

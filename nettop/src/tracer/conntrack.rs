@@ -182,8 +182,11 @@ impl Table {
         Some(Change::Close(e.clone()))
     }
 
-    /// Take in the kernel's current counters of every live connection.
-    pub fn sync(&mut self, live: &[(ConnKey, ConnStats)]) {
+    /// Take in the kernel's current counters of every live connection, read
+    /// at `now_ns`. A connection whose message counts moved since the last
+    /// sync was active at `now_ns`: that is its `last_ns`, to the interval
+    /// between syncs.
+    pub fn sync(&mut self, live: &[(ConnKey, ConnStats)], now_ns: u64) {
         for (key, stats) in live {
             let id = &mut self.last_id;
             let e = self
@@ -191,7 +194,11 @@ impl Table {
                 .entry(*key)
                 .or_insert_with(|| Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
             if e.closed_ns.is_none() {
+                let moved =
+                    (stats.msgs_sent, stats.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
+                let last = if moved { now_ns } else { e.stats.last_ns };
                 e.stats = *stats;
+                e.stats.last_ns = last.max(stats.last_ns);
                 if e.direction == DIR_UNKNOWN {
                     e.direction = stats.direction;
                 }
@@ -271,12 +278,12 @@ mod tests {
         let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
         let k = key(IPPROTO_TCP, 1000, 80);
         assert!(matches!(t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None)[..], [Change::Connect(_)]));
-        t.sync(&[(k, ConnStats { bytes_sent: 100, bytes_recv: 5, ..Default::default() })]);
+        t.sync(&[(k, ConnStats { bytes_sent: 100, bytes_recv: 5, ..Default::default() })], 0);
         let out = t.apply(&ev(EV_CLOSE, k, 512, 32768), SEC, |_| None);
         let [Change::Close(e)] = &out[..] else { panic!("{out:?}") };
         assert_eq!((e.bytes_sent(), e.bytes_recv()), (512, 32768));
         // A late sync of stale counters does not rewrite a closed entry.
-        t.sync(&[(k, ConnStats { bytes_sent: 100, ..Default::default() })]);
+        t.sync(&[(k, ConnStats { bytes_sent: 100, ..Default::default() })], 0);
         assert_eq!(t.get(&k).unwrap().bytes_sent(), 512);
         t.expire_closed(5 * SEC);
         assert!(t.get(&k).is_some(), "still lingering");
@@ -303,7 +310,10 @@ mod tests {
         other.tgid = 43;
         let stats =
             |sent, last_ns, sk| ConnStats { bytes_sent: sent, last_ns, sk, ..Default::default() };
-        t.sync(&[(a, stats(10, SEC, 7)), (b, stats(20, 20 * SEC, 7)), (other, stats(5, SEC, 8))]);
+        t.sync(
+            &[(a, stats(10, SEC, 7)), (b, stats(20, 20 * SEC, 7)), (other, stats(5, SEC, 8))],
+            0,
+        );
         // a and other idle since 1 s: at 32 s they expire, b (20 s) does not.
         let out = t.expire_udp(32 * SEC);
         assert_eq!(out.len(), 2);
@@ -319,6 +329,30 @@ mod tests {
     }
 
     #[test]
+    fn activity_is_dated_by_the_sync_that_sees_the_counters_move() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_UDP, 53, 1111);
+        // The probe dates only the flow's start.
+        let at = |msgs, ns| ConnStats {
+            msgs_sent: msgs,
+            first_ns: ns,
+            last_ns: ns,
+            ..Default::default()
+        };
+        t.sync(&[(k, at(0, SEC))], 2 * SEC);
+        assert_eq!(t.get(&k).unwrap().stats.last_ns, SEC, "no traffic yet");
+        t.sync(&[(k, at(3, SEC))], 10 * SEC);
+        assert_eq!(t.get(&k).unwrap().stats.last_ns, 10 * SEC);
+        t.sync(&[(k, at(3, SEC))], 20 * SEC);
+        assert_eq!(t.get(&k).unwrap().stats.last_ns, 10 * SEC, "unchanged counters: idle");
+        // Idle from 10 s: alive at 39 s, ended at 41 s.
+        assert!(t.expire_udp(39 * SEC).is_empty());
+        t.sync(&[(k, at(4, SEC))], 40 * SEC);
+        assert!(t.expire_udp(69 * SEC).is_empty(), "a send at 40 s keeps it");
+        assert_eq!(t.expire_udp(71 * SEC).len(), 1);
+    }
+
+    #[test]
     fn backfill_adds_what_the_probe_had_not_counted() {
         let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
         let k = key(IPPROTO_TCP, 2000, 443);
@@ -329,7 +363,7 @@ mod tests {
             (1000, 3000),
             Some(ConnStats { bytes_sent: 100, ..Default::default() }),
         );
-        t.sync(&[(k, ConnStats { bytes_sent: 150, bytes_recv: 10, ..Default::default() })]);
+        t.sync(&[(k, ConnStats { bytes_sent: 150, bytes_recv: 10, ..Default::default() })], 0);
         let e = t.get(&k).unwrap();
         assert_eq!((e.bytes_sent(), e.bytes_recv()), (1050, 3010));
         assert!(e.backfilled);

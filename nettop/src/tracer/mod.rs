@@ -218,7 +218,7 @@ impl Tracer {
         // Fresh counters; ending idle flows stays with the reader, which
         // turns every end into an event.
         if let Ok(live) = s.probe.conns() {
-            s.table.sync(&live);
+            s.table.sync(&live, monotonic_ns());
         }
         let Shared { table, owners, config, .. } = &mut *s;
         let mut entries: Vec<&Entry> = table.entries().collect();
@@ -274,10 +274,10 @@ fn wanted(config: &Config, tuple: &Tuple, owner: &Owner, state: State, dir: Dire
 /// Pull the kernel's counters into the table, end idle UDP flows, forget
 /// what lingered long enough. Returns the ends it caused.
 fn refresh(s: &mut Shared) -> Vec<Change> {
-    if let Ok(live) = s.probe.conns() {
-        s.table.sync(&live);
-    }
     let now = monotonic_ns();
+    if let Ok(live) = s.probe.conns() {
+        s.table.sync(&live, now);
+    }
     let ended = s.table.expire_udp(now);
     for c in &ended {
         if let Change::Close(e) = c {
