@@ -7,6 +7,7 @@ use nettop::tracer::{Event, EventKind, Tracer};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::escape;
+use super::event_json::EventWriter;
 
 pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -41,16 +42,19 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
     }
     // One write per batch, not per event: the lines go out as soon as no
     // further event is waiting.
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut writer = EventWriter::default();
     loop {
         tokio::select! {
             ev = events.next() => match ev {
                 Some(ev) => {
-                    print_event(&mut out, &ev, json)?;
+                    print_event(&mut buf, &mut writer, &ev, json)?;
                     while let Some(ev) = events.try_next() {
-                        print_event(&mut out, &ev, json)?;
+                        print_event(&mut buf, &mut writer, &ev, json)?;
                     }
-                    out.flush().context("write to stdout")?;
+                    stdout.write_all(&buf).and_then(|()| stdout.flush()).context("write to stdout")?;
+                    buf.clear();
                 }
                 None => break,
             },
@@ -58,7 +62,7 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
             _ = int.recv() => break,
         }
     }
-    drop(out);
+    drop(stdout);
     let stats = tracer.stats();
     tracer.stop();
     if json {
@@ -69,11 +73,11 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_event(out: &mut impl Write, ev: &Event, json: bool) -> Result<()> {
+fn print_event(out: &mut Vec<u8>, writer: &mut EventWriter, ev: &Event, json: bool) -> Result<()> {
     if json {
         // serde_json escapes control characters in strings.
-        serde_json::to_writer(&mut *out, ev)?;
-        writeln!(out)?;
+        writer.write(out, ev)?;
+        out.push(b'\n');
         return Ok(());
     }
     let kind = serde_json::to_value(ev.event)?.as_str().unwrap_or("?").to_owned();

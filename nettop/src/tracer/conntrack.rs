@@ -2,6 +2,7 @@
 //! and the backfill of connections older than nettop into one entry per
 //! connection. Pure logic: the caller does every read and write of BPF maps.
 use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use nettop_shared::{
@@ -77,8 +78,14 @@ pub enum Change {
     Retransmit(Entry),
 }
 
+/// Open connections are hashed by tuple; closed ones only wait out their
+/// linger, in the order they closed. Under churn nearly every entry is a
+/// closed one (5 s of them at tens of thousands a second): kept out of the
+/// hash, they neither slow the lookup of every event nor cost a scan to
+/// expire.
 pub struct Table {
-    entries: HashMap<ConnKey, Entry>,
+    open: HashMap<ConnKey, Entry>,
+    closed: VecDeque<Entry>,
     last_id: u64,
     linger_ns: u64,
     udp_timeout_ns: u64,
@@ -87,28 +94,38 @@ pub struct Table {
 impl Table {
     pub fn new(linger: Duration, udp_timeout: Duration) -> Table {
         Table {
-            entries: HashMap::default(),
+            open: HashMap::default(),
+            closed: VecDeque::new(),
             last_id: 0,
             linger_ns: linger.as_nanos() as u64,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,
         }
     }
 
+    /// Open connections, then closed ones.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.open.values().chain(&self.closed)
     }
 
+    pub fn open_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.open.values()
+    }
+
+    /// How many are open, and closed.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.open.len() as u64, self.closed.len() as u64)
+    }
+
+    /// The open connection with this tuple, else the latest closed one.
     pub fn get(&self, key: &ConnKey) -> Option<&Entry> {
-        self.entries.get(key)
+        self.open.get(key).or_else(|| self.closed.iter().rev().find(|e| e.key == *key))
     }
 
+    /// A closed tuple seen again (a reused port) is a new connection: the
+    /// closed one lingers beside it.
     fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
         let id = &mut self.last_id;
-        let e = self.entries.entry(key).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
-        if e.closed_ns.is_some() {
-            // The same tuple again (a reused port): a new connection.
-            *e = Entry::new(id, key, sk, direction, comm);
-        }
+        let e = self.open.entry(key).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
         if e.direction == DIR_UNKNOWN {
             e.direction = direction;
         }
@@ -139,8 +156,7 @@ impl Table {
                 e.stats.msgs_recv = ev.msgs_recv;
                 e.stats.retransmits = ev.retransmits;
                 e.stats.last_ns = ev.ts_ns;
-                e.closed_ns = Some(now_ns);
-                vec![Change::Close(e.clone())]
+                self.close(&ev.key, None, now_ns).into_iter().collect()
             }
             EV_CONNECT_FAILED => vec![Change::ConnectFailed {
                 key: ev.key,
@@ -154,9 +170,9 @@ impl Table {
             }
             EV_SOCK_CLOSE => {
                 let keys: Vec<ConnKey> = self
-                    .entries
+                    .open
                     .values()
-                    .filter(|e| e.is_udp() && e.sk == ev.sk && e.closed_ns.is_none())
+                    .filter(|e| e.is_udp() && e.sk == ev.sk)
                     .map(|e| e.key)
                     .collect();
                 keys.into_iter()
@@ -171,37 +187,40 @@ impl Table {
     }
 
     fn close(&mut self, key: &ConnKey, last: Option<ConnStats>, now_ns: u64) -> Option<Change> {
-        let e = self.entries.get_mut(key)?;
-        if e.closed_ns.is_some() {
-            return None;
-        }
+        let mut e = self.open.remove(key)?;
         if let Some(s) = last {
             e.stats = s;
         }
         e.closed_ns = Some(now_ns);
-        Some(Change::Close(e.clone()))
+        let change = Change::Close(e.clone());
+        self.closed.push_back(e);
+        Some(change)
     }
 
     /// Take in the kernel's current counters of every live connection, read
     /// at `now_ns`. A connection whose message counts moved since the last
     /// sync was active at `now_ns`: that is its `last_ns`, to the interval
     /// between syncs.
+    ///
+    /// A closed tuple in `live` is a new connection on it, never a stale
+    /// read of the old one: the probe deletes a connection's entry before
+    /// it reports the close, and the caller reads the kernel's table and
+    /// applies events under one lock, so a close is never applied between
+    /// the read of a snapshot and its sync.
     pub fn sync(&mut self, live: &[(ConnKey, ConnStats)], now_ns: u64) {
         for (key, stats) in live {
             let id = &mut self.last_id;
             let e = self
-                .entries
+                .open
                 .entry(*key)
                 .or_insert_with(|| Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
-            if e.closed_ns.is_none() {
-                let moved =
-                    (stats.msgs_sent, stats.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
-                let last = if moved { now_ns } else { e.stats.last_ns };
-                e.stats = *stats;
-                e.stats.last_ns = last.max(stats.last_ns);
-                if e.direction == DIR_UNKNOWN {
-                    e.direction = stats.direction;
-                }
+            let moved =
+                (stats.msgs_sent, stats.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
+            let last = if moved { now_ns } else { e.stats.last_ns };
+            e.stats = *stats;
+            e.stats.last_ns = last.max(stats.last_ns);
+            if e.direction == DIR_UNKNOWN {
+                e.direction = stats.direction;
             }
         }
     }
@@ -216,12 +235,11 @@ impl Table {
         bytes_now: (u64, u64),
         counted: Option<ConnStats>,
     ) {
-        if self.entries.get(&key).is_some_and(|e| e.born) {
+        if self.open.get(&key).is_some_and(|e| e.born) {
             return;
         }
         let id = &mut self.last_id;
-        let e =
-            self.entries.entry(key).or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
+        let e = self.open.entry(key).or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
         e.backfilled = true;
         e.direction = direction;
         let counted = counted.unwrap_or_default();
@@ -233,9 +251,9 @@ impl Table {
     /// caller removes them from the kernel's table.
     pub fn expire_udp(&mut self, now_ns: u64) -> Vec<Change> {
         let idle: Vec<ConnKey> = self
-            .entries
+            .open
             .values()
-            .filter(|e| e.is_udp() && e.closed_ns.is_none())
+            .filter(|e| e.is_udp())
             .filter(|e| now_ns.saturating_sub(e.stats.last_ns) > self.udp_timeout_ns)
             .map(|e| e.key)
             .collect();
@@ -245,7 +263,13 @@ impl Table {
     /// Forget closed connections whose linger is over.
     pub fn expire_closed(&mut self, now_ns: u64) {
         let linger = self.linger_ns;
-        self.entries.retain(|_, e| e.closed_ns.is_none_or(|c| now_ns.saturating_sub(c) < linger));
+        while self
+            .closed
+            .front()
+            .is_some_and(|e| e.closed_ns.is_some_and(|c| now_ns.saturating_sub(c) >= linger))
+        {
+            self.closed.pop_front();
+        }
     }
 }
 
@@ -282,13 +306,34 @@ mod tests {
         let out = t.apply(&ev(EV_CLOSE, k, 512, 32768), SEC, |_| None);
         let [Change::Close(e)] = &out[..] else { panic!("{out:?}") };
         assert_eq!((e.bytes_sent(), e.bytes_recv()), (512, 32768));
-        // A late sync of stale counters does not rewrite a closed entry.
-        t.sync(&[(k, ConnStats { bytes_sent: 100, ..Default::default() })], 0);
-        assert_eq!(t.get(&k).unwrap().bytes_sent(), 512);
+        assert_eq!(t.counts(), (0, 1));
         t.expire_closed(5 * SEC);
         assert!(t.get(&k).is_some(), "still lingering");
         t.expire_closed(6 * SEC + 1);
         assert!(t.get(&k).is_none());
+        assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_reused_tuple_is_a_new_connection_beside_the_lingering_one() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_TCP, 1000, 80);
+        t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None);
+        t.apply(&ev(EV_CLOSE, k, 512, 7), SEC, |_| None);
+        // The kernel counts the tuple again: a new connection, counted from zero.
+        t.sync(&[(k, ConnStats { bytes_sent: 100, ..Default::default() })], 2 * SEC);
+        t.apply(&ev(EV_CONNECT, k, 0, 0), 2 * SEC, |_| None);
+        let all: Vec<(u64, u64, bool)> =
+            t.entries().map(|e| (e.id, e.bytes_sent(), e.closed_ns.is_some())).collect();
+        assert_eq!(all, [(2, 100, false), (1, 512, true)]);
+        assert_eq!(t.counts(), (1, 1));
+        // Its close is reported once; both then linger and go in close order.
+        let out = t.apply(&ev(EV_CLOSE, k, 300, 0), 3 * SEC, |_| None);
+        assert!(matches!(&out[..], [Change::Close(e)] if e.id == 2 && e.bytes_sent() == 300));
+        t.expire_closed(6 * SEC + 1);
+        assert_eq!(t.entries().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        t.expire_closed(8 * SEC + 1);
+        assert_eq!(t.counts(), (0, 0));
     }
 
     #[test]

@@ -235,10 +235,7 @@ impl Tracer {
     pub fn stats(&self) -> Stats {
         let s = lock(&self.shared);
         let counters = s.probe.counters().unwrap_or_default();
-        let (open, closed) = s
-            .table
-            .entries()
-            .fold((0, 0), |(o, c), e| if e.closed_ns.is_some() { (o, c + 1) } else { (o + 1, c) });
+        let (open, closed) = s.table.counts();
         Stats {
             events_lost: counters[Counter::EventsLost as usize],
             events_dropped: self.dropped.load(Ordering::Relaxed),
@@ -282,7 +279,7 @@ fn refresh(s: &mut Shared) -> Vec<Change> {
     for c in &ended {
         if let Change::Close(e) = c {
             s.probe.remove_conn(&e.key);
-            if !s.table.entries().any(|o| o.sk == e.sk && o.closed_ns.is_none()) {
+            if !s.table.open_entries().any(|o| o.sk == e.sk) {
                 s.probe.remove_sock(e.sk);
             }
         }
