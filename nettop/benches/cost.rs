@@ -419,6 +419,12 @@ impl Tui {
 impl Drop for Tui {
     fn drop(&mut self) {
         let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).status();
+        // Gone before the next part starts, or its CPU would count there.
+        let gone = || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
