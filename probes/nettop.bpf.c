@@ -23,10 +23,16 @@ struct {
 } offsets SEC(".maps");
 
 /* Sized by userspace at load time (--max-connections). Plain hashes, not
- * LRU: a full table is counted, never silently evicted. */
+ * LRU: a full table is counted, never silently evicted. Preallocated as
+ * declared; where the kernel allocates hash entries safely in tracing
+ * programs (6.1 on), userspace rewrites map_flags to BPF_F_NO_PREALLOC in
+ * the object's BTF before loading, so memory grows with use. The 0 here
+ * must stay the only zero-length array type in the object: that array's
+ * length is what gets rewritten. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
+    __uint(map_flags, 0);
     __type(key, struct nettop_conn_key);
     __type(value, struct nettop_conn_stats);
 } conns SEC(".maps");
@@ -34,6 +40,7 @@ struct {
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 65536);
+    __uint(map_flags, 0);
     __type(key, struct nettop_sock_key);
     __type(value, struct nettop_sock_state);
 } socks SEC(".maps");

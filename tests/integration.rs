@@ -128,7 +128,11 @@ struct Trace {
 
 impl Trace {
     fn start() -> (Trace, Value) {
-        let mut child = nettop(&["trace", "--json"])
+        Trace::start_with(&[])
+    }
+
+    fn start_with(options: &[&str]) -> (Trace, Value) {
+        let mut child = nettop(&[options, &["trace", "--json"]].concat())
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn nettop trace");
@@ -187,6 +191,35 @@ fn exchange(listen: &str) -> (u16, u16) {
 const EVENT_KEYS: [&str; 11] = [
     "event", "ts_ns", "proto", "family", "pid", "comm", "laddr", "lport", "raddr", "rport", "netns",
 ];
+
+/// From 6.1 the connection and socket maps are allocated as they fill;
+/// before, they are preallocated (the kernel's rules for tracing programs).
+/// What the ready line says is what the kernel holds.
+#[test]
+fn maps_grow_with_use_from_6_1() {
+    let _g = serial();
+    let (trace, ready) = Trace::start_with(&["--max-connections", "3001"]);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap());
+    let (major, minor) = (v.next().unwrap(), v.next().unwrap());
+    let preallocated = ready["maps_preallocated"].as_bool().expect("maps_preallocated");
+    assert_eq!(preallocated, (major, minor) < (6, 1), "{release}: {ready}");
+    // The two hash maps sized by --max-connections, as the kernel sees them.
+    let mut flags = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{}/fdinfo", trace.child.id())).unwrap() {
+        let info = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
+        let field =
+            |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_owned());
+        if field("map_type:").as_deref() == Some("1")
+            && field("max_entries:").as_deref() == Some("3001")
+        {
+            flags.push(field("map_flags:").unwrap());
+        }
+    }
+    let want = if preallocated { "0x0" } else { "0x1" };
+    assert_eq!(flags, [want, want], "{ready}");
+    trace.interrupt();
+}
 
 #[test]
 fn trace_json_streams_ready_then_events_with_final_totals() {

@@ -70,6 +70,7 @@ fn main() {
         verified: Some(true),
         guess_ms: Some(5.0),
         ipv6: true,
+        maps_preallocated: false,
         backfill_error: None,
     };
     let rounds = 15;

@@ -225,6 +225,37 @@ impl<'a> Btf<'a> {
     }
 }
 
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_VAR: u32 = 14;
+
+/// Where, in a probe object's BTF, the `map_flags` of the BTF-defined map
+/// `map` is held: the byte offset of the element count of the array type
+/// that `__uint(map_flags, N)` declares.
+pub fn map_flags_at(btf: &[u8], map: &str) -> Result<usize> {
+    let b = Btf::parse(btf)?;
+    let kind = |id: u32| b.header(id).map(|(_, info, _, _)| (info >> 24) & 0x1f);
+    let var = (1..=b.starts.len() as u32)
+        .find(|&id| {
+            b.header(id).is_some_and(|(n, info, _, _)| {
+                (info >> 24) & 0x1f == KIND_VAR && b.name(n) == map.as_bytes()
+            })
+        })
+        .with_context(|| format!("no map {map} in the object's BTF"))?;
+    let def = b.header(var).and_then(|(_, _, t, _)| b.composite(t)).context("map definition")?;
+    let member = b
+        .find_member(def, b"map_flags", 0)
+        .with_context(|| format!("map {map} declares no map_flags"))?;
+    let (_, _, array, _) = b.header(member.type_id).context("map_flags type")?;
+    if kind(member.type_id) != Some(KIND_PTR) || kind(array) != Some(KIND_ARRAY) {
+        bail!("map {map}: map_flags is not declared with __uint");
+    }
+    let (_, _, _, record) = b.header(array).context("map_flags array")?;
+    // Header, then the types; btf_array is {type, index_type, nelems}.
+    let types_at = u32_at(btf, 4).context("header")? + u32_at(btf, 8).context("header")?;
+    Ok(types_at as usize + record + 8)
+}
+
 struct Member {
     type_id: u32,
     bit_offset: u32,

@@ -6,10 +6,12 @@ pub mod btf;
 pub mod guess;
 pub mod guessing;
 pub mod kprobe_events;
+pub mod map_flags;
 pub mod privileges;
 pub mod prog_info;
 pub mod tracefs;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -86,6 +88,9 @@ pub struct Probe {
     verification: Option<Verification>,
     btf_path: PathBuf,
     mode: OffsetsMode,
+    /// The connection and socket maps are preallocated for
+    /// --max-connections (else their entries are allocated as they come).
+    pub maps_preallocated: bool,
 }
 
 /// The outcome of the BTF cross-check.
@@ -115,6 +120,19 @@ impl Probe {
         // One loader for every backend tried: making one parses the
         // kernel's whole BTF (tens of milliseconds), which the object does
         // not even need (no CO-RE relocations: that is what guessing is for).
+        let grow = map_flags::can_grow(parse_release(&kernel_release()));
+        let object: Cow<[u8]> = if grow {
+            Cow::Owned(
+                map_flags::with_map_flags(
+                    OBJECT,
+                    &map_flags::GROWING_MAPS,
+                    map_flags::BPF_F_NO_PREALLOC,
+                )
+                .context("fit the probe object's map flags")?,
+            )
+        } else {
+            Cow::Borrowed(OBJECT)
+        };
         let mut loader = EbpfLoader::new();
         loader
             .btf(None)
@@ -123,7 +141,7 @@ impl Probe {
             .map_max_entries("events", config.ring_bytes);
         for backend in config.backend.order() {
             let attempt = (|| -> Result<Probe> {
-                let mut ebpf = loader.load(OBJECT).context("load the probe object")?;
+                let mut ebpf = loader.load(&object).context("load the probe object")?;
                 let mut settings: Array<_, nettop_shared::Config> =
                     Array::try_from(ebpf.map_mut("config").context("map config")?)?;
                 let tp_connect = u32::from(backend == Backend::Tracepoint);
@@ -143,6 +161,7 @@ impl Probe {
                     verification: None,
                     btf_path: btf_path.clone(),
                     mode: config.offsets,
+                    maps_preallocated: !grow,
                 };
                 if config.offsets != OffsetsMode::Btf {
                     let mut status: Array<_, GuessStatus> = Array::try_from(
@@ -320,9 +339,12 @@ impl Probe {
 }
 
 /// Whether the running kernel's release is at least `major.minor`.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    parse_release(&release) >= (major, minor)
+    parse_release(&kernel_release()) >= (major, minor)
 }
 
 fn parse_release(release: &str) -> (u32, u32) {

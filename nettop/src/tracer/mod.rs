@@ -89,6 +89,9 @@ pub struct Info {
     pub verified: Option<bool>,
     pub guess_ms: Option<f64>,
     pub ipv6: bool,
+    /// The kernel maps are preallocated for --max-connections (kernels
+    /// before 6.1), rather than growing with use.
+    pub maps_preallocated: bool,
     /// Why connections older than the tracer could not be listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill_error: Option<String>,
@@ -172,6 +175,7 @@ impl Tracer {
             verified,
             guess_ms: probe.guess.as_ref().map(|g| g.elapsed_ms),
             ipv6: probe.offsets().ipv6 != 0,
+            maps_preallocated: probe.maps_preallocated,
             backfill_error: None,
         };
         let mut shared = Shared {

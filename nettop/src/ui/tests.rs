@@ -28,6 +28,7 @@ fn info() -> Info {
         verified: Some(true),
         guess_ms: Some(12.4),
         ipv6: true,
+        maps_preallocated: false,
         backfill_error: None,
     }
 }
