@@ -541,12 +541,15 @@ fn memory() {
         std::thread::sleep(Duration::from_millis(1500)); // a refresh or two
         let (rss, map) = (rss_kib(child.id()), bpf_memlock_kib(child.id()));
         let per = |kib: u64| kib as f64 * 1024.0 / tracked.max(1) as f64;
+        // Maps in all (ring buffer, hash buckets and, before 6.1, every
+        // preallocated entry), and what the connections added to them.
         println!(
             "{n:>6} connections ({tracked} tracked ends): RSS {rss0} → {rss} KiB = {:.0} B per end; \
-             BPF maps {map} KiB (preallocated for 262144; {map0} KiB at start) = {:.0} B per end; \
+             BPF maps {map0} → {map} KiB = {:.0} B per end in all, {:.0} B per end added; \
              together {:.0} B (goal ≤ 1024)",
             per(rss.saturating_sub(rss0)),
             per(map),
+            per(map.saturating_sub(map0)),
             per(rss.saturating_sub(rss0) + map)
         );
         drop(child);
