@@ -225,6 +225,7 @@ impl Tracer {
             s.table.sync(&live, monotonic_ns());
         }
         let Shared { table, owners, config, .. } = &mut *s;
+        let now = Instant::now();
         let mut entries: Vec<&Entry> = table.entries().collect();
         // Stable sort: closed entries come nearly in id order, and it is
         // linear on such runs.
@@ -232,7 +233,7 @@ impl Tracer {
         entries
             .into_iter()
             .filter_map(|e| {
-                let c = Connection::from_entry(e, owners.of_entry(e));
+                let c = Connection::from_entry(e, owners.of_entry(e, now));
                 wanted(config, &c.tuple, &c.owner, c.state, c.direction).then_some(c)
             })
             .collect()
@@ -441,17 +442,24 @@ fn read_loop(
             }
         }
         let Shared { owners, config, .. } = &mut *s;
+        let clock = Instant::now();
         for (change, ts) in out {
-            if let Some(ev) = to_event(change, ts, owners, config) {
+            if let Some(ev) = to_event(change, ts, owners, config, clock) {
                 send(ev);
             }
         }
     }
 }
 
-fn to_event(c: Change, ts_ns: u64, owners: &mut Owners, config: &Config) -> Option<Event> {
+fn to_event(
+    c: Change,
+    ts_ns: u64,
+    owners: &mut Owners,
+    config: &Config,
+    now: Instant,
+) -> Option<Event> {
     let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
-        let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e));
+        let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
         let state = if kind == EventKind::Close { State::Closed } else { State::Open };
         wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
             event: kind,
@@ -469,7 +477,7 @@ fn to_event(c: Change, ts_ns: u64, owners: &mut Owners, config: &Config) -> Opti
         Change::Close(e) => conn_event(EventKind::Close, &e, true, owners),
         Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, owners),
         Change::ConnectFailed { key, errno, comm } => {
-            let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm));
+            let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm, now));
             wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
                 Event {
                     event: EventKind::ConnectFailed,

@@ -22,11 +22,12 @@ impl Owners {
         Owners { attribution: Attributor::new(), cache: FxHashMap::default() }
     }
 
-    /// The owner of `tgid`; `comm` (the kernel's thread name) stands in
+    /// The owner of `tgid` at `now` (one clock read per batch of lookups,
+    /// not one per lookup); `comm` (the kernel's thread name) stands in
     /// when the process cannot be read.
-    pub fn get(&mut self, tgid: u32, comm: &[u8; 16]) -> Arc<Owner> {
+    pub fn get(&mut self, tgid: u32, comm: &[u8; 16], now: Instant) -> Arc<Owner> {
         if let Some((at, owner)) = self.cache.get(&tgid)
-            && at.elapsed() < attribution::DEFAULT_TTL
+            && now.saturating_duration_since(*at) < attribution::DEFAULT_TTL
         {
             return owner.clone();
         }
@@ -35,9 +36,11 @@ impl Owners {
                 let owner = Arc::new(Owner::resolve(tgid, comm, Ok(info)));
                 // As many processes as the attribution cache remembers.
                 if self.cache.len() >= attribution::MAX_ENTRIES {
-                    self.cache.retain(|_, (at, _)| at.elapsed() < attribution::DEFAULT_TTL);
+                    self.cache.retain(|_, (at, _)| {
+                        now.saturating_duration_since(*at) < attribution::DEFAULT_TTL
+                    });
                 }
-                self.cache.insert(tgid, (Instant::now(), owner.clone()));
+                self.cache.insert(tgid, (now, owner.clone()));
                 owner
             }
             // Thin owners carry the event's own thread name: not shared.
@@ -46,10 +49,10 @@ impl Owners {
     }
 
     /// A backfilled socket that no process holds any more predates us.
-    pub fn of_entry(&mut self, e: &Entry) -> Arc<Owner> {
+    pub fn of_entry(&mut self, e: &Entry, now: Instant) -> Arc<Owner> {
         if e.backfilled && e.key.tgid == 0 {
             return Arc::new(Owner::resolve(0, &e.comm, Err(Unattributed::BeforeStart)));
         }
-        self.get(e.key.tgid, &e.comm)
+        self.get(e.key.tgid, &e.comm, now)
     }
 }
