@@ -2,6 +2,7 @@
 //! attaching a backend, guessing offsets and checking them against BTF.
 //! Only this module knows which backend is attached.
 pub mod backend;
+pub mod batch;
 pub mod btf;
 pub mod guess;
 pub mod guessing;
@@ -291,8 +292,17 @@ impl Probe {
 
     /// The kernel's connection table.
     pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let map: HashMap<&MapData, ConnKey, ConnStats> =
-            HashMap::try_from(self.ebpf.map("conns").context("map conns")?)?;
+        let map = self.ebpf.map("conns").context("map conns")?;
+        if let aya::maps::Map::HashMap(data) = map {
+            use std::os::fd::AsFd;
+            match batch::lookup_all(data.fd().as_fd(), batch::CHUNK) {
+                Ok(all) => return Ok(all),
+                // Kernels before 5.6 have no batch reads: key by key.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e).context("read the conns map"),
+            }
+        }
+        let map: HashMap<&MapData, ConnKey, ConnStats> = HashMap::try_from(map)?;
         map.iter().map(|r| r.map_err(Into::into)).collect()
     }
 
