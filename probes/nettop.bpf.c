@@ -22,8 +22,10 @@ struct {
     __type(value, struct nettop_offsets);
 } offsets SEC(".maps");
 
-/* Sized by userspace at load time (--max-connections). Plain hashes, not
- * LRU: a full table is counted, never silently evicted. Preallocated as
+/* UDP flows' counters in `conns`; a TCP connection's live in its socket's
+ * record in `socks`. Sized by userspace at load time (--max-connections).
+ * Plain hashes, not LRU: a full table is counted, never silently evicted.
+ * Preallocated as
  * declared; where the kernel allocates hash entries safely in tracing
  * programs (6.1 on), userspace rewrites map_flags to BPF_F_NO_PREALLOC in
  * the object's BTF before loading, so memory grows with use. The 0 here
@@ -385,10 +387,14 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
     struct nettop_conn_key k;
     if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &k))
         return;
+    struct nettop_conn_stats fresh = {};
+    fresh.first_ns = bpf_ktime_get_ns();
+    fresh.last_ns = fresh.first_ns;
+    fresh.sk = sk;
+    fresh.direction = s->direction;
+    s->stats = fresh;
     s->key = k;
     s->has_key = 1;
-    if (!get_conn(&k, sk, s->direction))
-        return;
     __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
     if (s->direction != NETTOP_DIR_UNKNOWN)
         emit(type, &k, 0, sk, 0, s->direction, s->comm);
@@ -488,7 +494,7 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         return;
     if (!s->owner_known)
         set_owner(s);
-    struct nettop_conn_key k;
+    struct nettop_conn_stats *c;
     if (proto == IPPROTO_TCP) {
         /* Data moved: the connection is established, even if its
          * ESTABLISHED change raced with the connect hook (threaded softirq
@@ -499,15 +505,17 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         open_tcp(o, sk, s);
         if (!s->has_key)
             return;
-        k = s->key;
+        /* The socket's record holds the counters: no second lookup. */
+        c = &s->stats;
     } else {
+        struct nettop_conn_key k;
         read_key(o, sk, proto, s->tgid, &k);
         if (peer && k.rport == 0)
             read_peer(peer, &k);
+        c = get_conn(&k, sk, s->direction);
+        if (!c)
+            return;
     }
-    struct nettop_conn_stats *c = get_conn(&k, sk, s->direction);
-    if (!c)
-        return;
     if (sent) {
         __sync_fetch_and_add(&c->bytes_sent, ret);
         __sync_fetch_and_add(&c->msgs_sent, 1);
@@ -520,8 +528,8 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
 }
 
 /* tcp_close (process context), or the change to CLOSE (any context): the
- * first of them reports the final totals; deleting the entry makes it the
- * only one. */
+ * first of them reports the final totals; deleting the socket's record
+ * makes it the only one. */
 static __always_inline void on_tcp_close(__u64 sk, __u8 cause)
 {
     struct nettop_offsets *o = ready_offsets();
@@ -538,13 +546,16 @@ static __always_inline void on_tcp_close(__u64 sk, __u8 cause)
             emit(NETTOP_EV_CONNECT_FAILED, &k, 0, sk, 0, NETTOP_DIR_OUTGOING, s->comm);
         }
     } else if (s->has_key) {
+        /* Copied first: once deleted, the record's memory can be reused
+         * by another socket's at once. */
         struct nettop_conn_key k = s->key;
-        struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &k);
-        if (c) {
-            struct nettop_conn_stats final = *c;
-            if (bpf_map_delete_elem(&conns, &k) == 0)
-                emit_why(NETTOP_EV_CLOSE, &k, &final, sk, 0, s->direction, s->comm, cause);
-        }
+        struct nettop_conn_stats final = s->stats;
+        __u8 direction = s->direction;
+        char comm[16] __attribute__((aligned(8)));
+        __builtin_memcpy(comm, s->comm, sizeof(comm));
+        if (bpf_map_delete_elem(&socks, &skey) == 0)
+            emit_why(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, cause);
+        return;
     }
     bpf_map_delete_elem(&socks, &skey);
 }
@@ -572,14 +583,11 @@ static __always_inline void on_retransmit(__u64 sk)
     if (!o)
         return;
     struct nettop_sock_state *s = get_sock(sk);
-    if (!s || !s->has_key)
+    if (!s || !s->has_key || s->proto != IPPROTO_TCP)
         return;
     struct nettop_conn_key k = s->key;
-    struct nettop_conn_stats *c = bpf_map_lookup_elem(&conns, &k);
-    if (!c)
-        return;
-    __sync_fetch_and_add(&c->retransmits, 1);
-    emit(NETTOP_EV_RETRANSMIT, &k, c, sk, 0, s->direction, s->comm);
+    __sync_fetch_and_add(&s->stats.retransmits, 1);
+    emit(NETTOP_EV_RETRANSMIT, &k, &s->stats, sk, 0, s->direction, s->comm);
 }
 
 static __always_inline __u32 recv_flags_arg(void)

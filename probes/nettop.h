@@ -157,6 +157,9 @@ struct nettop_sock_state {
     __u8 owner_known;
     __u8 _pad[3];
     char comm[16];
+    /* A TCP connection's counters, from has_key on: TCP keeps them here,
+     * one lookup per packet; UDP flows keep theirs in `conns`. */
+    struct nettop_conn_stats stats;
 };
 
 enum nettop_event_type {

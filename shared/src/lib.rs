@@ -130,6 +130,9 @@ pub struct SockState {
     pub owner_known: u8,
     pub _pad: [u8; 3],
     pub comm: [u8; 16],
+    /// A TCP connection's counters, once `has_key` is set (UDP flows keep
+    /// theirs in the `conns` map).
+    pub stats: ConnStats,
 }
 
 pub const EV_CONNECT: u8 = 1;

@@ -81,7 +81,7 @@ fn shared_types_match_probe_btf() {
         "nettop_sock_state",
         size_of::<SockState>(),
         fields!(SockState: key, born_ns, tgid, has_key, direction, proto, established, owner_known,
-                comm),
+                comm, stats),
     );
     check(
         &ti,

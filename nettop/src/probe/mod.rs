@@ -290,22 +290,37 @@ impl Probe {
         total
     }
 
-    /// The kernel's connection table.
+    /// Every connection the kernel counts: UDP flows from the `conns` map,
+    /// TCP connections from their sockets' records.
     pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let map = self.ebpf.map("conns").context("map conns")?;
+        let mut all: Vec<(ConnKey, ConnStats)> = self.read_all("conns")?;
+        let socks: Vec<(SockKey, SockState)> = self.read_all("socks")?;
+        all.extend(
+            socks
+                .into_iter()
+                .filter(|(_, s)| s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP)
+                .map(|(_, s)| (s.key, s.stats)),
+        );
+        Ok(all)
+    }
+
+    /// A whole hash map, in batches where the kernel can (5.6).
+    fn read_all<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<Vec<(K, V)>> {
+        let map = self.ebpf.map(name).with_context(|| format!("map {name}"))?;
         if let aya::maps::Map::HashMap(data) = map {
             use std::os::fd::AsFd;
             match batch::lookup_all(data.fd().as_fd(), batch::CHUNK) {
                 Ok(all) => return Ok(all),
                 // Kernels before 5.6 have no batch reads: key by key.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e).context("read the conns map"),
+                Err(e) => return Err(e).with_context(|| format!("read the {name} map")),
             }
         }
-        let map: HashMap<&MapData, ConnKey, ConnStats> = HashMap::try_from(map)?;
+        let map: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
         map.iter().map(|r| r.map_err(Into::into)).collect()
     }
 
+    /// A UDP flow's counters.
     pub fn conn(&self, key: &ConnKey) -> Option<ConnStats> {
         let map: HashMap<&MapData, ConnKey, ConnStats> =
             HashMap::try_from(self.ebpf.map("conns")?).ok()?;

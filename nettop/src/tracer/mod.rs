@@ -297,6 +297,9 @@ fn refresh(s: &mut Shared) -> Vec<Change> {
 
 fn backfill(s: &mut Shared) -> Result<()> {
     let sockets = backfill::sockets()?;
+    // What the probe had counted by now, read once for every socket.
+    let counted: rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats> =
+        s.probe.conns().unwrap_or_default().into_iter().collect();
     let listeners = backfill::Listeners::from_sockets(&sockets);
     for sock in &sockets {
         if sock.state == 10 || (sock.proto == backfill::Proto::Tcp && sock.state != 1) {
@@ -321,8 +324,7 @@ fn backfill(s: &mut Shared) -> Result<()> {
         let syn = u64::from(direction == DIR_OUTGOING);
         let acked = sock.bytes_acked.unwrap_or(0).saturating_sub(syn);
         let now = (acked, sock.bytes_received.unwrap_or(0));
-        let counted = s.probe.conn(&key);
-        s.table.backfill(key, direction, now, counted);
+        s.table.backfill(key, direction, now, counted.get(&key).copied());
     }
     Ok(())
 }
