@@ -31,8 +31,19 @@ pub fn lookup_all<K: aya::Pod, V: aya::Pod>(
     fd: BorrowedFd<'_>,
     chunk: usize,
 ) -> io::Result<Vec<(K, V)>> {
-    let mut chunk = chunk.max(1);
     let mut out = Vec::new();
+    lookup_each(fd, chunk, |k: &K, v: &V| out.push((*k, *v)))?;
+    Ok(out)
+}
+
+/// `each` for every (key, value) of the hash map `fd`: only a chunk is held
+/// at a time, so a caller keeping a few of the entries never holds them all.
+pub fn lookup_each<K: aya::Pod, V: aya::Pod>(
+    fd: BorrowedFd<'_>,
+    chunk: usize,
+    mut each: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    let mut chunk = chunk.max(1);
     // The kernel's position between calls: a bucket index for hash maps,
     // written into a buffer the size of a key.
     let mut token = vec![0u8; size_of::<K>().max(8)];
@@ -76,15 +87,13 @@ pub fn lookup_all<K: aya::Pod, V: aya::Pod>(
             keys.set_len(got);
             values.set_len(got);
         }
-        out.extend(
-            keys.into_iter()
-                .zip(values)
-                // SAFETY: as above; K and V are plain data.
-                .map(|(k, v)| unsafe { (k.assume_init(), v.assume_init()) }),
-        );
+        for (k, v) in keys.iter().zip(&values) {
+            // SAFETY: as above; K and V are plain data.
+            unsafe { each(k.assume_init_ref(), v.assume_init_ref()) };
+        }
         if err.is_some() {
             // ENOENT: no bucket left.
-            return Ok(out);
+            return Ok(());
         }
         first = false;
     }

@@ -293,31 +293,46 @@ impl Probe {
     /// Every connection the kernel counts: UDP flows from the `conns` map,
     /// TCP connections from their sockets' records.
     pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let mut all: Vec<(ConnKey, ConnStats)> = self.read_all("conns")?;
-        let socks: Vec<(SockKey, SockState)> = self.read_all("socks")?;
-        all.extend(
-            socks
-                .into_iter()
-                .filter(|(_, s)| s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP)
-                .map(|(_, s)| (s.key, s.stats)),
-        );
+        let mut all = self.udp_flows()?;
+        self.read_each("socks", |_: &SockKey, s: &SockState| {
+            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP {
+                all.push((s.key, s.stats));
+            }
+        })?;
         Ok(all)
     }
 
-    /// A whole hash map, in batches where the kernel can (5.6).
-    fn read_all<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<Vec<(K, V)>> {
+    /// The UDP flows alone: a small map, where reading every socket's
+    /// record is not needed.
+    pub fn udp_flows(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
+        let mut all = Vec::new();
+        self.read_each("conns", |k: &ConnKey, v: &ConnStats| all.push((*k, *v)))?;
+        Ok(all)
+    }
+
+    /// Each entry of a hash map, in batches where the kernel can (5.6).
+    fn read_each<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &str,
+        mut each: impl FnMut(&K, &V),
+    ) -> Result<()> {
         let map = self.ebpf.map(name).with_context(|| format!("map {name}"))?;
         if let aya::maps::Map::HashMap(data) = map {
             use std::os::fd::AsFd;
-            match batch::lookup_all(data.fd().as_fd(), batch::CHUNK) {
-                Ok(all) => return Ok(all),
-                // Kernels before 5.6 have no batch reads: key by key.
+            match batch::lookup_each(data.fd().as_fd(), batch::CHUNK, &mut each) {
+                Ok(()) => return Ok(()),
+                // Kernels before 5.6 have no batch reads: key by key. No
+                // entry was passed on: a kernel without them fails at once.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(e).with_context(|| format!("read the {name} map")),
             }
         }
         let map: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
-        map.iter().map(|r| r.map_err(Into::into)).collect()
+        for r in map.iter() {
+            let (k, v) = r?;
+            each(&k, &v);
+        }
+        Ok(())
     }
 
     /// A UDP flow's counters.
