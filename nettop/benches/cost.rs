@@ -557,7 +557,7 @@ fn memory() {
         let before = cpu_ms(child.id());
         std::thread::sleep(Duration::from_secs(5));
         println!(
-            "{n:>6} connections, idle: nettop used {:.1} % of a core (`serve`, 0.5 s refresh)",
+            "{n:>6} connections, idle: nettop used {:.1} % of a core (`serve`, counters read each second)",
             (cpu_ms(child.id()) - before) / 5000.0 * 100.0
         );
         drop(child);

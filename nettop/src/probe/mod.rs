@@ -29,6 +29,9 @@ use kprobe_events::KprobeEvents;
 /// The probe object, built by probes/build.sh and committed.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../assets/nettop.bpf.o");
 
+/// The `args` map's size as nettop.bpf.c declares it (a test checks).
+const ARGS_ENTRIES: u32 = 16384;
+
 /// Where the offsets come from (`--offsets`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,6 +144,11 @@ impl Probe {
             .map_max_entries("socks", config.max_connections)
             .map_max_entries("events", config.ring_bytes);
         for backend in config.backend.order() {
+            // Only kprobes pass arguments to their return probes through
+            // the `args` map: elsewhere its preallocated 1.7 MB would sit
+            // unused.
+            let args = if backend == Backend::Kprobe { ARGS_ENTRIES } else { 1 };
+            loader.map_max_entries("args", args);
             let attempt = (|| -> Result<Probe> {
                 let mut ebpf = loader.load(&object).context("load the probe object")?;
                 let mut settings: Array<_, nettop_shared::Config> =
@@ -425,6 +433,12 @@ fn set_field(o: &mut Offsets, field: Field, v: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn args_entries_is_what_the_object_declares() {
+        let obj = aya_obj::Object::parse(super::OBJECT).unwrap();
+        assert_eq!(obj.maps["args"].max_entries(), super::ARGS_ENTRIES);
+    }
+
     #[test]
     fn parses_kernel_releases() {
         assert_eq!(super::parse_release("6.18.44-fc-v782\n"), (6, 18));
