@@ -387,13 +387,17 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
     struct nettop_conn_key k;
     if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &k))
         return;
-    struct nettop_conn_stats fresh = {};
-    fresh.first_ns = bpf_ktime_get_ns();
-    fresh.last_ns = fresh.first_ns;
-    fresh.sk = sk;
-    fresh.direction = s->direction;
-    s->stats = fresh;
+    /* The counters are left as the record was made (zero): two openers
+     * racing here must not wipe what the first let through. */
+    __u64 now = bpf_ktime_get_ns();
+    s->stats.first_ns = now;
+    s->stats.last_ns = now;
+    s->stats.sk = sk;
+    s->stats.direction = s->direction;
     s->key = k;
+    /* The key before the flag: userspace reads records it sees keyed
+     * (and checks the key is whole, as the copy may race this store). */
+    asm volatile("" ::: "memory");
     s->has_key = 1;
     __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
     if (s->direction != NETTOP_DIR_UNKNOWN)

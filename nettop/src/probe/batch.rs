@@ -27,33 +27,46 @@ pub const CHUNK: usize = 4096;
 /// Every (key, value) of the hash map `fd`, `chunk` at a time. Each hash
 /// bucket is read whole under its lock; the map as a whole is not a
 /// snapshot, as with any iteration while programs write to it.
-pub fn lookup_all<K: aya::Pod, V: aya::Pod>(
+///
+/// # Safety
+/// `K` and `V` must be the map's key and value types: the kernel writes
+/// whole keys and values of the map's sizes into buffers of these types.
+pub unsafe fn lookup_all<K: aya::Pod, V: aya::Pod>(
     fd: BorrowedFd<'_>,
     chunk: usize,
 ) -> io::Result<Vec<(K, V)>> {
     let mut out = Vec::new();
-    lookup_each(fd, chunk, |k: &K, v: &V| out.push((*k, *v)))?;
+    // SAFETY: the caller's promise, passed on.
+    unsafe { lookup_each(fd, chunk, |k: &K, v: &V| out.push((*k, *v)))? };
     Ok(out)
 }
 
 /// `each` for every (key, value) of the hash map `fd`: only a chunk is held
 /// at a time, so a caller keeping a few of the entries never holds them all.
-pub fn lookup_each<K: aya::Pod, V: aya::Pod>(
+///
+/// # Safety
+/// As for `lookup_all`.
+pub unsafe fn lookup_each<K: aya::Pod, V: aya::Pod>(
     fd: BorrowedFd<'_>,
     chunk: usize,
     mut each: impl FnMut(&K, &V),
 ) -> io::Result<()> {
     let mut chunk = chunk.max(1);
-    // The kernel's position between calls: a bucket index for hash maps,
-    // written into a buffer the size of a key.
-    let mut token = vec![0u8; size_of::<K>().max(8)];
+    // The kernel's position between calls (a bucket index for hash maps)
+    // goes in and comes out in buffers the size of a key. The outgoing one
+    // starts as a mark: a call the kernel refuses before reading anything
+    // leaves it, and `count`, untouched.
+    const UNTOUCHED: u8 = 0xa5;
+    let mut token_in = vec![0u8; size_of::<K>().max(8)];
+    let mut token_out = vec![UNTOUCHED; token_in.len()];
     let mut first = true;
     loop {
         let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(chunk);
         let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(chunk);
+        token_out.fill(UNTOUCHED);
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { token.as_ptr() as u64 },
-            out_batch: token.as_mut_ptr() as u64,
+            in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+            out_batch: token_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: chunk as u32,
@@ -71,7 +84,8 @@ pub fn lookup_each<K: aya::Pod, V: aya::Pod>(
             )
         };
         let err = (rc < 0).then(io::Error::last_os_error);
-        let got = (attr.count as usize).min(chunk);
+        let untouched = token_out.iter().all(|&b| b == UNTOUCHED);
+        let got = if untouched { 0 } else { (attr.count as usize).min(chunk) };
         match err.as_ref().and_then(io::Error::raw_os_error) {
             // A bucket larger than the chunk, before anything was read:
             // again with room for it.
@@ -95,6 +109,7 @@ pub fn lookup_each<K: aya::Pod, V: aya::Pod>(
             // ENOENT: no bucket left.
             return Ok(());
         }
+        token_in.copy_from_slice(&token_out);
         first = false;
     }
 }
@@ -139,7 +154,9 @@ mod tests {
         // Chunks of 1 and 7: most calls end mid-map, and buckets holding
         // more than one entry must grow the chunk, not lose entries.
         for chunk in [1, 7, CHUNK] {
-            let all = lookup_all::<ConnKey, ConnStats>(data.fd().as_fd(), chunk).unwrap();
+            // SAFETY: the conns map's own key and value types.
+            let all =
+                unsafe { lookup_all::<ConnKey, ConnStats>(data.fd().as_fd(), chunk) }.unwrap();
             assert_eq!(sorted(all), one_by_one, "chunk {chunk}");
         }
     }
@@ -148,7 +165,8 @@ mod tests {
     fn an_empty_map_is_empty() {
         let ebpf = conns_map(16);
         let Some(Map::HashMap(data)) = ebpf.map("conns") else { panic!("conns is a hash") };
-        let all = lookup_all::<ConnKey, ConnStats>(data.fd().as_fd(), CHUNK).unwrap();
+        // SAFETY: as above.
+        let all = unsafe { lookup_all::<ConnKey, ConnStats>(data.fd().as_fd(), CHUNK) }.unwrap();
         assert!(all.is_empty());
     }
 }

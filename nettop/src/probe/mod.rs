@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use nettop_shared::{COUNTER_MAX, ConnKey, ConnStats, GuessStatus, Offsets, SockKey, SockState};
@@ -303,7 +303,7 @@ impl Probe {
     pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
         let mut all = self.udp_flows()?;
         self.read_each("socks", |_: &SockKey, s: &SockState| {
-            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP {
+            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP && complete(&s.key) {
                 all.push((s.key, s.stats));
             }
         })?;
@@ -327,7 +327,16 @@ impl Probe {
         let map = self.ebpf.map(name).with_context(|| format!("map {name}"))?;
         if let aya::maps::Map::HashMap(data) = map {
             use std::os::fd::AsFd;
-            match batch::lookup_each(data.fd().as_fd(), batch::CHUNK, &mut each) {
+            let info = data.info().with_context(|| format!("map {name}"))?;
+            if (info.key_size() as usize, info.value_size() as usize)
+                != (size_of::<K>(), size_of::<V>())
+            {
+                bail!("map {name}: key and value sizes differ from nettop's types");
+            }
+            // SAFETY: the sizes match the map's (just checked), and the
+            // types are plain data.
+            let read = unsafe { batch::lookup_each(data.fd().as_fd(), batch::CHUNK, &mut each) };
+            match read {
                 Ok(()) => return Ok(()),
                 // Kernels before 5.6 have no batch reads: key by key. No
                 // entry was passed on: a kernel without them fails at once.
@@ -387,6 +396,21 @@ impl Probe {
 }
 
 /// Whether the running kernel's release is at least `major.minor`.
+/// Whether a key read from a socket's record is whole. The probe writes a
+/// record's key in place while this process may be copying it: a copy can
+/// catch the zeros of the record's creation in one part and the new key in
+/// another. Every part of a real TCP key is non-zero (namespace, family,
+/// ports, both addresses); a torn one would become a connection that
+/// never closes.
+fn complete(k: &ConnKey) -> bool {
+    k.netns != 0
+        && (k.family == nettop_shared::AF_INET || k.family == nettop_shared::AF_INET6)
+        && k.lport != 0
+        && k.rport != 0
+        && k.laddr != [0; 16]
+        && k.raddr != [0; 16]
+}
+
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
 }
@@ -433,6 +457,37 @@ fn set_field(o: &mut Offsets, field: Field, v: u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_torn_key_is_not_complete() {
+        use nettop_shared::ConnKey;
+        let mut whole = ConnKey {
+            netns: 1,
+            tgid: 2,
+            proto: 6,
+            family: 2,
+            lport: 3,
+            rport: 4,
+            ..Default::default()
+        };
+        whole.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        whole.raddr[..4].copy_from_slice(&[127, 0, 0, 2]);
+        assert!(super::complete(&whole));
+        // Any part still as the record was made: zero.
+        let torn: [fn(&mut ConnKey); 6] = [
+            |k| k.netns = 0,
+            |k| k.family = 0,
+            |k| k.lport = 0,
+            |k| k.rport = 0,
+            |k| k.laddr = [0; 16],
+            |k| k.raddr = [0; 16],
+        ];
+        for tear in torn {
+            let mut k = whole;
+            tear(&mut k);
+            assert!(!super::complete(&k), "{k:?}");
+        }
+    }
+
     #[test]
     fn args_entries_is_what_the_object_declares() {
         let obj = aya_obj::Object::parse(super::OBJECT).unwrap();

@@ -189,7 +189,12 @@ impl Table {
     fn close(&mut self, key: &ConnKey, last: Option<ConnStats>, now_ns: u64) -> Option<Change> {
         let mut e = self.open.remove(key)?;
         if let Some(s) = last {
+            // The probe does not date packets: activity since the last sync
+            // happened by now.
+            let moved = (s.msgs_sent, s.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
+            let last_ns = if moved { now_ns } else { e.stats.last_ns.max(s.last_ns) };
             e.stats = s;
+            e.stats.last_ns = last_ns;
         }
         e.closed_ns = Some(now_ns);
         let change = Change::Close(e.clone());
@@ -390,6 +395,17 @@ mod tests {
         assert_eq!(t.get(&k).unwrap().stats.last_ns, 10 * SEC);
         t.sync(&[(k, at(3, SEC))], 20 * SEC);
         assert_eq!(t.get(&k).unwrap().stats.last_ns, 10 * SEC, "unchanged counters: idle");
+        // Its socket closes: the final counters keep the activity's date...
+        let mut t2 = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        t2.sync(&[(k, at(3, SEC))], 10 * SEC);
+        let mut close = ev(EV_SOCK_CLOSE, ConnKey::default(), 0, 0);
+        close.sk = 0;
+        let out = t2.apply(&close, 20 * SEC, |_| Some(at(3, SEC)));
+        assert!(matches!(&out[..], [Change::Close(e)] if e.stats.last_ns == 10 * SEC), "{out:?}");
+        // ...or date new activity by the close.
+        t2.sync(&[(k, at(3, SEC))], 30 * SEC);
+        let out = t2.apply(&close, 40 * SEC, |_| Some(at(5, SEC)));
+        assert!(matches!(&out[..], [Change::Close(e)] if e.stats.last_ns == 40 * SEC), "{out:?}");
         // Idle from 10 s: alive at 39 s, ended at 41 s.
         assert!(t.expire_udp(39 * SEC).is_empty());
         t.sync(&[(k, at(4, SEC))], 40 * SEC);
