@@ -387,18 +387,20 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
     struct nettop_conn_key k;
     if (!read_key(o, sk, IPPROTO_TCP, s->tgid, &k))
         return;
-    /* The counters are left as the record was made (zero): two openers
-     * racing here must not wipe what the first let through. */
-    __u64 now = bpf_ktime_get_ns();
-    s->stats.first_ns = now;
-    s->stats.last_ns = now;
-    s->stats.sk = sk;
-    s->stats.direction = s->direction;
     s->key = k;
     /* The key before the flag: userspace reads records it sees keyed
      * (and checks the key is whole, as the copy may race this store). */
     asm volatile("" ::: "memory");
     s->has_key = 1;
+    /* After the flag, so that the window in which a racing opener also
+     * finds the record unkeyed stays as short as it can be. The counters
+     * are left as the record was made (zero): two racing openers must not
+     * wipe what the first let through. */
+    __u64 now = bpf_ktime_get_ns();
+    s->stats.first_ns = now;
+    s->stats.last_ns = now;
+    s->stats.sk = sk;
+    s->stats.direction = s->direction;
     __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
     if (s->direction != NETTOP_DIR_UNKNOWN)
         emit(type, &k, 0, sk, 0, s->direction, s->comm);
@@ -471,11 +473,14 @@ static __always_inline void on_established(__u64 sk, int oldstate)
     struct nettop_sock_state *s = get_sock(sk);
     /* A passive open is a newborn socket: an older record at this address
      * is stale. But the child joins the accept queue before this change,
-     * so accept() on another CPU can already have made its record (owner
-     * known, key set): replacing that would make the first data open it
-     * again, a second accept. Otherwise, in softirq, the owner comes with
+     * so accept() on another CPU can have made its record, or be making it
+     * right now (incoming, owner known, key not yet set): replacing that
+     * would make the first data open it again, a second accept (seen on
+     * 5.10 under emulation). So an incoming record is kept unless its key
+     * is another socket's. Otherwise, in softirq, the owner comes with
      * accept() or with the first send or receive. */
-    if (oldstate == TCP_SYN_RECV && (!s || !s->has_key || stale(o, sk, s)))
+    if (oldstate == TCP_SYN_RECV &&
+        (!s || s->direction != NETTOP_DIR_INCOMING || (s->has_key && stale(o, sk, s))))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0);
     if (!s)
         return;
