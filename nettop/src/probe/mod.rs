@@ -2,7 +2,6 @@
 //! attaching a backend, guessing offsets and checking them against BTF.
 //! Only this module knows which backend is attached.
 pub mod backend;
-pub mod batch;
 pub mod btf;
 pub mod guess;
 pub mod guessing;
@@ -16,7 +15,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use nettop_shared::{COUNTER_MAX, ConnKey, ConnStats, GuessStatus, Offsets, SockKey, SockState};
@@ -318,32 +317,17 @@ impl Probe {
         Ok(all)
     }
 
-    /// Each entry of a hash map, in batches where the kernel can (5.6).
+    /// Each entry of a hash map, key by key. Not in batches
+    /// (`BPF_MAP_LOOKUP_BATCH`): the kernel walks a run of empty hash
+    /// buckets with the CPU's `bpf_prog_active` mark held, and on PREEMPT_RT
+    /// a task preempted there makes the kernel skip nettop's programs on
+    /// that CPU (the matrix lost counts on 5.10-rt and 6.12-rt with batches).
     fn read_each<K: aya::Pod, V: aya::Pod>(
         &self,
         name: &str,
         mut each: impl FnMut(&K, &V),
     ) -> Result<()> {
         let map = self.ebpf.map(name).with_context(|| format!("map {name}"))?;
-        if let aya::maps::Map::HashMap(data) = map {
-            use std::os::fd::AsFd;
-            let info = data.info().with_context(|| format!("map {name}"))?;
-            if (info.key_size() as usize, info.value_size() as usize)
-                != (size_of::<K>(), size_of::<V>())
-            {
-                bail!("map {name}: key and value sizes differ from nettop's types");
-            }
-            // SAFETY: the sizes match the map's (just checked), and the
-            // types are plain data.
-            let read = unsafe { batch::lookup_each(data.fd().as_fd(), batch::CHUNK, &mut each) };
-            match read {
-                Ok(()) => return Ok(()),
-                // Kernels before 5.6 have no batch reads: key by key. No
-                // entry was passed on: a kernel without them fails at once.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => return Err(e).with_context(|| format!("read the {name} map")),
-            }
-        }
         let map: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
         for r in map.iter() {
             let (k, v) = r?;
