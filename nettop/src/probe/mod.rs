@@ -120,9 +120,6 @@ impl Probe {
         let ipv6 = guessing::ipv6_status();
         let mut attempts = Vec::new();
         let mut btf_job = btf_job;
-        // One loader for every backend tried: making one parses the
-        // kernel's whole BTF (tens of milliseconds), which the object does
-        // not even need (no CO-RE relocations: that is what guessing is for).
         let grow = map_flags::can_grow(parse_release(&kernel_release()));
         let object: Cow<[u8]> = if grow {
             Cow::Owned(
@@ -136,6 +133,9 @@ impl Probe {
         } else {
             Cow::Borrowed(OBJECT)
         };
+        // One loader for every backend tried: making one parses the
+        // kernel's whole BTF (tens of milliseconds), which the object does
+        // not even need (no CO-RE relocations: that is what guessing is for).
         let mut loader = EbpfLoader::new();
         loader
             .btf(None)
@@ -379,7 +379,6 @@ impl Probe {
     }
 }
 
-/// Whether the running kernel's release is at least `major.minor`.
 /// Whether a key read from a socket's record is whole. The probe writes a
 /// record's key in place while this process may be copying it: a copy can
 /// catch the zeros of the record's creation in one part and the new key in
@@ -399,6 +398,7 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
 }
 
+/// Whether the running kernel's release is at least `major.minor`.
 fn kernel_at_least(major: u32, minor: u32) -> bool {
     parse_release(&kernel_release()) >= (major, minor)
 }
