@@ -6,6 +6,16 @@
 // guessed at run time and stored in the `offsets` map.
 #include "nettop.h"
 
+/* The data hook adds to a socket record's counters and a UDP flow's the same
+ * way, by index from bytes_sent. */
+#define COUNTERS_AT(type)                                                                          \
+    _Static_assert(__builtin_offsetof(type, bytes_recv) == __builtin_offsetof(type, bytes_sent) + 8 && \
+                       __builtin_offsetof(type, msgs_sent) == __builtin_offsetof(type, bytes_sent) + 16 && \
+                       __builtin_offsetof(type, msgs_recv) == __builtin_offsetof(type, bytes_sent) + 24, \
+                   #type ": counters out of order")
+COUNTERS_AT(struct nettop_sock_state);
+COUNTERS_AT(struct nettop_conn_stats);
+
 char _license[] SEC("license") = "GPL";
 
 struct {
@@ -282,8 +292,27 @@ static __always_inline __u8 sk_state(struct nettop_offsets *o, __u64 sk)
     return state;
 }
 
+/* A TCP connection's totals as an event reports them, copied from its
+ * record. */
+struct totals {
+    __u64 bytes_sent;
+    __u64 bytes_recv;
+    __u64 msgs_sent;
+    __u64 msgs_recv;
+    __u32 retransmits;
+};
+
+static __always_inline void totals_of(const struct nettop_sock_state *s, struct totals *t)
+{
+    t->bytes_sent = s->bytes_sent;
+    t->bytes_recv = s->bytes_recv;
+    t->msgs_sent = s->msgs_sent;
+    t->msgs_recv = s->msgs_recv;
+    t->retransmits = s->retransmits;
+}
+
 static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
-                                     struct nettop_conn_stats *st, __u64 sk, __s32 err,
+                                     const struct totals *st, __u64 sk, __s32 err,
                                      __u8 direction, const char *comm, __u8 cause)
 {
     /* Built in its own ring-buffer slot: a per-CPU scratch buffer is not
@@ -316,7 +345,7 @@ static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
     bpf_ringbuf_submit(ev, 0);
 }
 
-static __always_inline void emit(__u8 type, struct nettop_conn_key *key, struct nettop_conn_stats *st,
+static __always_inline void emit(__u8 type, struct nettop_conn_key *key, const struct totals *st,
                                  __u64 sk, __s32 err, __u8 direction, const char *comm)
 {
     emit_why(type, key, st, sk, err, direction, comm, 0);
@@ -341,7 +370,6 @@ static __always_inline struct nettop_sock_state *new_sock(__u64 sk, __u8 proto, 
 {
     struct nettop_sock_key key = {.sk = sk};
     struct nettop_sock_state s = {};
-    s.born_ns = bpf_ktime_get_ns();
     s.proto = proto;
     s.direction = direction;
     s.established = established;
@@ -396,11 +424,7 @@ static __always_inline void open_tcp(struct nettop_offsets *o, __u64 sk, struct 
      * finds the record unkeyed stays as short as it can be. The counters
      * are left as the record was made (zero): two racing openers must not
      * wipe what the first let through. */
-    __u64 now = bpf_ktime_get_ns();
-    s->stats.first_ns = now;
-    s->stats.last_ns = now;
-    s->stats.sk = sk;
-    s->stats.direction = s->direction;
+    s->opened_ns = bpf_ktime_get_ns();
     __u8 type = s->direction == NETTOP_DIR_INCOMING ? NETTOP_EV_ACCEPT : NETTOP_EV_CONNECT;
     if (s->direction != NETTOP_DIR_UNKNOWN)
         emit(type, &k, 0, sk, 0, s->direction, s->comm);
@@ -503,7 +527,8 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         return;
     if (!s->owner_known)
         set_owner(s);
-    struct nettop_conn_stats *c;
+    /* bytes_sent, bytes_recv, msgs_sent, msgs_recv, in that order. */
+    __u64 *c;
     if (proto == IPPROTO_TCP) {
         /* Data moved: the connection is established, even if its
          * ESTABLISHED change raced with the connect hook (threaded softirq
@@ -515,22 +540,23 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
         if (!s->has_key)
             return;
         /* The socket's record holds the counters: no second lookup. */
-        c = &s->stats;
+        c = &s->bytes_sent;
     } else {
         struct nettop_conn_key k;
         read_key(o, sk, proto, s->tgid, &k);
         if (peer && k.rport == 0)
             read_peer(peer, &k);
-        c = get_conn(&k, sk, s->direction);
-        if (!c)
+        struct nettop_conn_stats *flow = get_conn(&k, sk, s->direction);
+        if (!flow)
             return;
+        c = &flow->bytes_sent;
     }
     if (sent) {
-        __sync_fetch_and_add(&c->bytes_sent, ret);
-        __sync_fetch_and_add(&c->msgs_sent, 1);
+        __sync_fetch_and_add(&c[0], ret);
+        __sync_fetch_and_add(&c[2], 1);
     } else {
-        __sync_fetch_and_add(&c->bytes_recv, ret);
-        __sync_fetch_and_add(&c->msgs_recv, 1);
+        __sync_fetch_and_add(&c[1], ret);
+        __sync_fetch_and_add(&c[3], 1);
     }
     /* No clock read here: at ~35 ns it was a fifth of this handler's cost
      * per packet. Userspace dates activity by when the counters move. */
@@ -558,7 +584,8 @@ static __always_inline void on_tcp_close(__u64 sk, __u8 cause)
         /* Copied first: once deleted, the record's memory can be reused
          * by another socket's at once. */
         struct nettop_conn_key k = s->key;
-        struct nettop_conn_stats final = s->stats;
+        struct totals final;
+        totals_of(s, &final);
         __u8 direction = s->direction;
         char comm[16] __attribute__((aligned(8)));
         __builtin_memcpy(comm, s->comm, sizeof(comm));
@@ -595,8 +622,10 @@ static __always_inline void on_retransmit(__u64 sk)
     if (!s || !s->has_key || s->proto != IPPROTO_TCP)
         return;
     struct nettop_conn_key k = s->key;
-    __sync_fetch_and_add(&s->stats.retransmits, 1);
-    emit(NETTOP_EV_RETRANSMIT, &k, &s->stats, sk, 0, s->direction, s->comm);
+    __sync_fetch_and_add(&s->retransmits, 1);
+    struct totals t;
+    totals_of(s, &t);
+    emit(NETTOP_EV_RETRANSMIT, &k, &t, sk, 0, s->direction, s->comm);
 }
 
 static __always_inline __u32 recv_flags_arg(void)

@@ -529,14 +529,19 @@ fn memory() {
         std::thread::sleep(Duration::from_millis(1500));
         let (rss0, map0) = (rss_kib(child.id()), bpf_memlock_kib(child.id()));
         let holders = open_many(n);
-        // Wait until the daemon's table holds them all.
+        // Wait until the daemon's table holds them all: both ends where the
+        // backend sees accept(), the connecting ends at least, and no more
+        // coming.
         let t0 = Instant::now();
+        let mut last = 0;
         let tracked = loop {
+            std::thread::sleep(Duration::from_millis(500));
             let open = http_status(addr)["stats"]["connections_open"].as_u64().unwrap_or(0);
-            if open >= 2 * n as u64 || t0.elapsed() > Duration::from_secs(60) {
+            let settled = open >= n as u64 && open == last;
+            if open >= 2 * n as u64 || settled || t0.elapsed() > Duration::from_secs(60) {
                 break open;
             }
-            std::thread::sleep(Duration::from_millis(500));
+            last = open;
         };
         std::thread::sleep(Duration::from_millis(1500)); // a refresh or two
         let (rss, map) = (rss_kib(child.id()), bpf_memlock_kib(child.id()));

@@ -116,13 +116,21 @@ pub struct SockKey {
     pub sk: u64,
 }
 
-/// What the probe knows of one socket (`struct nettop_sock_state`).
+/// What the probe knows of one socket (`struct nettop_sock_state`). A TCP
+/// connection's counters live here once `has_key` is set (UDP flows keep
+/// theirs in the `conns` map); nothing repeats the map key or another field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
     pub key: ConnKey,
-    pub born_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_recv: u64,
+    pub msgs_sent: u64,
+    pub msgs_recv: u64,
+    /// When the key was set: the connection's `first_ns`.
+    pub opened_ns: u64,
     pub tgid: u32,
+    pub retransmits: u32,
     pub has_key: u8,
     pub direction: u8,
     pub proto: u8,
@@ -130,9 +138,25 @@ pub struct SockState {
     pub owner_known: u8,
     pub _pad: [u8; 3],
     pub comm: [u8; 16],
-    /// A TCP connection's counters, once `has_key` is set (UDP flows keep
-    /// theirs in the `conns` map).
-    pub stats: ConnStats,
+}
+
+impl SockState {
+    /// A TCP connection's counters as a `conns` entry would hold them
+    /// (`last_ns` is `first_ns`: the probe does not date packets).
+    pub fn stats(&self, sk: u64) -> ConnStats {
+        ConnStats {
+            bytes_sent: self.bytes_sent,
+            bytes_recv: self.bytes_recv,
+            msgs_sent: self.msgs_sent,
+            msgs_recv: self.msgs_recv,
+            first_ns: self.opened_ns,
+            last_ns: self.opened_ns,
+            sk,
+            retransmits: self.retransmits,
+            direction: self.direction,
+            _pad: [0; 3],
+        }
+    }
 }
 
 pub const EV_CONNECT: u8 = 1;

@@ -300,21 +300,25 @@ impl Probe {
     /// Every connection the kernel counts: UDP flows from the `conns` map,
     /// TCP connections from their sockets' records.
     pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let mut all = self.udp_flows()?;
-        self.read_each("socks", |_: &SockKey, s: &SockState| {
-            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP && complete(&s.key) {
-                all.push((s.key, s.stats));
-            }
-        })?;
+        let mut all = Vec::new();
+        self.for_each_conn(|k, v| all.push((*k, *v)))?;
         Ok(all)
+    }
+
+    /// `conns`, one at a time, without the copy.
+    pub fn for_each_conn(&self, mut each: impl FnMut(&ConnKey, &ConnStats)) -> Result<()> {
+        self.for_each_udp_flow(&mut each)?;
+        self.read_each("socks", |k: &SockKey, s: &SockState| {
+            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP && complete(&s.key) {
+                each(&s.key, &s.stats(k.sk));
+            }
+        })
     }
 
     /// The UDP flows alone: a small map, where reading every socket's
     /// record is not needed.
-    pub fn udp_flows(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let mut all = Vec::new();
-        self.read_each("conns", |k: &ConnKey, v: &ConnStats| all.push((*k, *v)))?;
-        Ok(all)
+    pub fn for_each_udp_flow(&self, mut each: impl FnMut(&ConnKey, &ConnStats)) -> Result<()> {
+        self.read_each("conns", |k: &ConnKey, v: &ConnStats| each(k, v))
     }
 
     /// Each entry of a hash map, key by key. Not in batches
