@@ -364,9 +364,14 @@ static __always_inline void set_owner(struct nettop_sock_state *s)
     s->owner_known = 1;
 }
 
-/* A new socket record; `owner` only in process context. */
+/* A new socket record; `owner` only in process context. `old` is the record
+ * the caller found and means to replace, or 0: then one another CPU made
+ * since the caller looked is kept and returned, not replaced (accept() and
+ * the ESTABLISHED change can race so, and replacing a record just keyed
+ * would restart its counts). */
 static __always_inline struct nettop_sock_state *new_sock(__u64 sk, __u8 proto, __u8 direction,
-                                                         __u8 established, int owner)
+                                                         __u8 established, int owner,
+                                                         struct nettop_sock_state *old)
 {
     struct nettop_sock_key key = {.sk = sk};
     struct nettop_sock_state s = {};
@@ -375,9 +380,11 @@ static __always_inline struct nettop_sock_state *new_sock(__u64 sk, __u8 proto, 
     s.established = established;
     if (owner)
         set_owner(&s);
-    if (bpf_map_update_elem(&socks, &key, &s, BPF_ANY) != 0) {
-        count(NETTOP_CNT_SOCK_MAP_FULL);
-        return 0;
+    if (bpf_map_update_elem(&socks, &key, &s, old ? BPF_ANY : BPF_NOEXIST) != 0) {
+        struct nettop_sock_state *made = old ? 0 : bpf_map_lookup_elem(&socks, &key);
+        if (!made)
+            count(NETTOP_CNT_SOCK_MAP_FULL);
+        return made;
     }
     return bpf_map_lookup_elem(&socks, &key);
 }
@@ -460,7 +467,7 @@ static __always_inline void on_connect(__u64 sk, long ret, __u64 uaddr)
     /* Kept when nested (tcp_v6_connect → tcp_v4_connect for v4-mapped
      * peers): the inner call made it. */
     if (!s || !s->owner_known || s->tgid != bpf_get_current_pid_tgid() >> 32 || stale(o, sk, s))
-        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1);
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1, s);
     if (!s)
         return;
     /* Over loopback the handshake can complete inside connect(), before
@@ -479,7 +486,7 @@ static __always_inline void on_accept(__u64 sk)
         return;
     struct nettop_sock_state *s = get_sock(sk);
     if (!s || stale(o, sk, s))
-        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 1);
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 1, s);
     if (!s)
         return;
     if (!s->owner_known)
@@ -505,7 +512,7 @@ static __always_inline void on_established(__u64 sk, int oldstate)
      * accept() or with the first send or receive. */
     if (oldstate == TCP_SYN_RECV &&
         (!s || s->direction != NETTOP_DIR_INCOMING || (s->has_key && stale(o, sk, s))))
-        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0);
+        s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0, s);
     if (!s)
         return;
     s->established = 1;
@@ -522,7 +529,7 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
     struct nettop_sock_state *s = get_sock(sk);
     if (!s)
         /* Older than nettop, or UDP: owned by whoever uses it first. */
-        s = new_sock(sk, proto, NETTOP_DIR_UNKNOWN, proto == IPPROTO_TCP, 1);
+        s = new_sock(sk, proto, NETTOP_DIR_UNKNOWN, proto == IPPROTO_TCP, 1, 0);
     if (!s)
         return;
     if (!s->owner_known)
