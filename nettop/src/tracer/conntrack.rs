@@ -136,18 +136,32 @@ impl Table {
     /// Apply one ring-buffer event. `final_udp` gives the kernel's last
     /// counters of a UDP flow whose socket closed (the caller then removes
     /// the flow from the kernel's table).
+    #[cfg(test)]
     pub fn apply(
         &mut self,
         ev: &RawEvent,
         now_ns: u64,
-        mut final_udp: impl FnMut(&ConnKey) -> Option<ConnStats>,
+        final_udp: impl FnMut(&ConnKey) -> Option<ConnStats>,
     ) -> Vec<Change> {
+        let mut out = Vec::new();
+        self.apply_into(ev, now_ns, final_udp, |c| out.push(c));
+        out
+    }
+
+    /// `apply`, handing each change to `out`: no allocation per event.
+    pub fn apply_into(
+        &mut self,
+        ev: &RawEvent,
+        now_ns: u64,
+        mut final_udp: impl FnMut(&ConnKey) -> Option<ConnStats>,
+        mut out: impl FnMut(Change),
+    ) {
         match ev.kind {
             EV_CONNECT | EV_ACCEPT => {
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
                 e.born = true;
                 let e = e.clone();
-                vec![if ev.kind == EV_CONNECT { Change::Connect(e) } else { Change::Accept(e) }]
+                out(if ev.kind == EV_CONNECT { Change::Connect(e) } else { Change::Accept(e) })
             }
             EV_CLOSE => {
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
@@ -157,17 +171,17 @@ impl Table {
                 e.stats.msgs_recv = ev.msgs_recv;
                 e.stats.retransmits = ev.retransmits;
                 e.stats.last_ns = ev.ts_ns;
-                self.close(&ev.key, None, now_ns).into_iter().collect()
+                self.close(&ev.key, None, now_ns).into_iter().for_each(out)
             }
-            EV_CONNECT_FAILED => vec![Change::ConnectFailed {
+            EV_CONNECT_FAILED => out(Change::ConnectFailed {
                 key: ev.key,
                 errno: (ev.err != 0).then_some(ev.err),
                 comm: ev.comm,
-            }],
+            }),
             EV_RETRANSMIT => {
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
                 e.stats.retransmits = e.stats.retransmits.max(ev.retransmits);
-                vec![Change::Retransmit(e.clone())]
+                out(Change::Retransmit(e.clone()))
             }
             EV_SOCK_CLOSE => {
                 let keys: Vec<ConnKey> = self
@@ -176,14 +190,12 @@ impl Table {
                     .filter(|e| e.is_udp() && e.stats.sk == ev.sk)
                     .map(|e| e.key)
                     .collect();
-                keys.into_iter()
-                    .filter_map(|k| {
-                        let last = final_udp(&k);
-                        self.close(&k, last, now_ns)
-                    })
-                    .collect()
+                for k in keys {
+                    let last = final_udp(&k);
+                    self.close(&k, last, now_ns).into_iter().for_each(&mut out);
+                }
             }
-            _ => Vec::new(),
+            _ => {}
         }
     }
 

@@ -110,31 +110,57 @@ struct Shared {
 pub struct Tracer {
     shared: Arc<Mutex<Shared>>,
     reader: Worker,
-    events: Option<mpsc::Receiver<Event>>,
+    events: Option<mpsc::Receiver<Vec<Event>>>,
     dropped: Arc<AtomicU64>,
     info: Info,
 }
 
-/// The lifecycle events, in order; `next` waits for one.
-pub struct EventStream(mpsc::Receiver<Event>);
+/// The lifecycle events, in order; `next` waits for one. They cross from
+/// the reader in batches, one per drain of the ring buffer: a channel
+/// operation per event cost more than many events' handling under churn.
+pub struct EventStream {
+    rx: mpsc::Receiver<Vec<Event>>,
+    batch: std::vec::IntoIter<Event>,
+}
 
 impl EventStream {
+    fn new(rx: mpsc::Receiver<Vec<Event>>) -> EventStream {
+        EventStream { rx, batch: Vec::new().into_iter() }
+    }
+
     pub async fn next(&mut self) -> Option<Event> {
-        self.0.recv().await
+        loop {
+            if let Some(e) = self.batch.next() {
+                return Some(e);
+            }
+            self.batch = self.rx.recv().await?.into_iter();
+        }
     }
 
     /// For callers outside an async runtime.
     pub fn blocking_next(&mut self) -> Option<Event> {
-        self.0.blocking_recv()
+        loop {
+            if let Some(e) = self.batch.next() {
+                return Some(e);
+            }
+            self.batch = self.rx.blocking_recv()?.into_iter();
+        }
     }
 
     /// The next event if one is waiting; never blocks (for UI loops).
     pub fn try_next(&mut self) -> Option<Event> {
-        self.0.try_recv().ok()
+        loop {
+            if let Some(e) = self.batch.next() {
+                return Some(e);
+            }
+            self.batch = self.rx.try_recv().ok()?.into_iter();
+        }
     }
 }
 
-const EVENT_QUEUE: usize = 1 << 16;
+/// Batches waiting for the consumer: one per drain, at most one per
+/// `BATCH`, so this is seconds of events before any is dropped.
+const EVENT_QUEUE: usize = 256;
 const POLL: Duration = Duration::from_millis(100);
 /// Events wait at most this long in the ring buffer once one arrives: a
 /// 4 MiB ring holds tens of thousands of events, far more than arrive in
@@ -212,7 +238,7 @@ impl Tracer {
 
     /// The event stream (once; later calls return None).
     pub fn events(&mut self) -> Option<EventStream> {
-        self.events.take().map(EventStream)
+        self.events.take().map(EventStream::new)
     }
 
     /// Every connection now, open or lingering after close, filtered, in
@@ -381,14 +407,15 @@ fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
     stop: &StopFlag,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::Sender<Vec<Event>>,
     dropped: &AtomicU64,
 ) {
     let fd = ring.as_raw_fd();
     let mut last_refresh = 0;
-    let send = |ev: Event| {
-        if tx.try_send(ev).is_err() {
-            dropped.fetch_add(1, Ordering::Relaxed);
+    let send = |batch: Vec<Event>| {
+        let n = batch.len() as u64;
+        if n > 0 && tx.try_send(batch).is_err() {
+            dropped.fetch_add(n, Ordering::Relaxed);
         }
     };
     let mut last_drain = Instant::now();
@@ -410,6 +437,7 @@ fn read_loop(
         let mut s = lock(shared);
         let now = monotonic_ns();
         let mut out = Vec::new();
+        let mut batch = Vec::new();
         while let Some(item) = ring.next() {
             if item.len() < size_of::<RawEvent>() {
                 continue;
@@ -422,19 +450,23 @@ fn read_loop(
                 eprintln!("{}", debug_line(&raw));
             }
             let Shared { table, probe, .. } = &mut *s;
-            let changes = table.apply(&raw, now, |k| {
-                let last = probe.conn(k);
-                probe.remove_conn(k);
-                last
-            });
-            out.extend(changes.into_iter().map(|c| (c, raw.ts_ns)));
+            table.apply_into(
+                &raw,
+                now,
+                |k| {
+                    let last = probe.conn(k);
+                    probe.remove_conn(k);
+                    last
+                },
+                |c| out.push((c, raw.ts_ns)),
+            );
         }
         if now.saturating_sub(last_refresh) >= 500_000_000 {
             last_refresh = now;
             out.extend(refresh(&mut s).into_iter().map(|c| (c, now)));
             let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
             if lost > s.lost_seen {
-                send(Event {
+                batch.push(Event {
                     event: EventKind::Lost,
                     ts_ns: now,
                     conn: None,
@@ -448,11 +480,8 @@ fn read_loop(
         }
         let Shared { owners, config, .. } = &mut *s;
         let clock = Instant::now();
-        for (change, ts) in out {
-            if let Some(ev) = to_event(change, ts, owners, config, clock) {
-                send(ev);
-            }
-        }
+        batch.extend(out.into_iter().filter_map(|(c, ts)| to_event(c, ts, owners, config, clock)));
+        send(batch);
     }
 }
 
