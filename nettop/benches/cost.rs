@@ -345,7 +345,32 @@ fn churn_part() {
 fn cpu_part() {
     println!("\n## userspace CPU per 1000 events under churn (nettop's own utime+stime)");
     let dur = Duration::from_secs(5);
-    // trace --json to a pipe we drain (as `> /dev/null` would).
+    // trace --json > /dev/null, as the goal is stated. No `ready` line to
+    // wait for there: start-up takes well under a second everywhere
+    // (emulated VMs included), so a few seconds suffice.
+    let (ls, _) = churn_listeners(2);
+    let mut quiet = Killed(
+        Command::new(nettop())
+            .args(["--backend", &backend(), "trace", "--json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nettop trace"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(quiet.exited().is_none(), "nettop trace --json > /dev/null exited");
+    let before = cpu_ms(quiet.id());
+    let made = churn(dur, ls);
+    std::thread::sleep(Duration::from_millis(300));
+    let used = cpu_ms(quiet.id()) - before;
+    drop(quiet);
+    let events = made * EVENTS_PER_CONNECTION;
+    println!(
+        "trace --json > /dev/null   {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5)",
+        used / events as f64 * 1000.0,
+    );
+    // The same to a pipe that a JSON parser reads (this benchmark's, on
+    // the same two CPUs): nettop also pays for waiting on a full pipe.
     let (ls, ports) = churn_listeners(2);
     let t = Trace::start(&[], ports.clone());
     let before = cpu_ms(t.pid());
@@ -355,7 +380,7 @@ fn cpu_part() {
     let c = t.stop();
     let events = made * EVENTS_PER_CONNECTION;
     println!(
-        "trace --json           {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5) [{}]",
+        "trace --json | parser      {:.3} ms per 1000 events ({used:.0} ms for {events} events) [{}]",
         used / events as f64 * 1000.0,
         c.backend
     );
@@ -376,7 +401,7 @@ fn cpu_part() {
     drop(tui);
     let events = made * EVENTS_PER_CONNECTION;
     println!(
-        "TUI (1 s refresh)      {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5)",
+        "TUI (1 s refresh)          {:.3} ms per 1000 events ({used:.0} ms for {events} events; goal ≤ 0.5)",
         used / events as f64 * 1000.0
     );
 }
