@@ -52,6 +52,9 @@ struct Args {
     /// Seconds a closed connection stays listed.
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0, global = true)]
     linger: f64,
+    /// At most this many closed connections stay listed (the latest); under churn they go before their linger is over.
+    #[arg(long, value_name = "N", default_value_t = nettop::tracer::DEFAULT_MAX_CLOSED, global = true)]
+    max_closed: usize,
     /// Capacity of the kernel's connection table.
     #[arg(long, default_value_t = 65536, global = true)]
     max_connections: u32,
@@ -127,6 +130,7 @@ impl Args {
             ring_bytes: self.ring_bytes,
             udp_timeout: secs("udp-timeout", self.udp_timeout)?,
             linger: secs("linger", self.linger)?,
+            max_closed: self.max_closed,
             filter: self.filter()?,
             ..nettop::Config::default()
         })

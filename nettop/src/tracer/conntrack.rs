@@ -89,6 +89,7 @@ pub struct Table {
     closed: VecDeque<Entry>,
     last_id: u64,
     linger_ns: u64,
+    max_closed: usize,
     udp_timeout_ns: u64,
 }
 
@@ -99,8 +100,16 @@ impl Table {
             closed: VecDeque::new(),
             last_id: 0,
             linger_ns: linger.as_nanos() as u64,
+            max_closed: usize::MAX,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,
         }
+    }
+
+    /// Keep at most `n` closed connections, the latest; older ones go
+    /// before their linger is over.
+    pub fn max_closed(mut self, n: usize) -> Table {
+        self.max_closed = n;
+        self
     }
 
     /// Open connections, then closed ones.
@@ -293,6 +302,8 @@ impl Table {
         {
             self.closed.pop_front();
         }
+        let excess = self.closed.len().saturating_sub(self.max_closed);
+        self.closed.drain(..excess);
     }
 }
 
@@ -357,6 +368,22 @@ mod tests {
         assert_eq!(t.entries().map(|e| e.id).collect::<Vec<_>>(), [2]);
         t.expire_closed(8 * SEC + 1);
         assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn past_max_closed_the_oldest_closed_go_before_their_linger_is_over() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30)).max_closed(2);
+        let open = key(IPPROTO_TCP, 999, 80);
+        t.apply(&ev(EV_CONNECT, open, 0, 0), 0, |_| None);
+        for port in 1000..1004 {
+            let k = key(IPPROTO_TCP, port, 80);
+            t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None);
+            t.apply(&ev(EV_CLOSE, k, 1, 1), SEC, |_| None);
+        }
+        assert_eq!(t.counts(), (1, 4), "bounded when expiry runs, not on every close");
+        t.expire_closed(2 * SEC);
+        let ports: Vec<u16> = t.entries().map(|e| e.key.lport).collect();
+        assert_eq!(ports, [999, 1002, 1003], "open ones stay; the latest closed ones stay");
     }
 
     #[test]

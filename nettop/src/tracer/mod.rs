@@ -50,8 +50,13 @@ pub struct Config {
     pub max_connections: u32,
     /// A UDP flow with no traffic for this long ends.
     pub udp_timeout: Duration,
-    /// A closed connection stays in `connections()` this long.
+    /// A closed connection stays in `connections()` this long...
     pub linger: Duration,
+    /// ...or until this many newer ones have closed. Under churn (tens of
+    /// thousands of connections a second) a 5 s linger kept hundreds of
+    /// thousands of closed rows, and listing them each second was most of
+    /// the TUI's cost; the latest few thousand show the churn as well.
+    pub max_closed: usize,
     /// Event ring buffer size in bytes (power of two).
     pub ring_bytes: u32,
     /// List connections that existed before the tracer started.
@@ -72,12 +77,16 @@ impl Default for Config {
             max_connections: probe.max_connections,
             udp_timeout: Duration::from_secs(30),
             linger: Duration::from_secs(5),
+            max_closed: DEFAULT_MAX_CLOSED,
             ring_bytes: probe.ring_bytes,
             backfill: true,
             filter: Filter::default(),
         }
     }
 }
+
+/// `Config::max_closed` unless asked otherwise.
+pub const DEFAULT_MAX_CLOSED: usize = 10_000;
 
 /// Facts about the running tracer (for headers and `ready` lines).
 #[derive(Clone, Debug, serde::Serialize)]
@@ -205,7 +214,7 @@ impl Tracer {
             backfill_error: None,
         };
         let mut shared = Shared {
-            table: Table::new(config.linger, config.udp_timeout),
+            table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),
             owners: Owners::new(),
             probe,
             config,
@@ -252,6 +261,7 @@ impl Tracer {
         // Streamed into the table, not copied first: with 100 000
         // connections the copy was 15 MB of RSS.
         let _ = probe.for_each_conn(|k, st| table.sync_one(k, st, now_ns));
+        table.expire_closed(now_ns);
         let Shared { table, owners, config, .. } = &mut *s;
         let now = Instant::now();
         let mut entries: Vec<&Entry> = table.entries().collect();

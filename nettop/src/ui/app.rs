@@ -1,14 +1,13 @@
 //! The TUI's state and what keys and the mouse do to it. Drawing lives in
 //! the sibling modules; this one never touches a terminal.
-use rustc_hash::FxHashMap;
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };
 use ratatui::layout::Rect;
 
+use super::history::History;
 use super::theme::Theme;
 use super::view::{self, Column, Group, Key, Line, RateState, Rows};
 use crate::filter::Filter;
@@ -36,10 +35,8 @@ pub struct FilterInput {
     pub error: Option<String>,
 }
 
-const EVENT_LOG: usize = 1000;
-const TIMELINE: usize = 64;
-/// How often timelines of gone connections are dropped.
-const TIMELINE_PRUNE_NS: u64 = 5_000_000_000;
+/// Events kept while paused, to be taken in on resuming.
+const HELD_EVENTS: usize = super::history::RECENT;
 
 pub struct App {
     pub info: Info,
@@ -78,13 +75,8 @@ pub struct App {
     pub table_area: Rect,
     pub column_x: Vec<(u16, u16, Column)>,
 
-    /// The events log and each connection's timeline share the events:
-    /// under churn, copying each one (owner strings and all) cost more
-    /// than everything else the TUI does with it.
-    pub events: VecDeque<Arc<Event>>,
-    pub timelines: FxHashMap<u64, VecDeque<Arc<Event>>>,
-    /// When timelines were last pruned (CLOCK_MONOTONIC ns).
-    pruned_ns: u64,
+    /// The events pane's log and each connection's timeline.
+    pub history: History,
     /// While paused, the newest snapshot and the events since, kept for later.
     held: Option<Snapshot>,
     held_events: Vec<Event>,
@@ -121,9 +113,7 @@ impl App {
             offset: 0,
             table_area: Rect::default(),
             column_x: Vec::new(),
-            events: VecDeque::new(),
-            timelines: FxHashMap::default(),
-            pruned_ns: 0,
+            history: History::default(),
             held: None,
             held_events: Vec::new(),
         }
@@ -142,41 +132,21 @@ impl App {
         drop_elsewhere(old);
         self.send_total = self.rows.rates.iter().map(|r| r.send).sum();
         self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
-        // Timelines of connections that are gone go with them (a moment
-        // late: an event can come before its connection's first snapshot).
-        // Under churn there are hundreds of thousands: pruned every few
-        // seconds, and a recent event spares the search for the connection.
-        let (rates, now) = (&self.rates, self.now_ns);
-        if now.saturating_sub(self.pruned_ns) >= TIMELINE_PRUNE_NS {
-            self.pruned_ns = now;
-            self.timelines.retain(|id, t| {
-                t.back().is_some_and(|e| now.saturating_sub(e.ts_ns) < 10_000_000_000)
-                    || rates.has(*id)
-            });
-        }
+        let rates = &self.rates;
+        self.history.prune(|id| rates.has(id));
         self.rebuild();
     }
 
     pub fn push_events(&mut self, events: impl IntoIterator<Item = Event>) {
         if self.paused {
             self.held_events.extend(events);
-            let excess = self.held_events.len().saturating_sub(EVENT_LOG);
+            let excess = self.held_events.len().saturating_sub(HELD_EVENTS);
             self.held_events.drain(..excess);
             return;
         }
+        let rates = &self.rates;
         for ev in events {
-            let ev = Arc::new(ev);
-            if let Some(id) = ev.conn.as_ref().and_then(|c| c.id) {
-                let t = self.timelines.entry(id).or_default();
-                if t.len() == TIMELINE {
-                    t.pop_front();
-                }
-                t.push_back(ev.clone());
-            }
-            if self.events.len() == EVENT_LOG {
-                self.events.pop_front();
-            }
-            self.events.push_back(ev);
+            self.history.push(ev, |id| rates.has(id));
         }
     }
 

@@ -4,6 +4,7 @@ pub mod app;
 pub mod feed;
 pub mod header;
 pub mod help;
+pub mod history;
 pub mod panes;
 pub mod status;
 pub mod table;

@@ -46,12 +46,11 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
             lines.extend(owner_lines(app, &c.owner));
             lines.extend(conn_lines(app, c, r.age_s));
             lines.push(Line::styled("timeline", app.theme.key()));
-            match app.timelines.get(&c.id) {
-                Some(t) if !t.is_empty() => {
-                    lines.extend(t.iter().map(|e| Line::raw(format!("  {}", event_text(app, e)))))
-                }
-                _ => lines.push(Line::raw("  (no events since nettop started)")),
+            let t = app.history.timeline(c.id);
+            if t.is_empty() {
+                lines.push(Line::raw("  (no events since nettop started)"));
             }
+            lines.extend(t.iter().map(|e| Line::raw(format!("  {}", event_text(app, e)))));
             format!(" connection {} ", c.id)
         }
         Some(ViewLine::Group(g)) => {
@@ -153,10 +152,10 @@ pub fn event_text(app: &App, e: &Event) -> String {
 
 pub fn events(f: &mut Frame, app: &App, area: Rect) {
     let h = usize::from(area.height.saturating_sub(1));
-    let skip = app.events.len().saturating_sub(h);
+    let skip = app.history.len().saturating_sub(h);
     let lines: Vec<Line> = app
-        .events
-        .iter()
+        .history
+        .recent()
         .skip(skip)
         .map(|e| {
             let l = Line::raw(event_text(app, e));
@@ -170,7 +169,7 @@ pub fn events(f: &mut Frame, app: &App, area: Rect) {
         .collect();
     let block = Block::new()
         .borders(Borders::TOP)
-        .title(format!(" events ({} kept, newest last) ", app.events.len()))
+        .title(format!(" events ({} kept, newest last) ", app.history.len()))
         .title_style(app.theme.title());
     f.render_widget(Paragraph::new(lines).block(block), area);
 }

@@ -10,6 +10,7 @@ use ratatui::crossterm::event::{
 use ratatui::style::Modifier;
 
 use super::app::{App, Snapshot};
+use super::history::RECENT;
 use super::theme::Theme;
 use super::view::{Column, Key};
 use crate::filter::Filter;
@@ -211,13 +212,14 @@ fn an_open_group_lists_its_connections_in_the_sort_order() {
 #[test]
 fn timelines_of_gone_connections_are_dropped() {
     let mut a = app();
+    let (tuple, owner) = (a.rows[0].tuple.clone(), a.rows[0].owner.clone());
     let ev = |id| Event {
         event: EventKind::Connect,
         ts_ns: T0,
         conn: Some(EventConn {
             id: Some(id),
-            tuple: a.rows[0].tuple.clone(),
-            owner: a.rows[0].owner.clone(),
+            tuple: tuple.clone(),
+            owner: owner.clone(),
             direction: Direction::Outgoing,
         }),
         bytes_sent: None,
@@ -225,15 +227,21 @@ fn timelines_of_gone_connections_are_dropped() {
         errno: None,
         lost: None,
     };
-    let events = vec![ev(3), ev(99)];
-    a.push_events(events);
-    // Kept while recent, whether or not a snapshot lists them yet.
+    a.push_events(vec![ev(3), ev(99)]);
     a.ingest(Snapshot { now_ns: T0 + 6 * S, conns: conns(3), stats: stats() });
-    assert!(a.timelines.contains_key(&3) && a.timelines.contains_key(&99));
-    // Old: kept only for a connection the snapshot still lists.
-    a.ingest(Snapshot { now_ns: T0 + 12 * S, conns: conns(4), stats: stats() });
-    assert!(a.timelines.contains_key(&3));
-    assert!(!a.timelines.contains_key(&99));
+    assert_eq!((a.history.timeline(3).len(), a.history.timeline(99).len()), (1, 1));
+    // Pushed out of the ring by later events: kept only for a connection
+    // the snapshot lists (3 is; 99 never was).
+    let filler: Vec<Event> = (0..RECENT).map(|i| ev(1_000_000 + i as u64)).collect();
+    a.push_events(filler);
+    assert_eq!((a.history.timeline(3).len(), a.history.timeline(99).len()), (1, 0));
+    assert_eq!(a.history.kept_apart(), 1);
+    // Gone from the snapshot: forgotten.
+    let mut later = conns(4);
+    later.retain(|c| c.id != 3);
+    a.ingest(Snapshot { now_ns: T0 + 12 * S, conns: later, stats: stats() });
+    assert!(a.history.timeline(3).is_empty());
+    assert_eq!(a.history.kept_apart(), 0);
 }
 
 #[test]

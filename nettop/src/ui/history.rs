@@ -1,0 +1,122 @@
+//! The events the TUI keeps: the latest in one ring, which the events pane
+//! shows and the details pane searches for a connection's timeline. An event
+//! leaving the ring is kept apart only if its connection is still listed, so
+//! a long-lived connection keeps its connect or accept however busy the
+//! host. Under churn nearly every event leaves the ring after its connection
+//! has gone, and costs no more than its place in the ring: a hash entry and a
+//! queue per connection, for every event, had been the TUI's largest cost.
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::tracer::Event;
+
+/// Events in the ring: seconds of the heaviest churn, hours of a quiet host.
+pub const RECENT: usize = 8192;
+/// The most events one connection's timeline shows (the newest).
+pub const TIMELINE: usize = 64;
+
+#[derive(Default)]
+pub struct History {
+    /// With each event its connection's id (0 for none), so that finding a
+    /// timeline scans a dense array of ids, not every event.
+    recent: VecDeque<(u64, Arc<Event>)>,
+    /// Events that left the ring while their connection was listed.
+    older: FxHashMap<u64, VecDeque<Arc<Event>>>,
+}
+
+impl History {
+    /// Keep `ev`; `listed` says whether a connection is still shown, for
+    /// the event this pushes out of the ring.
+    pub fn push(&mut self, ev: Event, listed: impl Fn(u64) -> bool) {
+        let id = ev.conn.as_ref().and_then(|c| c.id).unwrap_or(0);
+        if self.recent.len() == RECENT
+            && let Some((old_id, old)) = self.recent.pop_front()
+            && old_id != 0
+            && listed(old_id)
+        {
+            let t = self.older.entry(old_id).or_default();
+            if t.len() == TIMELINE {
+                t.pop_front();
+            }
+            t.push_back(old);
+        }
+        self.recent.push_back((id, Arc::new(ev)));
+    }
+
+    /// The ring, oldest first.
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> + ExactSizeIterator {
+        self.recent.iter().map(|(_, e)| e)
+    }
+
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+
+    /// Connection `id`'s events, oldest first, at most TIMELINE.
+    pub fn timeline(&self, id: u64) -> Vec<&Arc<Event>> {
+        let mut t: Vec<&Arc<Event>> = self.older.get(&id).into_iter().flatten().collect();
+        t.extend(self.recent.iter().filter(|(i, _)| *i == id).map(|(_, e)| e));
+        let excess = t.len().saturating_sub(TIMELINE);
+        t.drain(..excess);
+        t
+    }
+
+    /// Forget the kept-apart events of connections no longer shown.
+    pub fn prune(&mut self, listed: impl Fn(u64) -> bool) {
+        self.older.retain(|id, _| listed(*id));
+    }
+
+    /// How many connections have events kept apart (for tests).
+    #[cfg(test)]
+    pub fn kept_apart(&self) -> usize {
+        self.older.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracer::{EventConn, EventKind};
+    use nettop_shared::ConnKey;
+
+    fn ev(id: u64, ts_ns: u64) -> Event {
+        Event {
+            event: EventKind::Retransmit,
+            ts_ns,
+            conn: Some(EventConn::new(Some(id), &ConnKey::default(), 1, Arc::default())),
+            bytes_sent: None,
+            bytes_recv: None,
+            errno: None,
+            lost: None,
+        }
+    }
+
+    #[test]
+    fn a_listed_connection_keeps_its_newest_events_in_order_past_the_ring() {
+        let mut h = History::default();
+        // Connection 1 is listed, 2 is not; 2's events fill the ring.
+        for ts in 0..100 {
+            h.push(ev(1, ts), |id| id == 1);
+        }
+        for ts in 100..100 + RECENT as u64 {
+            h.push(ev(2, ts), |id| id == 1);
+        }
+        assert_eq!(h.len(), RECENT);
+        let t: Vec<u64> = h.timeline(1).iter().map(|e| e.ts_ns).collect();
+        assert_eq!(t, (100 - TIMELINE as u64..100).collect::<Vec<_>>());
+        // Newer ones in the ring follow the kept-apart ones.
+        h.push(ev(1, 1_000_000), |id| id == 1);
+        let t: Vec<u64> = h.timeline(1).iter().map(|e| e.ts_ns).collect();
+        assert_eq!(t.len(), TIMELINE);
+        assert_eq!(t[TIMELINE - 2..], [99, 1_000_000]);
+        assert_eq!(h.timeline(2).len(), TIMELINE, "the ring's, newest");
+        h.prune(|_| false);
+        assert_eq!(h.timeline(1).len(), 1, "only what the ring holds");
+    }
+}
