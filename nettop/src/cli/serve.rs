@@ -150,8 +150,9 @@ impl Shared {
     }
 
     fn refresh(&self) {
-        let conns = self.tracer.connections();
-        self.agg().refresh(&conns, Instant::now());
+        // The aggregator's lock first, then the tracer's, as in `status`.
+        let mut agg = self.agg();
+        agg.refresh_with(Instant::now(), |take| self.tracer.for_each_connection(take));
     }
 
     fn status(&self) -> serde_json::Value {

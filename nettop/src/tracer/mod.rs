@@ -253,28 +253,16 @@ impl Tracer {
     /// Every connection now, open or lingering after close, filtered, in
     /// the order nettop first saw them (by `Connection::id`).
     pub fn connections(&self) -> Vec<Connection> {
-        let mut s = lock(&self.shared);
-        // Fresh counters; ending idle flows stays with the reader, which
-        // turns every end into an event.
-        let now_ns = monotonic_ns();
-        let Shared { probe, table, .. } = &mut *s;
-        // Streamed into the table, not copied first: with 100 000
-        // connections the copy was 15 MB of RSS.
-        let _ = probe.for_each_conn(|k, st| table.sync_one(k, st, now_ns));
-        table.expire_closed(now_ns);
-        let Shared { table, owners, config, .. } = &mut *s;
-        let now = Instant::now();
-        let mut entries: Vec<&Entry> = table.entries().collect();
-        // Stable sort: closed entries come nearly in id order, and it is
-        // linear on such runs.
-        entries.sort_by_key(|e| e.id);
-        entries
-            .into_iter()
-            .filter_map(|e| {
-                let c = Connection::from_entry(e, owners.of_entry(e, now));
-                wanted(config, &c.tuple, &c.owner, c.state, c.direction).then_some(c)
-            })
-            .collect()
+        let mut all = Vec::new();
+        each_connection(&mut lock(&self.shared), true, |c| all.push(c));
+        all
+    }
+
+    /// `connections()` one at a time, in no particular order, without the
+    /// list; the tracer stays locked meanwhile, so `each` must be quick and
+    /// must not call the tracer.
+    pub fn for_each_connection(&self, mut each: impl FnMut(&Connection)) {
+        each_connection(&mut lock(&self.shared), false, |c| each(&c));
     }
 
     pub fn stats(&self) -> Stats {
@@ -297,6 +285,30 @@ impl Tracer {
     /// Detach the probes and stop the reader (dropping does the same).
     pub fn stop(self) {
         self.reader.stop();
+    }
+}
+
+/// Fresh counters, then each connection (by id if `by_id`). Ending idle
+/// flows stays with the reader, which turns every end into an event.
+fn each_connection(s: &mut Shared, by_id: bool, mut each: impl FnMut(Connection)) {
+    let now_ns = monotonic_ns();
+    let Shared { probe, table, owners, config, .. } = s;
+    // Streamed into the table, not copied first: with 100 000 connections
+    // the copy was 15 MB of RSS.
+    let _ = probe.for_each_conn(|k, st| table.sync_one(k, st, now_ns));
+    table.expire_closed(now_ns);
+    let now = Instant::now();
+    let mut entries: Vec<&Entry> = table.entries().collect();
+    if by_id {
+        // Stable sort: closed entries come nearly in id order, and it is
+        // linear on such runs.
+        entries.sort_by_key(|e| e.id);
+    }
+    for e in entries {
+        let c = Connection::from_entry(e, owners.of_entry(e, now));
+        if wanted(config, &c.tuple, &c.owner, c.state, c.direction) {
+            each(c);
+        }
     }
 }
 
