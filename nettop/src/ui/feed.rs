@@ -21,7 +21,6 @@ pub struct Feed {
 }
 
 const TICK: Duration = Duration::from_millis(50);
-const BATCH: usize = 4096;
 
 impl Feed {
     pub fn start(mut tracer: Tracer, interval: Duration) -> Result<Feed> {
@@ -31,14 +30,8 @@ impl Feed {
             let mut dropped = 0;
             let mut next = Instant::now();
             while !stop.is_set() {
-                let mut batch = Vec::new();
-                while let Some(e) = events.as_mut().and_then(|s| s.try_next()) {
-                    batch.push(e);
-                    if batch.len() == BATCH {
-                        break;
-                    }
-                }
-                if !batch.is_empty() {
+                // Passed on as the tracer made them, not copied into one.
+                while let Some(batch) = events.as_mut().and_then(|s| s.try_next_batch()) {
                     let n = batch.len() as u64;
                     if let Err(TrySendError::Full(_)) = tx.try_send(Update::Events(batch)) {
                         dropped += n;
