@@ -380,11 +380,13 @@ static __always_inline struct nettop_sock_state *new_sock(__u64 sk, __u8 proto, 
     s.established = established;
     if (owner)
         set_owner(&s);
-    if (bpf_map_update_elem(&socks, &key, &s, old ? BPF_ANY : BPF_NOEXIST) != 0) {
-        struct nettop_sock_state *made = old ? 0 : bpf_map_lookup_elem(&socks, &key);
-        if (!made)
-            count(NETTOP_CNT_SOCK_MAP_FULL);
-        return made;
+    long err = bpf_map_update_elem(&socks, &key, &s, old ? BPF_ANY : BPF_NOEXIST);
+    if (err == -EEXIST)
+        /* Made meanwhile (or already gone again with a close: then none). */
+        return bpf_map_lookup_elem(&socks, &key);
+    if (err != 0) {
+        count(NETTOP_CNT_SOCK_MAP_FULL);
+        return 0;
     }
     return bpf_map_lookup_elem(&socks, &key);
 }

@@ -39,6 +39,7 @@ typedef signed long long __s64;
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define EINPROGRESS 115
+#define EEXIST 17
 
 /* Helpers by their stable ids. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;

@@ -16,6 +16,7 @@ pub mod backfill;
 pub mod conntrack;
 pub mod model;
 mod owners;
+mod queue;
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use nettop_shared::{ConnKey, Counter, DIR_INCOMING, DIR_OUTGOING, Event as RawEvent};
-use tokio::sync::mpsc;
+pub use queue::EventStream;
 
 use crate::filter::{Filter, Subject};
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
@@ -119,66 +120,14 @@ struct Shared {
 pub struct Tracer {
     shared: Arc<Mutex<Shared>>,
     reader: Worker,
-    events: Option<mpsc::Receiver<Vec<Event>>>,
+    events: Option<EventStream>,
     dropped: Arc<AtomicU64>,
     info: Info,
 }
 
-/// The lifecycle events, in order; `next` waits for one. They cross from
-/// the reader in batches, one per drain of the ring buffer: a channel
-/// operation per event cost more than many events' handling under churn.
-pub struct EventStream {
-    rx: mpsc::Receiver<Vec<Event>>,
-    batch: std::vec::IntoIter<Event>,
-}
-
-impl EventStream {
-    fn new(rx: mpsc::Receiver<Vec<Event>>) -> EventStream {
-        EventStream { rx, batch: Vec::new().into_iter() }
-    }
-
-    pub async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.batch.next() {
-                return Some(e);
-            }
-            self.batch = self.rx.recv().await?.into_iter();
-        }
-    }
-
-    /// For callers outside an async runtime.
-    pub fn blocking_next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.batch.next() {
-                return Some(e);
-            }
-            self.batch = self.rx.blocking_recv()?.into_iter();
-        }
-    }
-
-    /// The events waiting, as they came (a batch or what is left of one);
-    /// never blocks. For consumers that pass events on in bulk.
-    pub fn try_next_batch(&mut self) -> Option<Vec<Event>> {
-        if self.batch.len() > 0 {
-            return Some(std::mem::take(&mut self.batch).collect());
-        }
-        self.rx.try_recv().ok()
-    }
-
-    /// The next event if one is waiting; never blocks (for UI loops).
-    pub fn try_next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(e) = self.batch.next() {
-                return Some(e);
-            }
-            self.batch = self.rx.try_recv().ok()?.into_iter();
-        }
-    }
-}
-
-/// Batches waiting for the consumer: one per drain, at most one per
-/// `BATCH`, so this is seconds of events before any is dropped.
-const EVENT_QUEUE: usize = 256;
+/// Events waiting for the consumer before more are dropped: seconds of
+/// the heaviest churn.
+const EVENT_QUEUE: usize = 1 << 16;
 const POLL: Duration = Duration::from_millis(100);
 /// Events wait at most this long in the ring buffer once one arrives: a
 /// 4 MiB ring holds tens of thousands of events, far more than arrive in
@@ -240,12 +189,10 @@ impl Tracer {
         }
         let shared = Arc::new(Mutex::new(shared));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let (tx, rx) = queue::queue(EVENT_QUEUE, dropped.clone());
         let reader = {
-            let (shared, dropped) = (shared.clone(), dropped.clone());
-            Worker::spawn("nettop-tracer", move |stop| {
-                read_loop(ring, &shared, &stop, &tx, &dropped)
-            })?
+            let shared = shared.clone();
+            Worker::spawn("nettop-tracer", move |stop| read_loop(ring, &shared, &stop, &tx))?
         };
         Ok(Tracer { shared, reader, events: Some(rx), dropped, info })
     }
@@ -256,22 +203,22 @@ impl Tracer {
 
     /// The event stream (once; later calls return None).
     pub fn events(&mut self) -> Option<EventStream> {
-        self.events.take().map(EventStream::new)
+        self.events.take()
     }
 
     /// Every connection now, open or lingering after close, filtered, in
     /// the order nettop first saw them (by `Connection::id`).
     pub fn connections(&self) -> Vec<Connection> {
         let mut all = Vec::new();
-        each_connection(&mut lock(&self.shared), true, |c| all.push(c));
+        each_connection(&mut lock(&self.shared), |c| all.push(c));
         all
     }
 
-    /// `connections()` one at a time, in no particular order, without the
+    /// `connections()` one at a time, in the same order, without the
     /// list; the tracer stays locked meanwhile, so `each` must be quick and
     /// must not call the tracer.
     pub fn for_each_connection(&self, mut each: impl FnMut(&Connection)) {
-        each_connection(&mut lock(&self.shared), false, |c| each(&c));
+        each_connection(&mut lock(&self.shared), |c| each(&c));
     }
 
     pub fn stats(&self) -> Stats {
@@ -297,9 +244,11 @@ impl Tracer {
     }
 }
 
-/// Fresh counters, then each connection (by id if `by_id`). Ending idle
-/// flows stays with the reader, which turns every end into an event.
-fn each_connection(s: &mut Shared, by_id: bool, mut each: impl FnMut(Connection)) {
+/// Fresh counters, then each connection by id: oldest first, so that
+/// whoever keeps only some (serve's label sets, past `--max-series`) keeps
+/// the same ones every time. Ending idle flows stays with the reader, which
+/// turns every end into an event.
+fn each_connection(s: &mut Shared, mut each: impl FnMut(Connection)) {
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = s;
     // Streamed into the table, not copied first: with 100 000 connections
@@ -308,11 +257,9 @@ fn each_connection(s: &mut Shared, by_id: bool, mut each: impl FnMut(Connection)
     table.expire_closed(now_ns);
     let now = Instant::now();
     let mut entries: Vec<&Entry> = table.entries().collect();
-    if by_id {
-        // Stable sort: closed entries come nearly in id order, and it is
-        // linear on such runs.
-        entries.sort_by_key(|e| e.id);
-    }
+    // Stable sort: closed entries come nearly in id order, and it is
+    // linear on such runs.
+    entries.sort_by_key(|e| e.id);
     for e in entries {
         let c = Connection::from_entry(e, owners.of_entry(e, now));
         if wanted(config, &c.tuple, &c.owner, c.state, c.direction) {
@@ -438,17 +385,10 @@ fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
     stop: &StopFlag,
-    tx: &mpsc::Sender<Vec<Event>>,
-    dropped: &AtomicU64,
+    tx: &queue::Sender,
 ) {
     let fd = ring.as_raw_fd();
     let mut last_refresh = 0;
-    let send = |batch: Vec<Event>| {
-        let n = batch.len() as u64;
-        if n > 0 && tx.try_send(batch).is_err() {
-            dropped.fetch_add(n, Ordering::Relaxed);
-        }
-    };
     let mut last_drain = Instant::now();
     let mut last_batch = 0;
     // Diagnosis of the probe on a kernel that misbehaves: every raw event,
@@ -501,21 +441,23 @@ fn read_loop(
             let Shared { owners, config, .. } = &mut *s;
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
             let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
-            if lost > s.lost_seen {
-                batch.push(Event {
-                    event: EventKind::Lost,
-                    ts_ns: now,
-                    conn: None,
-                    bytes_sent: None,
-                    bytes_recv: None,
-                    errno: None,
-                    lost: Some(lost - s.lost_seen),
-                });
+            // On its own, and counted as reported only once queued: a
+            // report dropped with a full queue is made again next time.
+            let report = Event {
+                event: EventKind::Lost,
+                ts_ns: now,
+                conn: None,
+                bytes_sent: None,
+                bytes_recv: None,
+                errno: None,
+                lost: Some(lost.saturating_sub(s.lost_seen)),
+            };
+            if lost > s.lost_seen && tx.send_uncounted(report) {
                 s.lost_seen = lost;
             }
         }
         last_batch = batch.len();
-        send(batch);
+        tx.send(batch);
     }
 }
 

@@ -30,8 +30,16 @@ impl Feed {
             let mut dropped = 0;
             let mut next = Instant::now();
             while !stop.is_set() {
-                // Passed on as the tracer made them, not copied into one.
-                while let Some(batch) = events.as_mut().and_then(|s| s.try_next_batch()) {
+                // The tracer's batches, one update per tick: the first taken
+                // whole, any others appended to it.
+                let mut batch: Option<Vec<Event>> = None;
+                while let Some(mut b) = events.as_mut().and_then(|s| s.try_next_batch()) {
+                    match &mut batch {
+                        Some(all) => all.append(&mut b),
+                        None => batch = Some(b),
+                    }
+                }
+                if let Some(batch) = batch {
                     let n = batch.len() as u64;
                     if let Err(TrySendError::Full(_)) = tx.try_send(Update::Events(batch)) {
                         dropped += n;

@@ -1,10 +1,13 @@
 //! The events the TUI keeps: the latest in one ring, which the events pane
 //! shows and the details pane searches for a connection's timeline. An event
-//! leaving the ring is kept apart only if its connection is still listed, so
-//! a long-lived connection keeps its connect or accept however busy the
-//! host. Under churn nearly every event leaves the ring after its connection
-//! has gone, and costs no more than its place in the ring: a hash entry and a
-//! queue per connection, for every event, had been the TUI's largest cost.
+//! leaving the ring is kept apart only if its connection is in the latest
+//! snapshot, so a long-lived connection keeps its connect or accept as long
+//! as the ring outlasts one refresh interval: hours on a quiet host, but
+//! under heavy churn (the ring turns over in a fraction of a second) a new
+//! connection's first events can be gone before a snapshot lists it. In
+//! exchange, under churn nearly every event costs no more than its place in
+//! the ring: a hash entry and a queue per connection, for every event, had
+//! been the TUI's largest cost.
 use std::collections::VecDeque;
 use std::sync::Arc;
 
