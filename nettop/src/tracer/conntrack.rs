@@ -224,24 +224,24 @@ impl Table {
         Some(change)
     }
 
-    /// Take in the kernel's current counters of every live connection, read
-    /// at `now_ns`. A connection whose message counts moved since the last
-    /// sync was active at `now_ns`: that is its `last_ns`, to the interval
-    /// between syncs.
-    ///
-    /// A closed tuple in `live` is a new connection on it, never a stale
-    /// read of the old one: the probe deletes a connection's entry before
-    /// it reports the close, and the caller reads the kernel's table and
-    /// applies events under one lock, so a close is never applied between
-    /// the read of a snapshot and its sync.
+    /// `sync_one` for each of `live` (tests give the kernel's table so).
+    #[cfg(test)]
     pub fn sync(&mut self, live: &[(ConnKey, ConnStats)], now_ns: u64) {
         for (key, stats) in live {
             self.sync_one(key, stats, now_ns);
         }
     }
 
-    /// `sync` of one connection, for readers that stream the kernel's
-    /// table instead of copying it whole first.
+    /// Take in the kernel's current counters of one live connection, read
+    /// at `now_ns` (the caller streams the kernel's table through here). A
+    /// connection whose message counts moved since the last sync was active
+    /// at `now_ns`: that is its `last_ns`, to the interval between syncs.
+    ///
+    /// A closed tuple seen here is a new connection on it, never a stale
+    /// read of the old one: the probe deletes a connection's entry before
+    /// it reports the close, and the caller reads the kernel's table and
+    /// applies events under one lock, so a close is never applied between
+    /// the read of the table and its sync.
     pub fn sync_one(&mut self, key: &ConnKey, stats: &ConnStats, now_ns: u64) {
         let id = &mut self.last_id;
         let e = self

@@ -442,17 +442,18 @@ fn read_loop(
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
             let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
             // On its own, and counted as reported only once queued: a
-            // report dropped with a full queue is made again next time.
-            let report = Event {
-                event: EventKind::Lost,
-                ts_ns: now,
-                conn: None,
-                bytes_sent: None,
-                bytes_recv: None,
-                errno: None,
-                lost: Some(lost.saturating_sub(s.lost_seen)),
-            };
-            if lost > s.lost_seen && tx.send_uncounted(report) {
+            // report that finds the queue full is made again next time.
+            if lost > s.lost_seen
+                && tx.try_send(vec![Event {
+                    event: EventKind::Lost,
+                    ts_ns: now,
+                    conn: None,
+                    bytes_sent: None,
+                    bytes_recv: None,
+                    errno: None,
+                    lost: Some(lost - s.lost_seen),
+                }])
+            {
                 s.lost_seen = lost;
             }
         }

@@ -30,21 +30,17 @@ pub struct Sender {
 impl Sender {
     /// Queue `batch` whole, or count it dropped; true if queued.
     pub fn send(&self, batch: Vec<Event>) -> bool {
-        self.send_counting(batch, true)
+        let n = batch.len() as u64;
+        let queued = self.try_send(batch);
+        if !queued {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+        queued
     }
 
-    /// Queue one event that is not counted as dropped if it does not fit
-    /// (a report its maker will make again); true if queued.
-    pub fn send_uncounted(&self, ev: Event) -> bool {
-        self.send_counting(vec![ev], false)
-    }
-
-    fn send_counting(&self, batch: Vec<Event>, count: bool) -> bool {
-        let dropped = |n: usize| {
-            if count {
-                self.dropped.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        };
+    /// Queue `batch` whole if it fits, counting nothing if not (for a
+    /// report its maker will make again); true if queued.
+    pub fn try_send(&self, batch: Vec<Event>) -> bool {
         let n = batch.len();
         if n == 0 {
             return true;
@@ -52,14 +48,12 @@ impl Sender {
         // Only this sender adds, so the room seen here cannot shrink
         // before the add.
         if self.queued.load(Ordering::Acquire) + n > self.limit {
-            dropped(n);
             return false;
         }
         self.queued.fetch_add(n, Ordering::AcqRel);
         if self.tx.send(batch).is_err() {
             // Nobody will take them: the stream is gone.
             self.queued.fetch_sub(n, Ordering::AcqRel);
-            dropped(n);
             return false;
         }
         true
@@ -156,6 +150,9 @@ mod tests {
         // So does taking one event at a time, a batch at a time.
         assert!(rx.try_next().is_some());
         assert!(tx.send(events(4)), "the first batch of 4 is out");
+        assert_eq!(dropped.load(Ordering::Relaxed), 6);
+        // Full again: try_send refuses without counting.
+        assert!(!tx.try_send(events(1)));
         assert_eq!(dropped.load(Ordering::Relaxed), 6);
         assert!(tx.send(Vec::new()), "nothing to queue");
         drop(rx);
