@@ -757,72 +757,115 @@ SEC("kprobe/tcp_retransmit_skb") int kp_tcp_retransmit_skb(struct pt_regs *ctx)
 }
 
 /* ---------------- fentry backend ----------------
- * Arguments come as an array of u64. The socket pointer is copied out with
- * probe_read so that it is a plain number to the verifier, like the kprobe
- * backend's. Return values sit right after the last argument, so functions
- * whose arity changed between kernels have one program per arity; the loader
- * keeps whichever the verifier accepts. */
+ * Arguments come as an array of u64, the return value right after the last
+ * argument. Which index holds what is set at load from the kernel's BTF
+ * (struct nettop_fn_args): the verifier knows these constants and checks
+ * only the branch each one takes. Pointers are copied out with probe_read
+ * so that they are plain numbers to the verifier, like the kprobe backend's;
+ * other values are read straight from the context, which the verifier holds
+ * to the function's real arity. */
 
-static __always_inline __u64 fentry_arg(__u64 *ctx, int i)
+#define FN_ARGS(fn)                                                                                \
+    const volatile struct nettop_fn_args args_##fn = {NETTOP_NO_ARG, NETTOP_NO_ARG, NETTOP_NO_ARG, \
+                                                      NETTOP_NO_ARG};
+
+FN_ARGS(tcp_v4_connect)
+FN_ARGS(tcp_v6_connect)
+FN_ARGS(inet_csk_accept)
+FN_ARGS(tcp_sendmsg)
+FN_ARGS(tcp_recvmsg)
+FN_ARGS(udp_sendmsg)
+FN_ARGS(udp_recvmsg)
+FN_ARGS(udpv6_sendmsg)
+FN_ARGS(udpv6_recvmsg)
+FN_ARGS(tcp_close)
+FN_ARGS(udp_destroy_sock)
+FN_ARGS(udpv6_destroy_sock)
+FN_ARGS(tcp_retransmit_skb)
+
+static __always_inline __u64 fentry_arg(__u64 *ctx, __u8 i)
 {
     __u64 v = 0;
     bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
     return v;
 }
 
+/* One load per index, each at a constant offset: the verifier refuses
+ * context reads at computed ones, and inline asm keeps the compiler from
+ * merging the cases into one. An index left unset (NETTOP_NO_ARG) reads
+ * far past any arity, so the program fails to load rather than read junk. */
+#define CTX_LOAD(ctx, i)                                                                           \
+    ({                                                                                             \
+        __u64 __v;                                                                                 \
+        asm volatile("%0 = *(u64 *)(%1 + %2)" : "=r"(__v) : "r"(ctx), "i"((i) * 8));               \
+        __v;                                                                                       \
+    })
+
+static __always_inline __u64 ctx_value(__u64 *ctx, __u8 i)
+{
+    switch (i) {
+    case 0: return CTX_LOAD(ctx, 0);
+    case 1: return CTX_LOAD(ctx, 1);
+    case 2: return CTX_LOAD(ctx, 2);
+    case 3: return CTX_LOAD(ctx, 3);
+    case 4: return CTX_LOAD(ctx, 4);
+    case 5: return CTX_LOAD(ctx, 5);
+    case 6: return CTX_LOAD(ctx, 6);
+    case 7: return CTX_LOAD(ctx, 7);
+    case 8: return CTX_LOAD(ctx, 8);
+    case 9: return CTX_LOAD(ctx, 9);
+    case 10: return CTX_LOAD(ctx, 10);
+    case 11: return CTX_LOAD(ctx, 11);
+    case 12: return CTX_LOAD(ctx, 12);
+    default: return CTX_LOAD(ctx, 63);
+    }
+}
+
 #define FEXIT_CONNECT(fn)                                                                          \
     SEC("fexit/" #fn) int fx_##fn(__u64 *ctx)                                                     \
     {                                                                                              \
-        __u64 sk = fentry_arg(ctx, 0);                                                             \
+        __u64 sk = fentry_arg(ctx, args_##fn.sk);                                                  \
         on_guess(sk, GUESS_HOOK_CONNECT);                                                          \
-        on_connect(sk, (long)(int)ctx[3], fentry_arg(ctx, 1));                                     \
+        on_connect(sk, (long)(int)ctx_value(ctx, args_##fn.ret), fentry_arg(ctx, args_##fn.msg));  \
         return 0;                                                                                  \
     }
 
 FEXIT_CONNECT(tcp_v4_connect)
 FEXIT_CONNECT(tcp_v6_connect)
 
-/* name, kernel function, protocol, sent?, index of the return value, of the
- * flags (-1: none) */
-#define FEXIT_BYTES(name, fn, proto, sent, ret_idx, flags_idx)                                     \
-    SEC("fexit/" #fn) int fx_##name(__u64 *ctx)                                                   \
+/* fn, protocol, sent? */
+#define FEXIT_BYTES(fn, proto, sent)                                                               \
+    SEC("fexit/" #fn) int fx_##fn(__u64 *ctx)                                                     \
     {                                                                                              \
-        if (flags_idx >= 0 && (fentry_arg(ctx, flags_idx) & MSG_PEEK))                             \
+        if (args_##fn.flags != NETTOP_NO_ARG && (ctx_value(ctx, args_##fn.flags) & MSG_PEEK))      \
             return 0;                                                                              \
-        on_bytes(fentry_arg(ctx, 0), proto, (long)(int)ctx[ret_idx], sent,                         \
-                 proto == IPPROTO_UDP ? msg_name(fentry_arg(ctx, 1)) : 0);                         \
+        __u64 sk = fentry_arg(ctx, args_##fn.sk);                                                  \
+        long ret = (long)(int)ctx_value(ctx, args_##fn.ret);                                       \
+        on_bytes(sk, proto, ret, sent,                                                             \
+                 proto == IPPROTO_UDP ? msg_name(fentry_arg(ctx, args_##fn.msg)) : 0);             \
         return 0;                                                                                  \
     }
 
-FEXIT_BYTES(tcp_sendmsg, tcp_sendmsg, IPPROTO_TCP, 1, 3, -1)
-FEXIT_BYTES(udp_sendmsg, udp_sendmsg, IPPROTO_UDP, 1, 3, -1)
-FEXIT_BYTES(udpv6_sendmsg, udpv6_sendmsg, IPPROTO_UDP, 1, 3, -1)
-/* recvmsg lost its `noblock` argument in 5.19: six arguments before, five after. */
-FEXIT_BYTES(tcp_recvmsg, tcp_recvmsg, IPPROTO_TCP, 0, 5, 3)
-FEXIT_BYTES(tcp_recvmsg_old, tcp_recvmsg, IPPROTO_TCP, 0, 6, 4)
-FEXIT_BYTES(udp_recvmsg, udp_recvmsg, IPPROTO_UDP, 0, 5, 3)
-FEXIT_BYTES(udp_recvmsg_old, udp_recvmsg, IPPROTO_UDP, 0, 6, 4)
-FEXIT_BYTES(udpv6_recvmsg, udpv6_recvmsg, IPPROTO_UDP, 0, 5, 3)
-FEXIT_BYTES(udpv6_recvmsg_old, udpv6_recvmsg, IPPROTO_UDP, 0, 6, 4)
+FEXIT_BYTES(tcp_sendmsg, IPPROTO_TCP, 1)
+FEXIT_BYTES(tcp_recvmsg, IPPROTO_TCP, 0)
+FEXIT_BYTES(udp_sendmsg, IPPROTO_UDP, 1)
+FEXIT_BYTES(udp_recvmsg, IPPROTO_UDP, 0)
+FEXIT_BYTES(udpv6_sendmsg, IPPROTO_UDP, 1)
+FEXIT_BYTES(udpv6_recvmsg, IPPROTO_UDP, 0)
 
-/* inet_csk_accept(sk, arg) since 6.10; (sk, flags, err, kern) before. The
- * direct ctx access lets the verifier reject the wrong arity. */
-#define FEXIT_ACCEPT(name, ret_idx)                                                                \
-    SEC("fexit/inet_csk_accept") int fx_##name(__u64 *ctx)                                        \
+/* inet_csk_accept returns the new socket. */
+SEC("fexit/inet_csk_accept") int fx_inet_csk_accept(__u64 *ctx)
+{
+    if (!ctx_value(ctx, args_inet_csk_accept.ret))
+        return 0;
+    on_accept(fentry_arg(ctx, args_inet_csk_accept.ret));
+    return 0;
+}
+
+#define FENTRY_SK(fn, handler)                                                                     \
+    SEC("fentry/" #fn) int fe_##fn(__u64 *ctx)                                                    \
     {                                                                                              \
-        if (!ctx[ret_idx])                                                                         \
-            return 0;                                                                              \
-        on_accept(fentry_arg(ctx, ret_idx));                                                       \
-        return 0;                                                                                  \
-    }
-
-FEXIT_ACCEPT(inet_csk_accept, 2)
-FEXIT_ACCEPT(inet_csk_accept_old, 4)
-
-#define FENTRY_SK(name, handler)                                                                   \
-    SEC("fentry/" #name) int fe_##name(__u64 *ctx)                                                \
-    {                                                                                              \
-        handler(fentry_arg(ctx, 0));                                                               \
+        handler(fentry_arg(ctx, args_##fn.sk));                                                    \
         return 0;                                                                                  \
     }
 

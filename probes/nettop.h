@@ -211,6 +211,19 @@ struct nettop_config {
     __u32 recv_flags_arg;
 };
 
+/* Where an fentry/fexit program finds what it reads in its context, an
+ * array of u64: the function's arguments, then (fexit) its return value.
+ * Userspace picks the indices from the running kernel's BTF (the hooked
+ * function's FUNC_PROTO) and sets them at load, one `const volatile` per
+ * hook (args_<function>); arities change between kernels. */
+#define NETTOP_NO_ARG 0xff
+struct nettop_fn_args {
+    __u8 sk;    /* the struct sock * */
+    __u8 msg;   /* sendmsg/recvmsg: the struct msghdr *; connect: the struct sockaddr * */
+    __u8 flags; /* recvmsg: the flags (MSG_PEEK must not count) */
+    __u8 ret;   /* fexit: the return value */
+};
+
 /* Counters, one slot each in a per-CPU array. */
 enum nettop_counter {
     NETTOP_CNT_EVENTS_LOST = 0, /* ring buffer full */

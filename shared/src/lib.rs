@@ -202,6 +202,31 @@ pub struct Config {
     pub recv_flags_arg: u32,
 }
 
+/// Where an fentry/fexit program finds what it reads in its context (an
+/// array of u64: the arguments, then the return value), by index
+/// (`struct nettop_fn_args`); set at load from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FnArgs {
+    /// The `struct sock *`.
+    pub sk: u8,
+    /// sendmsg/recvmsg: the `struct msghdr *`; connect: the `struct sockaddr *`.
+    pub msg: u8,
+    /// recvmsg: the flags.
+    pub flags: u8,
+    /// fexit: the return value.
+    pub ret: u8,
+}
+
+/// An index of [`FnArgs`] that the program does not read.
+pub const NO_ARG: u8 = 0xff;
+
+impl Default for FnArgs {
+    fn default() -> Self {
+        FnArgs { sk: NO_ARG, msg: NO_ARG, flags: NO_ARG, ret: NO_ARG }
+    }
+}
+
 /// Slots of the per-CPU `counters` array (`enum nettop_counter`).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,4 +251,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::FnArgs {}
 }

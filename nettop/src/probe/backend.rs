@@ -3,11 +3,14 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use aya::Btf;
 use aya::Ebpf;
 use aya::programs::{FEntry, FExit, KProbe, TracePoint};
 
+use nettop_shared::FnArgs;
+
+use super::fn_args::{self, FuncProto, Reads, Signature};
 use super::kprobe_events::KprobeEvents;
 use super::tracefs::{self, Expect};
 
@@ -49,70 +52,141 @@ impl BackendChoice {
     }
 }
 
-/// A hook: program name(s) in the object, kernel function, and whether the
-/// backend is useless without it. Several names are arity variants of one
-/// fexit program: the first the verifier accepts is kept. The variant that
-/// reads the return value at the higher index goes first: on a kernel with
-/// fewer arguments the verifier rejects it, while the other variant's index
-/// would be accepted on the older kernel too, pointing at an argument.
-struct Hook {
-    progs: &'static [&'static str],
+/// A kprobe or kretprobe: its program and the kernel function.
+struct KprobeHook {
+    prog: &'static str,
     function: &'static str,
-    ret: bool,
+    at_return: bool,
     required: bool,
 }
 
-const fn hook(
-    progs: &'static [&'static str],
-    function: &'static str,
-    ret: bool,
-    required: bool,
-) -> Hook {
-    Hook { progs, function, ret, required }
+impl KprobeHook {
+    /// A kprobe, at the function's entry.
+    const fn entry(prog: &'static str, function: &'static str) -> Self {
+        KprobeHook { prog, function, at_return: false, required: true }
+    }
+
+    /// A kretprobe, at its return.
+    const fn exit(prog: &'static str, function: &'static str) -> Self {
+        KprobeHook { prog, function, at_return: true, required: true }
+    }
+
+    /// Missing on some kernels (IPv6 functions where IPv6 is off): the
+    /// backend goes on without it and says so.
+    const fn optional(self) -> Self {
+        KprobeHook { required: false, ..self }
+    }
 }
 
 #[rustfmt::skip]
-const KPROBES: &[Hook] = &[
-    hook(&["kp_tcp_v4_connect"], "tcp_v4_connect", false, true),
-    hook(&["krp_tcp_v4_connect"], "tcp_v4_connect", true, true),
-    hook(&["kp_tcp_v6_connect"], "tcp_v6_connect", false, false),
-    hook(&["krp_tcp_v6_connect"], "tcp_v6_connect", true, false),
-    hook(&["krp_inet_csk_accept"], "inet_csk_accept", true, true),
-    hook(&["kp_tcp_sendmsg"], "tcp_sendmsg", false, true),
-    hook(&["krp_tcp_sendmsg"], "tcp_sendmsg", true, true),
-    hook(&["kp_tcp_recvmsg"], "tcp_recvmsg", false, true),
-    hook(&["krp_tcp_recvmsg"], "tcp_recvmsg", true, true),
-    hook(&["kp_udp_sendmsg"], "udp_sendmsg", false, true),
-    hook(&["krp_udp_sendmsg"], "udp_sendmsg", true, true),
-    hook(&["kp_udp_recvmsg"], "udp_recvmsg", false, true),
-    hook(&["krp_udp_recvmsg"], "udp_recvmsg", true, true),
-    hook(&["kp_udpv6_sendmsg"], "udpv6_sendmsg", false, false),
-    hook(&["krp_udpv6_sendmsg"], "udpv6_sendmsg", true, false),
-    hook(&["kp_udpv6_recvmsg"], "udpv6_recvmsg", false, false),
-    hook(&["krp_udpv6_recvmsg"], "udpv6_recvmsg", true, false),
-    hook(&["kp_tcp_close"], "tcp_close", false, true),
-    hook(&["kp_udp_destroy_sock"], "udp_destroy_sock", false, false),
-    hook(&["kp_udpv6_destroy_sock"], "udpv6_destroy_sock", false, false),
-    hook(&["kp_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
+const KPROBES: &[KprobeHook] = &[
+    KprobeHook::entry("kp_tcp_v4_connect", "tcp_v4_connect"),
+    KprobeHook::exit("krp_tcp_v4_connect", "tcp_v4_connect"),
+    KprobeHook::entry("kp_tcp_v6_connect", "tcp_v6_connect").optional(),
+    KprobeHook::exit("krp_tcp_v6_connect", "tcp_v6_connect").optional(),
+    KprobeHook::exit("krp_inet_csk_accept", "inet_csk_accept"),
+    KprobeHook::entry("kp_tcp_sendmsg", "tcp_sendmsg"),
+    KprobeHook::exit("krp_tcp_sendmsg", "tcp_sendmsg"),
+    KprobeHook::entry("kp_tcp_recvmsg", "tcp_recvmsg"),
+    KprobeHook::exit("krp_tcp_recvmsg", "tcp_recvmsg"),
+    KprobeHook::entry("kp_udp_sendmsg", "udp_sendmsg"),
+    KprobeHook::exit("krp_udp_sendmsg", "udp_sendmsg"),
+    KprobeHook::entry("kp_udp_recvmsg", "udp_recvmsg"),
+    KprobeHook::exit("krp_udp_recvmsg", "udp_recvmsg"),
+    KprobeHook::entry("kp_udpv6_sendmsg", "udpv6_sendmsg").optional(),
+    KprobeHook::exit("krp_udpv6_sendmsg", "udpv6_sendmsg").optional(),
+    KprobeHook::entry("kp_udpv6_recvmsg", "udpv6_recvmsg").optional(),
+    KprobeHook::exit("krp_udpv6_recvmsg", "udpv6_recvmsg").optional(),
+    KprobeHook::entry("kp_tcp_close", "tcp_close"),
+    KprobeHook::entry("kp_udp_destroy_sock", "udp_destroy_sock").optional(),
+    KprobeHook::entry("kp_udpv6_destroy_sock", "udpv6_destroy_sock").optional(),
+    KprobeHook::entry("kp_tcp_retransmit_skb", "tcp_retransmit_skb"),
 ];
 
-/// `ret` here means fexit rather than fentry.
+/// An fentry/fexit hook: its program, the kernel function, the `const
+/// volatile` that tells the program where its arguments are (set at load
+/// from the kernel's BTF, see `fn_args`), and what it reads.
+pub struct FentryHook {
+    prog: &'static str,
+    pub function: &'static str,
+    pub global: &'static str,
+    pub reads: Reads,
+    required: bool,
+}
+
+impl FentryHook {
+    /// The backend is useless without it.
+    const fn required(
+        prog: &'static str,
+        function: &'static str,
+        global: &'static str,
+        reads: Reads,
+    ) -> Self {
+        FentryHook { prog, function, global, reads, required: true }
+    }
+
+    /// Missing on some kernels (IPv6 functions where IPv6 is off).
+    const fn optional(
+        prog: &'static str,
+        function: &'static str,
+        global: &'static str,
+        reads: Reads,
+    ) -> Self {
+        FentryHook { prog, function, global, reads, required: false }
+    }
+}
+
 #[rustfmt::skip]
-const FENTRIES: &[Hook] = &[
-    hook(&["fx_tcp_v4_connect"], "tcp_v4_connect", true, true),
-    hook(&["fx_tcp_v6_connect"], "tcp_v6_connect", true, false),
-    hook(&["fx_inet_csk_accept_old", "fx_inet_csk_accept"], "inet_csk_accept", true, true),
-    hook(&["fx_tcp_sendmsg"], "tcp_sendmsg", true, true),
-    hook(&["fx_tcp_recvmsg_old", "fx_tcp_recvmsg"], "tcp_recvmsg", true, true),
-    hook(&["fx_udp_sendmsg"], "udp_sendmsg", true, true),
-    hook(&["fx_udp_recvmsg_old", "fx_udp_recvmsg"], "udp_recvmsg", true, true),
-    hook(&["fx_udpv6_sendmsg"], "udpv6_sendmsg", true, false),
-    hook(&["fx_udpv6_recvmsg_old", "fx_udpv6_recvmsg"], "udpv6_recvmsg", true, false),
-    hook(&["fe_tcp_close"], "tcp_close", false, true),
-    hook(&["fe_udp_destroy_sock"], "udp_destroy_sock", false, false),
-    hook(&["fe_udpv6_destroy_sock"], "udpv6_destroy_sock", false, false),
-    hook(&["fe_tcp_retransmit_skb"], "tcp_retransmit_skb", false, true),
+pub const FENTRIES: &[FentryHook] = &[
+    FentryHook::required("fx_tcp_v4_connect", "tcp_v4_connect", "args_tcp_v4_connect", Reads::Connect),
+    FentryHook::optional("fx_tcp_v6_connect", "tcp_v6_connect", "args_tcp_v6_connect", Reads::Connect),
+    FentryHook::required("fx_inet_csk_accept", "inet_csk_accept", "args_inet_csk_accept", Reads::Accept),
+    FentryHook::required("fx_tcp_sendmsg", "tcp_sendmsg", "args_tcp_sendmsg", Reads::Send),
+    FentryHook::required("fx_tcp_recvmsg", "tcp_recvmsg", "args_tcp_recvmsg", Reads::Recv),
+    FentryHook::required("fx_udp_sendmsg", "udp_sendmsg", "args_udp_sendmsg", Reads::Send),
+    FentryHook::required("fx_udp_recvmsg", "udp_recvmsg", "args_udp_recvmsg", Reads::Recv),
+    FentryHook::optional("fx_udpv6_sendmsg", "udpv6_sendmsg", "args_udpv6_sendmsg", Reads::Send),
+    FentryHook::optional("fx_udpv6_recvmsg", "udpv6_recvmsg", "args_udpv6_recvmsg", Reads::Recv),
+    FentryHook::required("fe_tcp_close", "tcp_close", "args_tcp_close", Reads::Sock),
+    FentryHook::optional("fe_udp_destroy_sock", "udp_destroy_sock", "args_udp_destroy_sock", Reads::Sock),
+    FentryHook::optional("fe_udpv6_destroy_sock", "udpv6_destroy_sock", "args_udpv6_destroy_sock", Reads::Sock),
+    FentryHook::required("fe_tcp_retransmit_skb", "tcp_retransmit_skb", "args_tcp_retransmit_skb", Reads::Sock),
 ];
+
+/// For each of [`FENTRIES`], in order, where its program finds its
+/// arguments on this kernel, or why the function cannot serve.
+pub struct FentryPlan(pub Vec<Result<FnArgs, String>>);
+
+impl FentryPlan {
+    /// From the running kernel's BTF (`protos`, in the order of
+    /// [`FENTRIES`]). A required hook that cannot serve fails the backend,
+    /// named with its prototype.
+    pub fn new(protos: &[Option<FuncProto>]) -> Result<FentryPlan> {
+        let plan = FENTRIES
+            .iter()
+            .zip(protos)
+            .map(|(h, proto)| match proto {
+                None => Err(format!("the kernel has no function {}", h.function)),
+                Some(p) => fn_args::choose(h.reads, p)
+                    .map_err(|why| format!("{}: {why}", Signature(h.function, p))),
+            })
+            .collect::<Vec<_>>();
+        for (h, choice) in FENTRIES.iter().zip(&plan) {
+            if let (true, Err(why)) = (h.required, choice) {
+                bail!("hook {}: {why}", h.function);
+            }
+        }
+        Ok(FentryPlan(plan))
+    }
+
+    /// Read the running kernel's BTF and choose.
+    pub fn from_kernel() -> Result<FentryPlan> {
+        let functions: Vec<&str> = FENTRIES.iter().map(|h| h.function).collect();
+        let protos = super::btf::read_func_protos(Path::new(super::btf::VMLINUX), &functions)
+            .context("fentry/fexit need the kernel's BTF")?;
+        FentryPlan::new(&protos)
+    }
+}
 
 const SOCK_LENGTH_FIELDS: &[(&str, u32)] =
     &[("sk", 8), ("family", 16), ("protocol", 18), ("ret", 20), ("flags", 24)];
@@ -150,10 +224,18 @@ pub struct Attached {
     pub missing: Vec<String>,
 }
 
-pub fn attach(backend: Backend, ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
+/// `plan` is the fentry backend's, with which the object was loaded.
+pub fn attach(
+    backend: Backend,
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    plan: Option<&FentryPlan>,
+) -> Result<Attached> {
     match backend {
         Backend::Kprobe => attach_kprobes(ebpf, tracefs),
-        Backend::Fentry => attach_fentries(ebpf, tracefs),
+        Backend::Fentry => {
+            attach_fentries(ebpf, tracefs, plan.context("the fentry backend needs its plan")?)
+        }
         Backend::Tracepoint => attach_tracepoints(ebpf, tracefs),
     }
 }
@@ -168,60 +250,50 @@ where
     p.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
 
-/// Attach each hook; a required one failing fails the backend, an optional
-/// one is reported in `missing`.
-fn each_hook(
-    hooks: &[Hook],
-    mut attach_one: impl FnMut(&str, &Hook) -> Result<()>,
-) -> Result<Vec<String>> {
-    let mut missing = Vec::new();
-    for h in hooks {
-        let mut last = None;
-        for prog in h.progs {
-            match attach_one(prog, h) {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        match last {
-            None => {}
-            Some(e) if h.required => return Err(e.context(format!("attach {}", h.function))),
-            Some(e) => missing.push(format!("{}: {e:#}", h.function)),
-        }
-    }
-    Ok(missing)
-}
-
 fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
     let mut events = KprobeEvents::new(tracefs)?;
-    let missing = each_hook(KPROBES, |prog, h| {
-        let p: &mut KProbe = program(ebpf, prog)?;
-        p.load().with_context(|| format!("load {prog}"))?;
-        events.attach(prog, h.function, h.ret, p.fd()?)
-    })?;
+    let mut missing = Vec::new();
+    for h in KPROBES {
+        let attached = (|| {
+            let p: &mut KProbe = program(ebpf, h.prog)?;
+            p.load().with_context(|| format!("load {}", h.prog))?;
+            events.attach(h.prog, h.function, h.at_return, p.fd()?)
+        })();
+        match attached {
+            Ok(()) => {}
+            Err(e) if h.required => return Err(e.context(format!("attach {}", h.function))),
+            Err(e) => missing.push(format!("{}: {e:#}", h.function)),
+        }
+    }
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
     Ok(Attached { kprobes: Some(events), missing })
 }
 
-fn attach_fentries(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
+fn attach_fentries(ebpf: &mut Ebpf, tracefs: &Path, plan: &FentryPlan) -> Result<Attached> {
     let btf = Btf::from_sys_fs().context(
         "fentry/fexit need the kernel's BTF (/sys/kernel/btf/vmlinux is missing or unreadable)",
     )?;
-    let missing = each_hook(FENTRIES, |prog, h| {
-        if h.ret {
-            let p: &mut FExit = program(ebpf, prog)?;
-            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
-            p.attach().with_context(|| format!("attach {prog}"))?;
-        } else {
-            let p: &mut FEntry = program(ebpf, prog)?;
-            p.load(h.function, &btf).with_context(|| format!("load {prog}"))?;
-            p.attach().with_context(|| format!("attach {prog}"))?;
+    let mut missing = Vec::new();
+    for (h, choice) in FENTRIES.iter().zip(&plan.0) {
+        let attached = match choice {
+            Err(why) => Err(anyhow!("{why}")),
+            Ok(_) if h.reads.at_exit() => (|| {
+                let p: &mut FExit = program(ebpf, h.prog)?;
+                p.load(h.function, &btf).with_context(|| format!("load {}", h.prog))?;
+                p.attach().with_context(|| format!("attach {}", h.prog)).map(drop)
+            })(),
+            Ok(_) => (|| {
+                let p: &mut FEntry = program(ebpf, h.prog)?;
+                p.load(h.function, &btf).with_context(|| format!("load {}", h.prog))?;
+                p.attach().with_context(|| format!("attach {}", h.prog)).map(drop)
+            })(),
+        };
+        match attached {
+            Ok(()) => {}
+            Err(e) if h.required => return Err(e.context(format!("attach {}", h.function))),
+            Err(e) => missing.push(format!("{}: {e:#}", h.function)),
         }
-        Ok(())
-    })?;
+    }
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
     Ok(Attached { kprobes: None, missing })
 }
@@ -249,4 +321,27 @@ fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         attach_tracepoint(ebpf, tracefs, tp)?;
     }
     Ok(Attached { kprobes: None, missing: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    use super::*;
+
+    /// Each fentry/fexit hook's program is in the object, in the section
+    /// for its function and kind, and so is the global it is loaded with.
+    #[test]
+    fn every_fentry_hook_names_its_program_and_its_global() {
+        let obj = object::File::parse(super::super::OBJECT).unwrap();
+        let section_of = |name: &str| {
+            let sym = obj.symbols().find(|s| s.name() == Ok(name))?;
+            obj.section_by_index(sym.section_index()?).ok()?.name().ok().map(str::to_owned)
+        };
+        for h in FENTRIES {
+            let kind = if h.reads.at_exit() { "fexit" } else { "fentry" };
+            assert_eq!(section_of(h.prog), Some(format!("{kind}/{}", h.function)), "{}", h.prog);
+            assert_eq!(section_of(h.global).as_deref(), Some(".rodata"), "{}", h.global);
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use super::fn_args::{FuncProto, Param};
 use super::guess::Field;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
@@ -85,13 +86,23 @@ enum MemberOffset {
     Bitfield,
 }
 
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_FLOAT: u32 = 16;
 const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
@@ -225,9 +236,85 @@ impl<'a> Btf<'a> {
     }
 }
 
-const KIND_PTR: u32 = 2;
-const KIND_ARRAY: u32 = 3;
-const KIND_VAR: u32 = 14;
+/// The prototypes of `functions` in the BTF at `path` (the running
+/// kernel's: fentry/fexit attach to its functions), in that order; `None`
+/// for a function the kernel does not have. Where BTF names a function
+/// twice (static functions of the same name), the first is taken, as the
+/// loader does when it attaches.
+pub fn read_func_protos(path: &Path, functions: &[&str]) -> Result<Vec<Option<FuncProto>>> {
+    let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    func_protos(&data, functions).with_context(|| format!("BTF in {}", path.display()))
+}
+
+pub fn func_protos(data: &[u8], functions: &[&str]) -> Result<Vec<Option<FuncProto>>> {
+    let b = Btf::parse(data)?;
+    let mut out: Vec<Option<FuncProto>> = vec![None; functions.len()];
+    for id in 1..=b.starts.len() as u32 {
+        let Some((n, info, proto, _)) = b.header(id) else { continue };
+        if (info >> 24) & 0x1f != KIND_FUNC {
+            continue;
+        }
+        let name = b.name(n);
+        let Some(i) = functions.iter().position(|f| f.as_bytes() == name) else { continue };
+        if out[i].is_none() {
+            out[i] =
+                Some(b.func_proto(proto).with_context(|| format!("function {}", functions[i]))?);
+        }
+    }
+    Ok(out)
+}
+
+impl Btf<'_> {
+    fn func_proto(&self, id: u32) -> Result<FuncProto> {
+        let (_, info, ret, params) = self.header(id).context("no such type")?;
+        if (info >> 24) & 0x1f != KIND_FUNC_PROTO {
+            bail!("type {id} is not a FUNC_PROTO");
+        }
+        let params = (0..(info & 0xffff) as usize)
+            .map(|i| {
+                let at = params + 8 * i;
+                let name = u32_at(self.types, at).context("truncated parameter")?;
+                let ty = u32_at(self.types, at + 4).context("truncated parameter")?;
+                Ok(Param {
+                    name: String::from_utf8_lossy(self.name(name)).into_owned(),
+                    ty: self.c_type(ty, 0),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(FuncProto { ret: self.c_type(ret, 0), params })
+    }
+
+    /// A type as C writes it, enough to recognise one: `struct sock *`,
+    /// `int`, `size_t` (typedefs by name), `const char *`.
+    fn c_type(&self, id: u32, depth: u32) -> String {
+        if id == 0 {
+            return "void".into();
+        }
+        let Some((n, info, next, _)) = self.header(id) else { return "?".into() };
+        if depth > 16 {
+            return "?".into();
+        }
+        let name = String::from_utf8_lossy(self.name(n));
+        let pointer = |inner: String| {
+            if inner.ends_with('*') { format!("{inner}*") } else { format!("{inner} *") }
+        };
+        match (info >> 24) & 0x1f {
+            KIND_INT | KIND_TYPEDEF | KIND_FLOAT => name.into_owned(),
+            KIND_PTR => pointer(self.c_type(next, depth + 1)),
+            KIND_STRUCT => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            KIND_ENUM | KIND_ENUM64 => format!("enum {name}"),
+            KIND_FWD if info >> 31 == 1 => format!("union {name}"),
+            KIND_FWD => format!("struct {name}"),
+            KIND_CONST => format!("const {}", self.c_type(next, depth + 1)),
+            KIND_VOLATILE => format!("volatile {}", self.c_type(next, depth + 1)),
+            KIND_RESTRICT | KIND_TYPE_TAG => self.c_type(next, depth + 1),
+            KIND_ARRAY => "array".into(),
+            KIND_FUNC_PROTO => "function".into(),
+            _ => "?".into(),
+        }
+    }
+}
 
 /// Where, in a probe object's BTF, the `map_flags` of the BTF-defined map
 /// `map` is held: the byte offset of the element count of the array type

@@ -3,6 +3,7 @@
 //! Only this module knows which backend is attached.
 pub mod backend;
 pub mod btf;
+pub mod fn_args;
 pub mod guess;
 pub mod guessing;
 pub mod kprobe_events;
@@ -12,6 +13,7 @@ pub mod prog_info;
 pub mod tracefs;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
@@ -20,6 +22,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 use nettop_shared::{COUNTER_MAX, ConnKey, ConnStats, GuessStatus, Offsets, SockKey, SockState};
 
+use backend::FentryPlan;
 pub use backend::{Backend, BackendChoice};
 use btf::BtfOffsets;
 use guess::{Field, Guessed};
@@ -136,6 +139,9 @@ impl Probe {
         // One loader for every backend tried: making one parses the
         // kernel's whole BTF (tens of milliseconds), which the object does
         // not even need (no CO-RE relocations: that is what guessing is for).
+        // Read from the kernel's BTF only if the fentry backend is tried;
+        // declared before the loader, which borrows the indices it sets.
+        let fentry_plan: OnceCell<Result<FentryPlan, String>> = OnceCell::new();
         let mut loader = EbpfLoader::new();
         loader
             .btf(None)
@@ -149,13 +155,27 @@ impl Probe {
             let args = if backend == Backend::Kprobe { ARGS_ENTRIES } else { 1 };
             loader.map_max_entries("args", args);
             let attempt = (|| -> Result<Probe> {
+                let plan = if backend == Backend::Fentry {
+                    let plan = fentry_plan
+                        .get_or_init(|| FentryPlan::from_kernel().map_err(|e| format!("{e:#}")))
+                        .as_ref()
+                        .map_err(|e| anyhow!("{e}"))?;
+                    for (h, args) in backend::FENTRIES.iter().zip(&plan.0) {
+                        if let Ok(args) = args {
+                            loader.override_global(h.global, args, true);
+                        }
+                    }
+                    Some(plan)
+                } else {
+                    None
+                };
                 let mut ebpf = loader.load(&object).context("load the probe object")?;
                 let mut settings: Array<_, nettop_shared::Config> =
                     Array::try_from(ebpf.map_mut("config").context("map config")?)?;
                 let tp_connect = u32::from(backend == Backend::Tracepoint);
                 let recv_flags_arg = if kernel_at_least(5, 19) { 4 } else { 5 };
                 settings.set(0, nettop_shared::Config { tp_connect, recv_flags_arg }, 0)?;
-                let attached = backend::attach(backend, &mut ebpf, &tracefs)?;
+                let attached = backend::attach(backend, &mut ebpf, &tracefs, plan)?;
                 let mut probe = Probe {
                     kprobes: attached.kprobes,
                     ebpf,
