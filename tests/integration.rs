@@ -4,31 +4,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
 #[path = "support/btf_oracle.rs"]
 mod btf_oracle;
+#[path = "support/common.rs"]
+mod common;
+use common::{backend, bin, exchange, ipv6_enabled, serial};
 #[path = "support/exactness.rs"]
 mod exactness;
-
-/// The binary under test: NETTOP_BIN inside the qemu VMs, where the build
-/// tree's path does not exist.
-fn bin() -> String {
-    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
-}
-
-/// One nettop at a time: tests look at what is attached system-wide.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn backend() -> String {
-    std::env::var("NETTOP_BACKEND").unwrap_or_else(|_| "auto".into())
-}
 
 fn nettop(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
@@ -51,11 +36,6 @@ fn json_of(args: &[&str]) -> Value {
 fn oracle_btf() -> std::path::PathBuf {
     std::env::var_os("NETTOP_ORACLE_BTF")
         .map_or_else(|| "/sys/kernel/btf/vmlinux".into(), Into::into)
-}
-
-fn ipv6_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
-        .is_ok_and(|v| v.trim() == "0")
 }
 
 #[test]
@@ -167,27 +147,6 @@ impl Trace {
     }
 }
 
-/// A client sends exactly 512 B, the server answers exactly 32768 B.
-fn exchange(listen: &str) -> (u16, u16) {
-    let listener = TcpListener::bind(listen).expect("bind");
-    let server_port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 512];
-        c.read_exact(&mut buf).unwrap();
-        c.write_all(&[7u8; 32768]).unwrap();
-    });
-    let host = listen.rsplit_once(':').unwrap().0;
-    let mut client = TcpStream::connect(format!("{host}:{server_port}")).unwrap();
-    let client_port = client.local_addr().unwrap().port();
-    client.write_all(&[1u8; 512]).unwrap();
-    let mut got = Vec::new();
-    client.read_to_end(&mut got).unwrap();
-    assert_eq!(got.len(), 32768);
-    server.join().unwrap();
-    (client_port, server_port)
-}
-
 const EVENT_KEYS: [&str; 11] = [
     "event", "ts_ns", "proto", "family", "pid", "comm", "laddr", "lport", "raddr", "rport", "netns",
 ];
@@ -228,7 +187,7 @@ fn trace_json_streams_ready_then_events_with_final_totals() {
     assert_eq!(ready["event"], "ready");
     assert!(ready["backend"].is_string() && ready["offsets"].is_string(), "{ready}");
     let mut trace = trace;
-    let (cport, sport) = exchange("127.0.0.7:0");
+    let (cport, sport) = exchange("127.0.0.7:0", 512, 32768);
     let is_close =
         |v: &Value| v["event"] == "close" && (v["lport"] == cport || v["lport"] == sport);
     let seen = trace.until(2, is_close);

@@ -6,23 +6,14 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+#[path = "support/common.rs"]
+mod common;
+use common::{bin, serial};
 #[path = "support/exactness.rs"]
 #[allow(dead_code)] // only wait_acked here
 mod exactness;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One tracer at a time: they would each see the others' connections.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn bin() -> String {
-    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -5,35 +5,24 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nettop::probe::BackendChoice;
 use nettop::tracer::{Connection, Direction, Event, EventKind, State};
 use nettop::{Config, Tracer};
 
+#[path = "support/common.rs"]
+mod common;
+use common::{exchange, ipv6_enabled, serial};
 #[path = "support/exactness.rs"]
 mod exactness;
 use exactness::{exact, wait_acked};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn backend() -> BackendChoice {
-    match std::env::var("NETTOP_BACKEND").as_deref() {
-        Ok("kprobe") => BackendChoice::Kprobe,
-        Ok("fentry") => BackendChoice::Fentry,
-        Ok("tracepoint") => BackendChoice::Tracepoint,
-        _ => BackendChoice::Auto,
-    }
-}
-
-fn ipv6_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
-        .is_ok_and(|v| v.trim() == "0")
+/// The backend the tests ask for, as the library takes it.
+fn backend_choice() -> BackendChoice {
+    <BackendChoice as clap::ValueEnum>::from_str(&common::backend(), false)
+        .unwrap_or(BackendChoice::Auto)
 }
 
 /// A tracer and everything its event stream said.
@@ -50,7 +39,7 @@ impl Watch {
 
     fn with(config: Config) -> Watch {
         let mut tracer = Tracer::start(Config {
-            backend: backend(),
+            backend: backend_choice(),
             // Closed connections stay visible for the assertions.
             linger: Duration::from_secs(600),
             ..config
@@ -155,26 +144,6 @@ fn entry(conns: &[Connection], proto: &str, lport: u16, rport: u16) -> Connectio
 
 fn our_comm() -> String {
     std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_owned()
-}
-
-/// A client sends `up` bytes, the server answers `down` bytes, both close.
-fn exchange(listen: &str, up: usize, down: usize) -> (u16, u16) {
-    let listener = TcpListener::bind(listen).expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; up];
-        c.read_exact(&mut buf).unwrap();
-        c.write_all(&vec![7u8; down]).unwrap();
-    });
-    let mut client = TcpStream::connect(addr).unwrap();
-    let cport = client.local_addr().unwrap().port();
-    client.write_all(&vec![1u8; up]).unwrap();
-    let mut got = Vec::new();
-    client.read_to_end(&mut got).unwrap();
-    assert_eq!(got.len(), down);
-    server.join().unwrap();
-    (cport, addr.port())
 }
 
 fn check_tcp_exact(listen: &str, family: u8) {
@@ -672,11 +641,11 @@ fn stop_and_drop_leave_nothing_attached() {
             || text.contains("krp_tcp_v4_conn")
             || text.contains("fx_tcp_v4_conne")
     };
-    let t = Tracer::start(Config { backend: backend(), ..Config::default() }).unwrap();
+    let t = Tracer::start(Config { backend: backend_choice(), ..Config::default() }).unwrap();
     assert!(probe_progs(&loaded()), "nothing attached while running?");
     t.stop();
     assert!(!probe_progs(&loaded()), "programs left after stop:\n{}", loaded());
-    drop(Tracer::start(Config { backend: backend(), ..Config::default() }).unwrap());
+    drop(Tracer::start(Config { backend: backend_choice(), ..Config::default() }).unwrap());
     assert!(!probe_progs(&loaded()), "programs left after drop:\n{}", loaded());
     let events = std::fs::read_to_string("/sys/kernel/tracing/kprobe_events").unwrap_or_default();
     assert!(!events.contains("nettop_"), "kprobe events left behind:\n{events}");

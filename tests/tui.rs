@@ -5,16 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// One nettop at a time: the checks look for any running nettop and any
-/// attached program.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn nettop_bin() -> String {
-    std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").to_owned())
-}
+#[path = "support/common.rs"]
+mod common;
+use common::{bin, serial};
 
 /// A process that listens on a port of its own, connects to it and sends
 /// 1 KiB every 20 ms both ways; it prints the port.
@@ -179,7 +172,7 @@ fn nettop_running() -> bool {
 }
 
 fn nettop_pid() -> Option<u32> {
-    let me = std::fs::canonicalize(nettop_bin()).unwrap();
+    let me = std::fs::canonicalize(bin()).unwrap();
     std::fs::read_dir("/proc").unwrap().flatten().find_map(|p| {
         let exe = std::fs::read_link(p.path().join("exe")).ok()?;
         (exe == me).then(|| p.file_name().to_str()?.parse().ok()).flatten()
@@ -208,17 +201,19 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
     let (g1, g2) = (Generator::start(), Generator::start());
     let (p1, p2) = (format!(":{} ", g1.port), format!(":{} ", g2.port));
     let t = Tmux::start();
-    t.run(&format!("{} --interval 0.5", nettop_bin()));
+    t.run(&format!("{} --interval 0.5", bin()));
     t.wait_for("both generators on screen", |s| s.contains(&p1) && s.contains(&p2));
 
     t.type_text(&format!("/port:{}", g1.port));
     t.keys(&["Enter"]);
-    let s = t.wait_for("only P1's rows", |s| {
+    // The rows filter as the text is typed; Enter then keeps the filter,
+    // which the status line shows once the key is handled.
+    let kept = format!("filter: port:{}", g1.port);
+    let s = t.wait_for("only P1's rows, the filter kept", |s| {
         let r = rows(s);
-        r.len() >= 2 && r.iter().all(|l| l.contains(&p1))
+        r.len() >= 2 && r.iter().all(|l| l.contains(&p1)) && s.contains(&kept)
     });
     assert!(!rows(&s).iter().any(|l| l.contains(&p2)), "{s}");
-    assert!(s.contains(&format!("filter: port:{}", g1.port)), "the filter shows: {s}");
 
     // From the default (receive rate), `s` seven times reaches LOCAL.
     for _ in 0..7 {
@@ -238,7 +233,7 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
     assert_detached();
 
     // Again, ended by SIGTERM from elsewhere.
-    t.run(&nettop_bin());
+    t.run(&bin());
     t.wait_for("the table", |s| s.contains("PID PROCESS") && s.contains(&p2));
     let pid = nettop_pid().expect("nettop's pid");
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
@@ -251,7 +246,7 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
 fn startup_errors_are_one_line_with_the_terminal_untouched() {
     let _s = serial();
     let t = Tmux::start();
-    t.run(&format!("{} --filter 'port:http'", nettop_bin()));
+    t.run(&format!("{} --filter 'port:http'", bin()));
     let s = t.wait_exit();
     assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
     assert!(s.contains("EXITED-2"), "a bad flag exits 2: {s}");
@@ -265,7 +260,7 @@ fn closing_the_terminal_ends_nettop() {
     let t = Tmux::start();
     // In a session of its own, so that no SIGHUP comes: the terminal just
     // reads end-of-file from then on.
-    t.type_text(&format!("setsid -w {}", nettop_bin()));
+    t.type_text(&format!("setsid -w {}", bin()));
     t.keys(&["Enter"]);
     t.wait_for("the table", |s| s.contains("PID PROCESS"));
     assert!(nettop_running());
@@ -278,7 +273,7 @@ fn closing_the_terminal_ends_nettop() {
 fn a_panic_restores_the_terminal_and_detaches() {
     let _s = serial();
     let t = Tmux::start();
-    t.run(&format!("NETTOP_TEST_PANIC=1 {}", nettop_bin()));
+    t.run(&format!("NETTOP_TEST_PANIC=1 {}", bin()));
     let s = t.wait_exit();
     // The message is on the main screen, whole, not overwritten.
     assert!(s.contains("panicked") && s.contains("NETTOP_TEST_PANIC is set"), "{s}");

@@ -15,17 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The release binary; NETTOP_BIN where it has moved (inside the VMs).
-fn nettop() -> &'static str {
-    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        std::env::var("NETTOP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_nettop").into())
-    })
-}
-
-fn backend() -> String {
-    std::env::var("NETTOP_BACKEND").unwrap_or_else(|_| "auto".into())
-}
+#[path = "../../tests/support/common.rs"]
+mod common;
+use common::{backend, bin};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -99,7 +91,7 @@ impl Trace {
     /// Start tracing; returns once the probes are attached (`ready`).
     fn start(extra: &[&str], ports: Arc<Vec<u16>>) -> Trace {
         let t0 = Instant::now();
-        let mut child = Command::new(nettop())
+        let mut child = Command::new(bin())
             .args(["--backend", &backend()])
             .args(extra)
             .args(["trace", "--json"])
@@ -350,7 +342,7 @@ fn cpu_part() {
     // (emulated VMs included), so a few seconds suffice.
     let (ls, _) = churn_listeners(2);
     let mut quiet = Killed(
-        Command::new(nettop())
+        Command::new(bin())
             .args(["--backend", &backend(), "trace", "--json"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -418,7 +410,7 @@ impl Tui {
             return Err("tmux is not installed");
         }
         let session = format!("nettop-bench-{}", std::process::id());
-        let cmd = format!("exec {} --backend {}", nettop(), backend());
+        let cmd = format!("exec {} --backend {}", bin(), backend());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "50", &cmd])
             .status()
@@ -466,7 +458,7 @@ fn startup() {
     let mut list = Vec::new();
     for _ in 0..10 {
         let t0 = Instant::now();
-        let out = Command::new(nettop())
+        let out = Command::new(bin())
             .args(["--backend", &backend(), "list", "--json"])
             .stderr(Stdio::null())
             .output()
@@ -538,7 +530,7 @@ fn memory() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Killed(
-            Command::new(nettop())
+            Command::new(bin())
                 .args(["--backend", &backend(), "--max-connections", "262144"])
                 .args(["serve", "--listen", &addr.to_string()])
                 .stdout(Stdio::null())
@@ -581,6 +573,22 @@ fn memory() {
             per(map),
             per(map.saturating_sub(map0)),
             per(rss.saturating_sub(rss0) + map)
+        );
+        // The tracer's lock is held while it lists its connections; a
+        // /connections round trip (listing, then JSON) bounds that hold.
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /connections HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            s.read_to_end(&mut Vec::new()).unwrap();
+            worst = worst.max(t.elapsed());
+        }
+        println!(
+            "{n:>6} connections: GET /connections, the slowest of 5, {:.0} ms (bounds how long \
+             listing holds the tracer's lock)",
+            worst.as_secs_f64() * 1e3
         );
         // Left running on a host with many connections and no traffic:
         // what refreshing their counters costs.
@@ -718,7 +726,8 @@ fn peers() {
     );
     let bandwhich = std::env::var("NETTOP_BANDWHICH").unwrap_or_else(|_| "bandwhich".into());
     let backend = backend();
-    let trace = [nettop(), "--backend", &backend, "trace", "--json"];
+    let bin = bin();
+    let trace = [bin.as_str(), "--backend", &backend, "trace", "--json"];
     let bw = [bandwhich.as_str(), "-i", "lo", "-n", "--raw", "--total-utilization"];
     let nh = ["nethogs", "-t", "-v", "2", "-d", "1", "-a", "lo"];
     let tools: [(&'static str, &[&str]); 3] =

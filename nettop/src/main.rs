@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nettop::Filter;
+use nettop::probe::guess::GuessSwitches;
 use nettop::probe::privileges::{EXIT_PRIVILEGES, PrivilegeError};
 use nettop::probe::{BackendChoice, OffsetsMode, StartConfig};
 use nettop::tracer::Proto;
@@ -109,8 +110,32 @@ enum Command {
     },
 }
 
+/// Test and debug switches, read from the environment once, here, and
+/// carried in the configuration.
+struct Switches {
+    /// NETTOP_DEBUG_EVENTS: log every raw probe event on stderr.
+    debug_events: bool,
+    /// NETTOP_TEST_SKEW=FIELD, NETTOP_GUESS_DUMP=DIR.
+    guess: GuessSwitches,
+    /// NETTOP_TEST_PANIC: the TUI panics after its first frame.
+    test_panic: bool,
+}
+
+impl Switches {
+    fn from_env() -> Switches {
+        Switches {
+            debug_events: std::env::var_os("NETTOP_DEBUG_EVENTS").is_some(),
+            guess: GuessSwitches {
+                skew: std::env::var("NETTOP_TEST_SKEW").ok(),
+                dump_dir: std::env::var_os("NETTOP_GUESS_DUMP").map(PathBuf::from),
+            },
+            test_panic: std::env::var_os("NETTOP_TEST_PANIC").is_some(),
+        }
+    }
+}
+
 impl Args {
-    fn tracer_config(&self) -> anyhow::Result<nettop::Config> {
+    fn tracer_config(&self, switches: &Switches) -> anyhow::Result<nettop::Config> {
         let secs = secs_arg;
         if self.max_connections == 0 {
             return Err(usage("--max-connections must be at least 1".into()));
@@ -132,6 +157,8 @@ impl Args {
             linger: secs("linger", self.linger)?,
             max_closed: self.max_closed,
             filter: self.filter()?,
+            guess: switches.guess.clone(),
+            debug_events: switches.debug_events,
             ..nettop::Config::default()
         })
     }
@@ -173,13 +200,10 @@ impl Args {
 }
 
 /// Large allocations (4 MiB and up) from their own mappings, returned to
-/// the system when freed. With glibc's default, whose threshold rises to
-/// the largest block freed so far, such a block stays in the heap once
-/// freed: a hash table's old buckets after it grew, or a list of every
-/// connection, then stayed in nettop's RSS or not depending on what lay
-/// beside it (430–630 B per connection across identical runs with 100 000
-/// open; 360 with this). Not lower: the TUI's lists of a second's rows are
-/// a few MB, and mapping them afresh each second cost more page faults.
+/// the system when freed: with glibc's rising default threshold, a freed
+/// large block (a hash table's old buckets) stayed in RSS by chance. Not
+/// lower, or the TUI's per-second lists would be mapped afresh each time
+/// (docs/performance.md has the figures).
 fn return_large_frees() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before any
@@ -207,22 +231,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let switches = Switches::from_env();
     let result = match &args.command {
         Some(Command::Offsets { json }) => {
             let config = StartConfig {
                 backend: args.backend,
                 offsets: args.offsets,
                 btf_path: args.btf.clone(),
+                guess: switches.guess.clone(),
                 ..StartConfig::default()
             };
             cli::offsets::run(&config, *json)
         }
         Some(Command::Trace { json }) => {
-            args.tracer_config().and_then(|c| cli::trace::run(c, *json))
+            args.tracer_config(&switches).and_then(|c| cli::trace::run(c, *json))
         }
-        Some(Command::List { json }) => args.tracer_config().and_then(|c| cli::list::run(c, *json)),
+        Some(Command::List { json }) => args.tracer_config(&switches).and_then(|c| cli::list::run(c, *json)),
         Some(Command::Serve { listen, unix, labels, max_series }) => {
-            args.tracer_config().and_then(|c| {
+            args.tracer_config(&switches).and_then(|c| {
                 let opts = cli::serve::Options {
                     listen: *listen,
                     unix: unix.clone(),
@@ -232,7 +258,7 @@ fn main() -> ExitCode {
                 cli::serve::run(c, opts)
             })
         }
-        None => args.tracer_config().and_then(|c| {
+        None => args.tracer_config(&switches).and_then(|c| {
             let interval = secs_arg("interval", args.interval)?;
             if interval.is_zero() {
                 return Err(usage("--interval must be more than 0 seconds".into()));
@@ -246,7 +272,8 @@ fn main() -> ExitCode {
             // terminal changes.
             let filter = c.filter.clone();
             let tracer = nettop::Tracer::start(nettop::Config { filter: Filter::default(), ..c })?;
-            nettop::ui::run(tracer, nettop::ui::Options { interval, filter })?;
+            let opts = nettop::ui::Options { interval, filter, panic_after_draw: switches.test_panic };
+            nettop::ui::run(tracer, opts)?;
             Ok(ExitCode::SUCCESS)
         }),
     };

@@ -17,22 +17,22 @@ pub struct EventWriter {
     /// By the owner's address; holding the `Arc` keeps that address from
     /// being reused for another owner while the entry lives.
     owners: FxHashMap<usize, (Arc<Owner>, Vec<u8>)>,
-    kinds: Units<EventKind>,
-    protos: Units<Proto>,
-    directions: Units<Direction>,
+    kinds: EnumTexts<EventKind>,
+    protos: EnumTexts<Proto>,
+    directions: EnumTexts<Direction>,
 }
 
 /// serde_json's text of each value of a field-less enum, made once: its
 /// escaping machinery was a visible part of every line.
-struct Units<T>(Vec<(T, Vec<u8>)>);
+struct EnumTexts<T>(Vec<(T, Vec<u8>)>);
 
-impl<T> Default for Units<T> {
+impl<T> Default for EnumTexts<T> {
     fn default() -> Self {
-        Units(Vec::new())
+        EnumTexts(Vec::new())
     }
 }
 
-impl<T: serde::Serialize + Copy + PartialEq> Units<T> {
+impl<T: serde::Serialize + Copy + PartialEq> EnumTexts<T> {
     fn put(&mut self, out: &mut Vec<u8>, v: T) -> serde_json::Result<()> {
         match self.0.iter().find(|(k, _)| *k == v) {
             Some((_, text)) => out.extend_from_slice(text),

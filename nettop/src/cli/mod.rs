@@ -6,9 +6,5 @@ pub mod offsets;
 pub mod serve;
 pub mod trace;
 
+pub use nettop::probe::kernel_release;
 pub use nettop::text::escape;
-
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
-}

@@ -35,7 +35,7 @@ pub struct Options {
 /// move on even when nobody scrapes (and `/status` stays current).
 const REFRESH: Duration = Duration::from_secs(1);
 /// How long a server thread waits for a request before checking for stop.
-const TICK: Duration = Duration::from_millis(100);
+const SERVE_TICK: Duration = Duration::from_millis(100);
 
 pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
     // Listen first: a port in use or a bad socket path is a quick one-line
@@ -64,7 +64,7 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
     if let Some(why) = &tracer.info().backfill_error {
         eprintln!("nettop: warning: {}", escape(why));
     }
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ServeState {
         agg: Mutex::new(Aggregator::new(opts.labels, PortClass::from_host(), opts.max_series)),
         tracer,
         started: Instant::now(),
@@ -84,12 +84,12 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
                 .name("nettop-http".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(TICK) {
+                        match server.recv_timeout(SERVE_TICK) {
                             Ok(Some(req)) => handle(req, &shared, &registry),
                             Ok(None) => {}
                             Err(e) => {
                                 eprintln!("nettop: {name}: {}", escape(&e.to_string()));
-                                std::thread::sleep(TICK);
+                                std::thread::sleep(SERVE_TICK);
                             }
                         }
                     }
@@ -138,13 +138,13 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-struct Shared {
+struct ServeState {
     tracer: Tracer,
     agg: Mutex<Aggregator>,
     started: Instant,
 }
 
-impl Shared {
+impl ServeState {
     fn agg(&self) -> MutexGuard<'_, Aggregator> {
         self.agg.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -170,7 +170,7 @@ impl Shared {
 }
 
 /// The scrape: per-label series, then nettop's own health.
-struct Metrics(Arc<Shared>);
+struct Metrics(Arc<ServeState>);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,7 +191,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-fn handle(req: Request, shared: &Shared, registry: &Registry) {
+fn handle(req: Request, shared: &ServeState, registry: &Registry) {
     let path = req.url().split('?').next().unwrap_or("");
     let (code, kind, body) = match (req.method(), path) {
         (Method::Get, "/metrics") => {

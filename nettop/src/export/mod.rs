@@ -213,8 +213,8 @@ impl Aggregator {
     }
 
     /// `refresh`, with the connections handed over one at a time by
-    /// `visit` (`Tracer::for_each_connection`), never all in one list: at
-    /// 100 000 connections such a list is 13 MB each second.
+    /// `visit` (`Tracer::for_each_connection`), never all in one list, which
+    /// would cost memory in proportion to the connections every second.
     pub fn refresh_with(&mut self, now: Instant, visit: impl FnOnce(&mut dyn FnMut(&Connection))) {
         for t in &mut self.totals {
             t.open = 0;

@@ -11,7 +11,7 @@ use aya::programs::{FEntry, FExit, KProbe, TracePoint};
 use nettop_shared::FnArgs;
 
 use super::fn_args::{self, FuncProto, Reads, Signature};
-use super::kprobe_events::KprobeEvents;
+use super::kprobe_events::{At, KprobeEvents};
 use super::tracefs::{self, Expect};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -56,19 +56,19 @@ impl BackendChoice {
 struct KprobeHook {
     prog: &'static str,
     function: &'static str,
-    at_return: bool,
+    at: At,
     required: bool,
 }
 
 impl KprobeHook {
     /// A kprobe, at the function's entry.
     const fn entry(prog: &'static str, function: &'static str) -> Self {
-        KprobeHook { prog, function, at_return: false, required: true }
+        KprobeHook { prog, function, at: At::Entry, required: true }
     }
 
     /// A kretprobe, at its return.
     const fn exit(prog: &'static str, function: &'static str) -> Self {
-        KprobeHook { prog, function, at_return: true, required: true }
+        KprobeHook { prog, function, at: At::Return, required: true }
     }
 
     /// Missing on some kernels (IPv6 functions where IPv6 is off): the
@@ -257,7 +257,7 @@ fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         let attached = (|| {
             let p: &mut KProbe = program(ebpf, h.prog)?;
             p.load().with_context(|| format!("load {}", h.prog))?;
-            events.attach(h.prog, h.function, h.at_return, p.fd()?)
+            events.attach(h.prog, h.function, h.at, p.fd()?)
         })();
         match attached {
             Ok(()) => {}

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::fn_args::{FuncProto, Param};
-use super::guess::Field;
+use super::guess::{FIELDS, Field};
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -28,26 +28,14 @@ impl BtfOffsets {
     }
 }
 
-/// (field, struct, member path) — the members the guesser's fields stand for.
-const PATHS: [(Field, &str, &str); 9] = [
-    (Field::Saddr, "sock", "__sk_common.skc_rcv_saddr"),
-    (Field::Daddr, "sock", "__sk_common.skc_daddr"),
-    (Field::Sport, "inet_sock", "inet_sport"),
-    (Field::Dport, "sock", "__sk_common.skc_dport"),
-    (Field::Family, "sock", "__sk_common.skc_family"),
-    (Field::Netns, "sock", "__sk_common.skc_net"),
-    (Field::NetnsIno, "net", "ns.inum"),
-    (Field::SaddrV6, "sock", "__sk_common.skc_v6_rcv_saddr"),
-    (Field::DaddrV6, "sock", "__sk_common.skc_v6_daddr"),
-];
-
 pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
     let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let btf = Btf::parse(&data).with_context(|| format!("parse BTF in {}", path.display()))?;
     // Each struct is found once: finding one is a walk over every type.
     let mut ids: Vec<(&str, u32)> = Vec::new();
     let mut out = Vec::new();
-    for (field, strukt, member) in PATHS {
+    for def in &FIELDS {
+        let (field, (strukt, member)) = (def.field, def.btf);
         let id = match ids.iter().find(|(name, _)| *name == strukt) {
             Some(&(_, id)) => id,
             None => {
@@ -69,10 +57,10 @@ pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
     Ok(BtfOffsets(out))
 }
 
-/// Just enough of the BTF format to find members' offsets: one pass that
-/// notes where each type starts, then lookups on demand. A general parser
-/// builds every one of vmlinux's ~100 000 types first, which took ~300 ms
-/// of nettop's start-up.
+/// Just enough of the BTF format to find members' offsets and functions'
+/// prototypes: one pass that notes where each type starts, then lookups on
+/// demand. A general parser builds all of vmlinux's types first, too slow
+/// for start-up (docs/performance.md).
 struct Btf<'a> {
     types: &'a [u8],
     strings: &'a [u8],
@@ -372,6 +360,7 @@ mod tests {
     }
 
     fn with_btfparse(path: &Path) -> BtfOffsets {
+        use super::super::guess::solver::FieldDef;
         use btfparse::{Offset, Readable, TypeInformation};
         struct Bytes(Vec<u8>);
         impl Readable for Bytes {
@@ -386,9 +375,9 @@ mod tests {
         }
         let ti = TypeInformation::new(&Bytes(std::fs::read(path).unwrap())).unwrap();
         BtfOffsets(
-            PATHS
+            FIELDS
                 .iter()
-                .map(|&(field, strukt, member)| {
+                .map(|&FieldDef { field, btf: (strukt, member), .. }| {
                     let id = ti.id_of(strukt).unwrap();
                     let off = match ti.offset_of(id, member) {
                         Ok((_, Offset::ByteOffset(o))) => Some(o),

@@ -13,6 +13,15 @@ use anyhow::{Context, Result, bail};
 /// The kernel's ceiling for a kretprobe's `maxactive` (KRETPROBE_MAXACTIVE_MAX).
 pub const MAXACTIVE: u32 = 4096;
 
+/// Where in the function a kprobe fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// At its entry (a kprobe).
+    Entry,
+    /// At its return (a kretprobe).
+    Return,
+}
+
 pub struct KprobeEvents {
     tracefs: PathBuf,
     group: String,
@@ -36,14 +45,14 @@ impl KprobeEvents {
 
     /// Create the event for `function` (a kretprobe when `ret`) and attach
     /// the loaded kprobe program `prog` to it.
-    pub fn attach(&mut self, name: &str, function: &str, ret: bool, prog: impl AsFd) -> Result<()> {
-        let def = if ret {
-            format!("r{MAXACTIVE}:{}/{name} {function}", self.group)
-        } else {
-            format!("p:{}/{name} {function}", self.group)
+    pub fn attach(&mut self, name: &str, function: &str, at: At, prog: impl AsFd) -> Result<()> {
+        let def = match at {
+            At::Return => format!("r{MAXACTIVE}:{}/{name} {function}", self.group),
+            At::Entry => format!("p:{}/{name} {function}", self.group),
         };
         write_control(&self.tracefs, &def).with_context(|| {
-            format!("cannot create {} on {function}", if ret { "kretprobe" } else { "kprobe" })
+            let kind = if at == At::Return { "kretprobe" } else { "kprobe" };
+            format!("cannot create {kind} on {function}")
         })?;
         let id_path = self.tracefs.join("events").join(&self.group).join(name).join("id");
         let id: u64 = fs::read_to_string(&id_path)

@@ -5,7 +5,6 @@ pub mod backend;
 pub mod btf;
 pub mod fn_args;
 pub mod guess;
-pub mod guessing;
 pub mod kprobe_events;
 pub mod map_flags;
 pub mod privileges;
@@ -25,7 +24,7 @@ use nettop_shared::{COUNTER_MAX, ConnKey, ConnStats, GuessStatus, Offsets, SockK
 use backend::FentryPlan;
 pub use backend::{Backend, BackendChoice};
 use btf::BtfOffsets;
-use guess::{Field, Guessed};
+use guess::{Field, GuessSwitches};
 use kprobe_events::KprobeEvents;
 
 /// The probe object, built by probes/build.sh and committed.
@@ -56,6 +55,8 @@ pub struct StartConfig {
     pub max_connections: u32,
     /// Size of the event ring buffer in bytes (a power of two, ≥ 4096).
     pub ring_bytes: u32,
+    /// Test and debug switches for guessing.
+    pub guess: GuessSwitches,
 }
 
 impl Default for StartConfig {
@@ -66,6 +67,7 @@ impl Default for StartConfig {
             btf_path: None,
             max_connections: 65536,
             ring_bytes: 4 << 20,
+            guess: GuessSwitches::default(),
         }
     }
 }
@@ -87,7 +89,7 @@ pub struct Probe {
     /// Hooks of the chosen backend that could not attach, with the reason
     /// (IPv6 functions on kernels without IPv6).
     pub missing_hooks: Vec<String>,
-    pub guess: Option<guessing::GuessRun>,
+    pub guess: Option<guess::GuessRun>,
     pub ipv6: Result<(), String>,
     offsets: Offsets,
     btf_job: Option<JoinHandle<Result<BtfOffsets>>>,
@@ -116,110 +118,66 @@ impl Probe {
         privileges::check()?;
         let tracefs = tracefs::root()?;
         let btf_path = config.btf_path.clone().unwrap_or_else(|| btf::VMLINUX.into());
-        let btf_job = (config.offsets != OffsetsMode::Guess).then(|| {
+        // The cross-check reads BTF in the background while guessing runs.
+        let mut btf_job = (config.offsets != OffsetsMode::Guess).then(|| {
             let path = btf_path.clone();
             std::thread::spawn(move || btf::read_offsets(&path))
         });
-        let ipv6 = guessing::ipv6_status();
-        let mut attempts = Vec::new();
-        let mut btf_job = btf_job;
+        let ipv6 = guess::driver::ipv6_status();
         let grow = map_flags::can_grow(parse_release(&kernel_release()));
-        let object: Cow<[u8]> = if grow {
-            Cow::Owned(
-                map_flags::with_map_flags(
-                    OBJECT,
-                    &map_flags::GROWING_MAPS,
-                    map_flags::BPF_F_NO_PREALLOC,
-                )
-                .context("fit the probe object's map flags")?,
-            )
-        } else {
-            Cow::Borrowed(OBJECT)
-        };
+        let object = probe_object(grow)?;
+        // Read from the kernel's BTF only if the fentry backend is tried;
+        // declared before the loader, which borrows the indices it sets.
+        let fentry_plan = OnceCell::new();
         // One loader for every backend tried: making one parses the
         // kernel's whole BTF (tens of milliseconds), which the object does
         // not even need (no CO-RE relocations: that is what guessing is for).
-        // Read from the kernel's BTF only if the fentry backend is tried;
-        // declared before the loader, which borrows the indices it sets.
-        let fentry_plan: OnceCell<Result<FentryPlan, String>> = OnceCell::new();
         let mut loader = EbpfLoader::new();
         loader
             .btf(None)
             .map_max_entries("conns", config.max_connections)
             .map_max_entries("socks", config.max_connections)
             .map_max_entries("events", config.ring_bytes);
+        let mut attempts = Vec::new();
         for backend in config.backend.order() {
-            // Only kprobes pass arguments to their return probes through
-            // the `args` map: elsewhere its preallocated 1.7 MB would sit
-            // unused.
-            let args = if backend == Backend::Kprobe { ARGS_ENTRIES } else { 1 };
-            loader.map_max_entries("args", args);
-            let attempt = (|| -> Result<Probe> {
-                let plan = if backend == Backend::Fentry {
-                    let plan = fentry_plan
-                        .get_or_init(|| FentryPlan::from_kernel().map_err(|e| format!("{e:#}")))
-                        .as_ref()
-                        .map_err(|e| anyhow!("{e}"))?;
-                    for (h, args) in backend::FENTRIES.iter().zip(&plan.0) {
-                        if let Ok(args) = args {
-                            loader.override_global(h.global, args, true);
-                        }
-                    }
-                    Some(plan)
-                } else {
-                    None
-                };
-                let mut ebpf = loader.load(&object).context("load the probe object")?;
-                let mut settings: Array<_, nettop_shared::Config> =
-                    Array::try_from(ebpf.map_mut("config").context("map config")?)?;
-                let tp_connect = u32::from(backend == Backend::Tracepoint);
-                let recv_flags_arg = if kernel_at_least(5, 19) { 4 } else { 5 };
-                settings.set(0, nettop_shared::Config { tp_connect, recv_flags_arg }, 0)?;
-                let attached = backend::attach(backend, &mut ebpf, &tracefs, plan)?;
-                let mut probe = Probe {
-                    kprobes: attached.kprobes,
-                    ebpf,
-                    backend,
-                    attempts: Vec::new(),
-                    missing_hooks: attached.missing,
-                    guess: None,
-                    ipv6: ipv6.clone(),
-                    offsets: Offsets::default(),
-                    btf_job: None,
-                    verification: None,
-                    btf_path: btf_path.clone(),
-                    mode: config.offsets,
-                    maps_preallocated: !grow,
-                };
-                if config.offsets != OffsetsMode::Btf {
-                    let mut status: Array<_, GuessStatus> = Array::try_from(
-                        probe.ebpf.map_mut("guess_status").context("map guess_status")?,
-                    )?;
-                    let run = guessing::run(&mut status, probe.ipv6.is_ok())
-                        .with_context(|| format!("guessing offsets on the {backend} backend"))?;
-                    probe.offsets = to_offsets(&run.offsets);
-                    probe.guess = Some(run);
-                    probe.write_offsets()?;
+            let started = match start_backend(
+                backend,
+                &mut loader,
+                &object,
+                &fentry_plan,
+                &tracefs,
+                config,
+                ipv6.is_ok(),
+            ) {
+                Ok(started) => started,
+                Err(e) => {
+                    attempts.push(Attempt { backend, error: format!("{e:#}") });
+                    continue;
                 }
-                Ok(probe)
-            })();
-            match attempt {
-                Ok(mut probe) => {
-                    probe.attempts = attempts;
-                    probe.btf_job = btf_job.take();
-                    if config.offsets == OffsetsMode::Btf {
-                        match probe.verify() {
-                            Verification::Checked(_) => {}
-                            Verification::Unavailable(why) => {
-                                return Err(anyhow!("--offsets btf: {why}"));
-                            }
-                            Verification::NotRequested => unreachable!("btf mode always reads BTF"),
-                        }
-                    }
-                    return Ok(probe);
+            };
+            let mut probe = Probe {
+                kprobes: started.kprobes,
+                ebpf: started.ebpf,
+                backend,
+                attempts,
+                missing_hooks: started.missing_hooks,
+                guess: started.guess,
+                ipv6,
+                offsets: started.offsets,
+                btf_job: btf_job.take(),
+                verification: None,
+                btf_path,
+                mode: config.offsets,
+                maps_preallocated: !grow,
+            };
+            if config.offsets == OffsetsMode::Btf {
+                match probe.verify() {
+                    Verification::Checked(_) => {}
+                    Verification::Unavailable(why) => return Err(anyhow!("--offsets btf: {why}")),
+                    Verification::NotRequested => unreachable!("btf mode always reads BTF"),
                 }
-                Err(e) => attempts.push(Attempt { backend, error: format!("{e:#}") }),
             }
+            return Ok(probe);
         }
         let tried: Vec<String> =
             attempts.iter().map(|a| format!("{}: {}", a.backend, a.error)).collect();
@@ -269,7 +227,7 @@ impl Probe {
         };
         for field in fields {
             if let Some(off) = btf.get(field) {
-                set_field(&mut fixed, field, off);
+                *(field.def().slot)(&mut fixed) = off;
             }
         }
         if self.mode == OffsetsMode::Btf {
@@ -289,12 +247,7 @@ impl Probe {
     }
 
     fn write_offsets(&mut self) -> Result<()> {
-        let mut map: Array<_, Offsets> =
-            Array::try_from(self.ebpf.map_mut("offsets").context("map offsets")?)?;
-        let mut o = self.offsets;
-        o.ready = 1;
-        map.set(0, o, 0).context("write the offsets map")?;
-        self.offsets = o;
+        self.offsets = write_offsets(&mut self.ebpf, self.offsets)?;
         Ok(())
     }
 
@@ -418,8 +371,88 @@ fn complete(k: &ConnKey) -> bool {
         && k.raddr != [0; 16]
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+/// A backend loaded and attached, and its offsets guessed unless BTF is
+/// all there is (`--offsets btf`). Field order is drop order.
+struct Started {
+    kprobes: Option<KprobeEvents>,
+    ebpf: Ebpf,
+    missing_hooks: Vec<String>,
+    guess: Option<guess::GuessRun>,
+    offsets: Offsets,
+}
+
+/// One backend's attempt: load the object with its settings, attach its
+/// hooks, guess the offsets through them.
+fn start_backend<'a>(
+    backend: Backend,
+    loader: &mut EbpfLoader<'a>,
+    object: &[u8],
+    fentry_plan: &'a OnceCell<Result<FentryPlan, String>>,
+    tracefs: &std::path::Path,
+    config: &StartConfig,
+    ipv6: bool,
+) -> Result<Started> {
+    // Only kprobes pass arguments to their return probes through the `args`
+    // map: elsewhere its preallocated 1.7 MB would sit unused.
+    loader.map_max_entries("args", if backend == Backend::Kprobe { ARGS_ENTRIES } else { 1 });
+    let plan = if backend == Backend::Fentry {
+        let plan = fentry_plan
+            .get_or_init(|| FentryPlan::from_kernel().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (hook, args) in backend::FENTRIES.iter().zip(&plan.0) {
+            if let Ok(args) = args {
+                loader.override_global(hook.global, args, true);
+            }
+        }
+        Some(plan)
+    } else {
+        None
+    };
+    let mut ebpf = loader.load(object).context("load the probe object")?;
+    let mut settings: Array<_, nettop_shared::Config> =
+        Array::try_from(ebpf.map_mut("config").context("map config")?)?;
+    let tp_connect = u32::from(backend == Backend::Tracepoint);
+    let recv_flags_arg = if kernel_at_least(5, 19) { 4 } else { 5 };
+    settings.set(0, nettop_shared::Config { tp_connect, recv_flags_arg }, 0)?;
+    let attached = backend::attach(backend, &mut ebpf, tracefs, plan)?;
+    let (guess, offsets) = if config.offsets == OffsetsMode::Btf {
+        (None, Offsets::default())
+    } else {
+        let mut status: Array<_, GuessStatus> =
+            Array::try_from(ebpf.map_mut("guess_status").context("map guess_status")?)?;
+        let run = guess::driver::run(&mut status, ipv6, &config.guess)
+            .with_context(|| format!("guessing offsets on the {backend} backend"))?;
+        let offsets = write_offsets(&mut ebpf, run.offsets.to_offsets())?;
+        (Some(run), offsets)
+    };
+    Ok(Started { kprobes: attached.kprobes, ebpf, missing_hooks: attached.missing, guess, offsets })
+}
+
+/// The embedded object, its growing maps marked so where the kernel allows.
+fn probe_object(grow: bool) -> Result<Cow<'static, [u8]>> {
+    if !grow {
+        return Ok(Cow::Borrowed(OBJECT));
+    }
+    let flags = map_flags::BPF_F_NO_PREALLOC;
+    let object = map_flags::with_map_flags(OBJECT, &map_flags::GROWING_MAPS, flags)
+        .context("fit the probe object's map flags")?;
+    Ok(Cow::Owned(object))
+}
+
+/// Arm the probe with `offsets`; returns them as written (ready).
+fn write_offsets(ebpf: &mut Ebpf, mut offsets: Offsets) -> Result<Offsets> {
+    let mut map: Array<_, Offsets> =
+        Array::try_from(ebpf.map_mut("offsets").context("map offsets")?)?;
+    offsets.ready = 1;
+    map.set(0, offsets, 0).context("write the offsets map")?;
+    Ok(offsets)
+}
+
+/// `uname -r`, or "unknown" where /proc cannot tell.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
 }
 
 /// Whether the running kernel's release is at least `major.minor`.
@@ -430,37 +463,6 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 fn parse_release(release: &str) -> (u32, u32) {
     let mut it = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
-fn to_offsets(g: &Guessed) -> Offsets {
-    Offsets {
-        ready: 0,
-        ipv6: u32::from(g.saddr_v6.is_some() && g.daddr_v6.is_some()),
-        saddr: g.saddr,
-        daddr: g.daddr,
-        sport: g.sport,
-        dport: g.dport,
-        family: g.family,
-        netns: g.netns,
-        netns_ino: g.netns_ino,
-        saddr_v6: g.saddr_v6.unwrap_or(0),
-        daddr_v6: g.daddr_v6.unwrap_or(0),
-        _pad: 0,
-    }
-}
-
-fn set_field(o: &mut Offsets, field: Field, v: u32) {
-    match field {
-        Field::Saddr => o.saddr = v,
-        Field::Daddr => o.daddr = v,
-        Field::Sport => o.sport = v,
-        Field::Dport => o.dport = v,
-        Field::Family => o.family = v,
-        Field::Netns => o.netns = v,
-        Field::NetnsIno => o.netns_ino = v,
-        Field::SaddrV6 => o.saddr_v6 = v,
-        Field::DaddrV6 => o.daddr_v6 = v,
-    }
 }
 
 #[cfg(test)]
@@ -507,6 +509,7 @@ mod tests {
         assert_eq!(super::parse_release("6.18.44-fc-v782\n"), (6, 18));
         assert_eq!(super::parse_release("5.10.0-32-amd64"), (5, 10));
         assert_eq!(super::parse_release("6.12.117+deb12-amd64"), (6, 12));
+        assert_eq!(super::parse_release("unknown"), (0, 0));
         assert!(
             super::parse_release("5.19.0") >= (5, 19) && super::parse_release("5.4.0") < (5, 19)
         );

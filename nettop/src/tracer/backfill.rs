@@ -25,7 +25,10 @@ use netlink_packet_sock_diag::constants::{
 };
 use netlink_packet_sock_diag::inet::ExtensionFlags;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use nettop_shared::{ConnKey, DIR_INCOMING, DIR_OUTGOING, DIR_UNKNOWN};
 use procfs::process::FDTarget;
+
+use super::conntrack::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -83,7 +86,7 @@ pub fn sockets() -> Result<Vec<SocketEntry>> {
     for proto in [Proto::Tcp, Proto::Udp] {
         for family in [AF_INET, AF_INET6] {
             seq += 1;
-            dump(&sock, proto, family, seq, netns, &mut out)
+            dump_family(&sock, proto, family, seq, netns, &mut out)
                 .with_context(|| format!("sock_diag dump of {proto:?} family {family}"))?;
         }
     }
@@ -123,8 +126,9 @@ fn request(proto: Proto, family: u8, seq: u32) -> [u8; 16 + DIAG_REQ_LEN] {
     buf
 }
 
-/// One dump request; reads replies until NLMSG_DONE.
-fn dump(
+/// One dump request, for one protocol and family; reads replies until
+/// NLMSG_DONE.
+fn dump_family(
     sock: &Socket,
     proto: Proto,
     family: u8,
@@ -317,6 +321,66 @@ impl Listeners {
             })
         })
     }
+}
+
+/// TCP state numbers as the kernel reports them (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// Fill `table` with the sockets that exist now: established TCP
+/// connections, connected UDP sockets, and unconnected UDP sockets that a
+/// process holds. `counted` is what the probe has counted meanwhile, for
+/// connections it saw too.
+pub(super) fn fill(
+    table: &mut Table,
+    counted: &rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats>,
+) -> Result<()> {
+    let sockets = sockets()?;
+    let listeners = Listeners::from_sockets(&sockets);
+    for sock in &sockets {
+        let unconnected_udp =
+            sock.proto == Proto::Udp && sock.raddr.is_unspecified() && sock.owners.is_empty();
+        let unestablished_tcp = sock.proto == Proto::Tcp && sock.state != TCP_ESTABLISHED;
+        if sock.state == TCP_LISTEN || unestablished_tcp || unconnected_udp {
+            continue;
+        }
+        let key = key_of(sock);
+        let direction = if sock.proto == Proto::Udp {
+            DIR_UNKNOWN
+        } else if listeners.is_incoming(sock) {
+            DIR_INCOMING
+        } else {
+            DIR_OUTGOING
+        };
+        // tcp_info counts the active opener's SYN in bytes_acked (one
+        // sequence number, not a byte of data).
+        let syn = u64::from(direction == DIR_OUTGOING);
+        let acked = sock.bytes_acked.unwrap_or(0).saturating_sub(syn);
+        let now = (acked, sock.bytes_received.unwrap_or(0));
+        table.backfill(key, direction, now, counted.get(&key).copied());
+    }
+    Ok(())
+}
+
+fn key_of(sock: &SocketEntry) -> ConnKey {
+    let mut k = ConnKey {
+        netns: sock.netns,
+        tgid: sock.owners.first().copied().unwrap_or(0),
+        proto: match sock.proto {
+            Proto::Tcp => nettop_shared::IPPROTO_TCP,
+            Proto::Udp => nettop_shared::IPPROTO_UDP,
+        },
+        family: if sock.family == 4 { nettop_shared::AF_INET } else { nettop_shared::AF_INET6 },
+        lport: sock.lport,
+        rport: sock.rport,
+        ..Default::default()
+    };
+    let put = |dst: &mut [u8; 16], a: IpAddr| match a {
+        IpAddr::V4(v4) => dst[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => *dst = v6.octets(),
+    };
+    put(&mut k.laddr, sock.laddr);
+    put(&mut k.raddr, sock.raddr);
+    k
 }
 
 #[cfg(test)]

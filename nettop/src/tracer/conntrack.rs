@@ -30,7 +30,7 @@ pub struct Entry {
     /// The kernel-reported thread name: the fallback when /proc has no process.
     pub comm: [u8; 16],
     /// Monotonic ns when it closed; closed entries linger, then go. (Not
-    /// an `Option<u64>`: at 100 000 entries its 8 bytes more are 1 MB.)
+    /// an `Option<u64>`, which is 8 bytes more per entry.)
     pub closed_ns: Option<NonZeroU64>,
 }
 

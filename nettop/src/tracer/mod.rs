@@ -17,21 +17,21 @@ pub mod conntrack;
 pub mod model;
 mod owners;
 mod queue;
+mod reader;
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use aya::maps::{MapData, RingBuf};
-use nettop_shared::{ConnKey, Counter, DIR_INCOMING, DIR_OUTGOING, Event as RawEvent};
+use nettop_shared::Counter;
 pub use queue::EventStream;
 
 use crate::filter::{Filter, Subject};
+use crate::probe::guess::GuessSwitches;
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
-use crate::worker::{StopFlag, Worker};
-use conntrack::{Change, Entry, Table};
+use crate::worker::Worker;
+use conntrack::{Entry, Table};
 pub use model::{
     Connection, Direction, Event, EventConn, EventKind, Owner, Proto, State, Stats, Tuple,
 };
@@ -53,16 +53,20 @@ pub struct Config {
     pub udp_timeout: Duration,
     /// A closed connection stays in `connections()` this long...
     pub linger: Duration,
-    /// ...or until this many newer ones have closed. Under churn (tens of
-    /// thousands of connections a second) a 5 s linger kept hundreds of
-    /// thousands of closed rows, and listing them each second was most of
-    /// the TUI's cost; the latest few thousand show the churn as well.
+    /// ...or until this many newer ones have closed: under churn a time
+    /// limit alone keeps far more rows than anyone reads, and listing them
+    /// costs; the latest thousands show the churn as well.
     pub max_closed: usize,
     /// Event ring buffer size in bytes (power of two).
     pub ring_bytes: u32,
     /// List connections that existed before the tracer started.
     pub backfill: bool,
     pub filter: Filter,
+    /// Test and debug switches for offset guessing.
+    pub guess: GuessSwitches,
+    /// Log every raw probe event on stderr, one line each (the binary sets
+    /// it from NETTOP_DEBUG_EVENTS, to diagnose the probe on a kernel).
+    pub debug_events: bool,
 }
 
 impl Default for Config {
@@ -82,6 +86,8 @@ impl Default for Config {
             ring_bytes: probe.ring_bytes,
             backfill: true,
             filter: Filter::default(),
+            guess: probe.guess,
+            debug_events: false,
         }
     }
 }
@@ -128,11 +134,6 @@ pub struct Tracer {
 /// Events waiting for the consumer before more are dropped: seconds of
 /// the heaviest churn.
 const EVENT_QUEUE: usize = 1 << 16;
-const POLL: Duration = Duration::from_millis(100);
-/// Events wait at most this long in the ring buffer once one arrives: a
-/// 4 MiB ring holds tens of thousands of events, far more than arrive in
-/// this time at the highest connection rates two cores make.
-const BATCH: Duration = Duration::from_millis(10);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -149,6 +150,7 @@ impl Tracer {
             btf_path: config.btf_path.clone(),
             max_connections: config.max_connections,
             ring_bytes: config.ring_bytes,
+            guess: config.guess.clone(),
         })?;
         let ring = probe.take_events()?;
         // With --offsets auto the cross-check joins a background thread; it
@@ -182,7 +184,11 @@ impl Tracer {
         // only connections older than the tracer go unlisted, and we say so.
         let mut info = info;
         if shared.config.backfill
-            && let Err(e) = backfill(&mut shared)
+            && let Err(e) = {
+                // What the probe had counted by now, read once for every socket.
+                let counted = shared.probe.conns().unwrap_or_default().into_iter().collect();
+                backfill::fill(&mut shared.table, &counted)
+            }
         {
             info.backfill_error =
                 Some(format!("connections older than nettop are not listed: {e:#}"));
@@ -192,7 +198,9 @@ impl Tracer {
         let (tx, rx) = queue::queue(EVENT_QUEUE, dropped.clone());
         let reader = {
             let shared = shared.clone();
-            Worker::spawn("nettop-tracer", move |stop| read_loop(ring, &shared, &stop, &tx))?
+            Worker::spawn("nettop-tracer", move |stop| {
+                reader::read_loop(ring, &shared, &stop, &tx)
+            })?
         };
         Ok(Tracer { shared, reader, events: Some(rx), dropped, info })
     }
@@ -251,8 +259,8 @@ impl Tracer {
 fn each_connection(s: &mut Shared, mut each: impl FnMut(Connection)) {
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = s;
-    // Streamed into the table, not copied first: with 100 000 connections
-    // the copy was 15 MB of RSS.
+    // Streamed into the table, not copied first: a copy costs RSS in
+    // proportion to the connections.
     let _ = probe.for_each_conn(|k, st| table.sync_one(k, st, now_ns));
     table.expire_closed(now_ns);
     let now = Instant::now();
@@ -279,227 +287,4 @@ fn wanted(config: &Config, tuple: &Tuple, owner: &Owner, state: State, dir: Dire
     };
     on && (config.ipv6 || tuple.family == 4)
         && config.filter.matches(&Subject { tuple, owner, state, direction: dir })
-}
-
-/// Pull the UDP flows' counters into the table, end idle ones, forget what
-/// lingered long enough. Returns the ends it caused. TCP counters are read
-/// only when the connections are asked for: with 100 000 open connections,
-/// reading every socket's record here twice a second took a quarter of a core.
-fn refresh(s: &mut Shared) -> Vec<Change> {
-    let now = monotonic_ns();
-    let Shared { probe, table, .. } = &mut *s;
-    let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now));
-    let ended = s.table.expire_udp(now);
-    for c in &ended {
-        if let Change::Close(e) = c {
-            s.probe.remove_conn(&e.key);
-            if !s.table.open_entries().any(|o| o.stats.sk == e.stats.sk) {
-                s.probe.remove_sock(e.stats.sk);
-            }
-        }
-    }
-    s.table.expire_closed(now);
-    ended
-}
-
-fn backfill(s: &mut Shared) -> Result<()> {
-    let sockets = backfill::sockets()?;
-    // What the probe had counted by now, read once for every socket.
-    let counted: rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats> =
-        s.probe.conns().unwrap_or_default().into_iter().collect();
-    let listeners = backfill::Listeners::from_sockets(&sockets);
-    for sock in &sockets {
-        if sock.state == 10 || (sock.proto == backfill::Proto::Tcp && sock.state != 1) {
-            continue; // listeners, and TCP sockets not established
-        }
-        if sock.proto == backfill::Proto::Udp
-            && sock.raddr.is_unspecified()
-            && sock.owners.is_empty()
-        {
-            continue;
-        }
-        let key = key_of(sock);
-        let direction = if sock.proto == backfill::Proto::Udp {
-            nettop_shared::DIR_UNKNOWN
-        } else if listeners.is_incoming(sock) {
-            DIR_INCOMING
-        } else {
-            DIR_OUTGOING
-        };
-        // tcp_info counts the active opener's SYN in bytes_acked (one
-        // sequence number, not a byte of data).
-        let syn = u64::from(direction == DIR_OUTGOING);
-        let acked = sock.bytes_acked.unwrap_or(0).saturating_sub(syn);
-        let now = (acked, sock.bytes_received.unwrap_or(0));
-        s.table.backfill(key, direction, now, counted.get(&key).copied());
-    }
-    Ok(())
-}
-
-fn key_of(sock: &backfill::SocketEntry) -> ConnKey {
-    let mut k = ConnKey {
-        netns: sock.netns,
-        tgid: sock.owners.first().copied().unwrap_or(0),
-        proto: match sock.proto {
-            backfill::Proto::Tcp => nettop_shared::IPPROTO_TCP,
-            backfill::Proto::Udp => nettop_shared::IPPROTO_UDP,
-        },
-        family: if sock.family == 4 { nettop_shared::AF_INET } else { nettop_shared::AF_INET6 },
-        lport: sock.lport,
-        rport: sock.rport,
-        ..Default::default()
-    };
-    let put = |dst: &mut [u8; 16], a: std::net::IpAddr| match a {
-        std::net::IpAddr::V4(v4) => dst[..4].copy_from_slice(&v4.octets()),
-        std::net::IpAddr::V6(v6) => *dst = v6.octets(),
-    };
-    put(&mut k.laddr, sock.laddr);
-    put(&mut k.raddr, sock.raddr);
-    k
-}
-
-fn debug_line(e: &RawEvent) -> String {
-    let k = &e.key;
-    format!(
-        "nettop-debug: type {} cause {} state {} dir {} sk {:#x} tgid {} netns {} proto {} {}->{} \
-         sent {} recv {} msgs {}/{} ts {}",
-        e.kind,
-        e.cause,
-        e.sk_state,
-        e.direction,
-        e.sk,
-        k.tgid,
-        k.netns,
-        k.proto,
-        k.lport,
-        k.rport,
-        e.bytes_sent,
-        e.bytes_recv,
-        e.msgs_sent,
-        e.msgs_recv,
-        e.ts_ns
-    )
-}
-
-fn read_loop(
-    mut ring: RingBuf<MapData>,
-    shared: &Mutex<Shared>,
-    stop: &StopFlag,
-    tx: &queue::Sender,
-) {
-    let fd = ring.as_raw_fd();
-    let mut last_refresh = 0;
-    let mut last_drain = Instant::now();
-    let mut last_batch = 0;
-    // Diagnosis of the probe on a kernel that misbehaves: every raw event,
-    // one line each, on stderr (documented in README, "Tests").
-    let debug = std::env::var_os("NETTOP_DEBUG_EVENTS").is_some();
-    while !stop.is_set() {
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
-        unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
-        // Under load the kernel wakes us for nearly every event, and each
-        // wake-up (ours, then the consumer's) costs more than handling the
-        // event: take them in batches, at most every BATCH.
-        let since = last_drain.elapsed();
-        if pfd.revents != 0 && since < BATCH {
-            std::thread::sleep(BATCH - since);
-        }
-        last_drain = Instant::now();
-        let mut s = lock(shared);
-        let now = monotonic_ns();
-        // Sized like the last one: growing it by doubling moved every
-        // event again (memmove was the top of the profile under churn).
-        let mut batch = Vec::with_capacity(last_batch);
-        let clock = Instant::now();
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<RawEvent>() {
-                continue;
-            }
-            // SAFETY: the probe writes whole `struct nettop_event`s (layout
-            // checked by shared/tests/layout.rs); read_unaligned copes with
-            // any alignment.
-            let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            if debug {
-                eprintln!("{}", debug_line(&raw));
-            }
-            let Shared { table, probe, owners, config, .. } = &mut *s;
-            table.apply_into(
-                &raw,
-                now,
-                |k| {
-                    let last = probe.conn(k);
-                    probe.remove_conn(k);
-                    last
-                },
-                |c| batch.extend(to_event(c, raw.ts_ns, owners, config, clock)),
-            );
-        }
-        if now.saturating_sub(last_refresh) >= 500_000_000 {
-            last_refresh = now;
-            let ended = refresh(&mut s);
-            let Shared { owners, config, .. } = &mut *s;
-            batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
-            let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
-            // On its own, and counted as reported only once queued: a
-            // report that finds the queue full is made again next time.
-            if lost > s.lost_seen
-                && tx.try_send(vec![Event {
-                    event: EventKind::Lost,
-                    ts_ns: now,
-                    conn: None,
-                    bytes_sent: None,
-                    bytes_recv: None,
-                    errno: None,
-                    lost: Some(lost - s.lost_seen),
-                }])
-            {
-                s.lost_seen = lost;
-            }
-        }
-        last_batch = batch.len();
-        tx.send(batch);
-    }
-}
-
-fn to_event(
-    c: Change,
-    ts_ns: u64,
-    owners: &mut Owners,
-    config: &Config,
-    now: Instant,
-) -> Option<Event> {
-    let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
-        let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
-        let state = if kind == EventKind::Close { State::Closed } else { State::Open };
-        wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
-            event: kind,
-            ts_ns,
-            conn: Some(conn),
-            bytes_sent: totals.then(|| e.bytes_sent()),
-            bytes_recv: totals.then(|| e.bytes_recv()),
-            errno: None,
-            lost: None,
-        })
-    };
-    match c {
-        Change::Connect(e) => conn_event(EventKind::Connect, &e, false, owners),
-        Change::Accept(e) => conn_event(EventKind::Accept, &e, false, owners),
-        Change::Close(e) => conn_event(EventKind::Close, &e, true, owners),
-        Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, owners),
-        Change::ConnectFailed { key, errno, comm } => {
-            let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm, now));
-            wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
-                Event {
-                    event: EventKind::ConnectFailed,
-                    ts_ns,
-                    conn: Some(conn),
-                    bytes_sent: None,
-                    bytes_recv: None,
-                    errno,
-                    lost: None,
-                },
-            )
-        }
-    }
 }

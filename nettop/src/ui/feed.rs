@@ -20,7 +20,7 @@ pub struct Feed {
     worker: Worker,
 }
 
-const TICK: Duration = Duration::from_millis(50);
+const FEED_TICK: Duration = Duration::from_millis(50);
 
 impl Feed {
     pub fn start(mut tracer: Tracer, interval: Duration) -> Result<Feed> {
@@ -59,7 +59,7 @@ impl Feed {
                         break;
                     }
                 }
-                std::thread::sleep(TICK);
+                std::thread::sleep(FEED_TICK);
             }
             tracer.stop();
         })?;

@@ -6,7 +6,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::app::App;
 
-/// The key table; README.md shows the same.
+/// The key table; docs/usage.md shows the same (README.md the main keys).
 pub const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("↑ ↓ j k", "move"),

@@ -37,6 +37,9 @@ const EVENTS_REDRAW: Duration = Duration::from_millis(250);
 pub struct Options {
     pub interval: Duration,
     pub filter: Filter,
+    /// Test-only: panic after the first frame (NETTOP_TEST_PANIC), for the
+    /// end-to-end test that a panic leaves a usable terminal.
+    pub panic_after_draw: bool,
 }
 
 /// Draw the whole screen from the app's state.
@@ -94,8 +97,7 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
                 Ok(Update::Events(e)) => {
                     app.push_events(e);
                     // Only the panes show events; the table changes with
-                    // snapshots. Redrawing for every batch (20 a second
-                    // under load) was most of the TUI's CPU.
+                    // snapshots, and a redraw per batch costs too much.
                     new_events |= app.details || app.events_pane;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -117,8 +119,7 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
             dirty = false;
             new_events = false;
             last_draw = Instant::now();
-            // For the end-to-end test that a panic leaves a usable terminal.
-            if std::env::var_os("NETTOP_TEST_PANIC").is_some() {
+            if opts.panic_after_draw {
                 panic!("NETTOP_TEST_PANIC is set");
             }
         }

@@ -5,7 +5,7 @@ use ratatui::text::Line as TextLine;
 use ratatui::widgets::{Cell, Row as TableRow, Table};
 
 use super::app::App;
-use super::view::{Column, Line, Rate};
+use super::view::{Column, Line, RowFigures};
 use crate::text::{age, bytes, escape_cow, rate};
 use crate::tracer::{Connection, Direction, Proto, State};
 
@@ -86,7 +86,7 @@ pub fn state_text(state: State, dir: Direction, backfilled: bool) -> String {
     format!("{arrow} {s}{}", if backfilled { "*" } else { "" })
 }
 
-fn conn_cells(c: &Connection, r: Rate, grouped: bool) -> [String; 11] {
+fn conn_cells(c: &Connection, r: RowFigures, grouped: bool) -> [String; 11] {
     let name = escape_cow(&c.owner.comm);
     [
         c.owner.pid.to_string(),

@@ -70,9 +70,11 @@ impl Column {
     }
 }
 
-/// A connection's rates over the last interval (bytes/s), and its age.
+/// What the table shows of a connection besides the connection itself: its
+/// rates over the last interval (bytes/s), its age, and what grouping and
+/// the common views need without touching the connection.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Rate {
+pub struct RowFigures {
     pub send: f64,
     pub recv: f64,
     /// Seconds since it was first seen, or its lifetime once closed.
@@ -92,7 +94,7 @@ pub struct Rate {
 #[derive(Default)]
 pub struct Rows {
     pub conns: Vec<Connection>,
-    pub rates: Vec<Rate>,
+    pub rates: Vec<RowFigures>,
     /// In id order (as the tracer hands them out).
     pub sorted: bool,
 }
@@ -106,7 +108,7 @@ impl Rows {
         self.conns.is_empty()
     }
 
-    pub fn rate(&self, i: usize) -> Rate {
+    pub fn rate(&self, i: usize) -> RowFigures {
         self.rates[i]
     }
 
@@ -173,7 +175,7 @@ impl RateState {
     /// Rows for a new snapshot taken at `now_ns` (CLOCK_MONOTONIC).
     /// `reuse`: the previous snapshot's rates, whose memory is refilled
     /// (fresh pages for 100 000 rows cost more than computing them).
-    pub fn rows(&mut self, conns: Vec<Connection>, now_ns: u64, reuse: Vec<Rate>) -> Rows {
+    pub fn rows(&mut self, conns: Vec<Connection>, now_ns: u64, reuse: Vec<RowFigures>) -> Rows {
         let dt = now_ns.saturating_sub(self.prev_ns) as f64 / 1e9;
         let first = self.prev_ns == 0 || dt <= 0.0;
         // The tracer hands them out in id order; anyone else may not.
@@ -187,7 +189,7 @@ impl RateState {
         };
         let mut rates = reuse;
         rates.clear();
-        rates.resize(conns.len(), Rate::default());
+        rates.resize(conns.len(), RowFigures::default());
         let mut next = std::mem::take(&mut self.spare);
         next.clear();
         let mut j = 0;
@@ -213,7 +215,7 @@ impl RateState {
             let end = if c.state == State::Closed { c.last_ns } else { now_ns };
             let age_s =
                 if c.first_ns == 0 { 0 } else { end.saturating_sub(c.first_ns) / 1_000_000_000 };
-            rates[i] = Rate {
+            rates[i] = RowFigures {
                 send,
                 recv,
                 age_s,

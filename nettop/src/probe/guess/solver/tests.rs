@@ -187,17 +187,17 @@ fn run(layout: Layout, config: GuessConfig, seed: u64) -> (Result<Guessed, Guess
 }
 
 fn expect_layout(l: &Layout, ipv6: bool) -> Guessed {
-    Guessed {
-        saddr: l.saddr,
-        daddr: l.daddr,
-        sport: l.sport,
-        dport: l.dport,
-        family: l.family,
-        netns: l.netns,
-        netns_ino: l.netns_ino,
-        saddr_v6: ipv6.then_some(l.saddr_v6),
-        daddr_v6: ipv6.then_some(l.daddr_v6),
-    }
+    Guessed::from_fn(|f| match f {
+        Field::Saddr => Some(l.saddr),
+        Field::Daddr => Some(l.daddr),
+        Field::Sport => Some(l.sport),
+        Field::Dport => Some(l.dport),
+        Field::Family => Some(l.family),
+        Field::Netns => Some(l.netns),
+        Field::NetnsIno => Some(l.netns_ino),
+        Field::SaddrV6 => ipv6.then_some(l.saddr_v6),
+        Field::DaddrV6 => ipv6.then_some(l.daddr_v6),
+    })
 }
 
 const BOTH: GuessConfig = GuessConfig { ipv6: true, namespaces: 2 };

@@ -1,5 +1,5 @@
 //! The guessing driver: makes the loopback connections the state machine in
-//! `guess` asks for, arms the probe through the status map, and feeds back
+//! `solver` asks for, arms the probe through the status map, and feeds back
 //! what the probe copied.
 //!
 //! Connections run on worker threads named with a random, unique comm: the
@@ -10,6 +10,7 @@
 //! across two namespaces.
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use aya::maps::{Array, MapData};
 use nettop_shared::{GUESS_ARMED, GUESS_CHECKED, GUESS_IDLE, GuessStatus};
 use socket2::{Domain, Socket, Type};
 
-use super::guess::{Expected, GuessConfig, Guessed, Guesser, Next, Observation};
+use super::solver::{Expected, GuessConfig, Guessed, Guesser, Next, Observation, Request};
 
 /// Tries per connection before concluding the hook does not fire.
 const TRIES: usize = 3;
@@ -43,13 +44,29 @@ pub fn ipv6_status() -> Result<(), String> {
     }
 }
 
-pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<GuessRun> {
+/// Test and debug switches (the binary reads them from the environment
+/// once, at start: NETTOP_TEST_SKEW, NETTOP_GUESS_DUMP).
+#[derive(Clone, Debug, Default)]
+pub struct GuessSwitches {
+    /// Test-only: guess this field 4 bytes off, to prove the kernel matrix
+    /// catches a wrong guess.
+    pub skew: Option<String>,
+    /// Keep every window the probe copied, and what was expected of it,
+    /// in this directory: for debugging a kernel the guesser fails on.
+    pub dump_dir: Option<PathBuf>,
+}
+
+pub fn run(
+    status: &mut Array<&mut MapData, GuessStatus>,
+    ipv6: bool,
+    switches: &GuessSwitches,
+) -> Result<GuessRun> {
     let started = Instant::now();
     let comm = unique_comm();
-    let host = Worker::spawn(comm, false)?;
-    let private = Worker::spawn(comm, true).ok();
-    let workers: Vec<&Worker> = std::iter::once(&host).chain(private.as_ref()).collect();
-    let mut guesser = Guesser::new(GuessConfig { ipv6, namespaces: workers.len() });
+    let host = Connector::spawn(comm, false)?;
+    let private = Connector::spawn(comm, true).ok();
+    let connectors: Vec<&Connector> = std::iter::once(&host).chain(private.as_ref()).collect();
+    let mut guesser = Guesser::new(GuessConfig { ipv6, namespaces: connectors.len() });
 
     let result = loop {
         let req = match guesser.next() {
@@ -66,7 +83,7 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
                 st.net_ptr_offset = off;
             }
             status.set(0, st, 0).context("arm the guess status map")?;
-            let expected = workers[req.ns].connect(req.v6)?;
+            let expected = connectors[req.ns].connect(req.v6)?;
             let st = status.get(&0, 0).context("read the guess status map")?;
             if st.state == GUESS_CHECKED {
                 observed = Some(Observation {
@@ -78,8 +95,8 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
                 break;
             }
         }
-        if let (Some(dir), Some(obs)) = (std::env::var_os("NETTOP_GUESS_DUMP"), &observed) {
-            dump(std::path::Path::new(&dir), guesser.connections(), &req, obs);
+        if let (Some(dir), Some(obs)) = (&switches.dump_dir, &observed) {
+            write_observation(dir, guesser.connections(), &req, obs);
         }
         let Some(obs) = observed else {
             break Err(anyhow!(
@@ -92,22 +109,20 @@ pub fn run(status: &mut Array<&mut MapData, GuessStatus>, ipv6: bool) -> Result<
     idle.state = GUESS_IDLE;
     status.set(0, idle, 0).context("disarm the guess status map")?;
     let mut offsets = result?;
-    if let Ok(field) = std::env::var("NETTOP_TEST_SKEW") {
-        // Test-only: a deliberately wrong guess, to prove the kernel matrix
-        // catches one.
-        offsets.skew(&field);
+    if let Some(field) = &switches.skew {
+        offsets.skew(field);
     }
     Ok(GuessRun {
         offsets,
         connections: guesser.connections(),
-        namespaces: workers.len(),
+        namespaces: connectors.len(),
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }
 
-/// Debugging a kernel the guesser fails on: NETTOP_GUESS_DUMP=DIR keeps
-/// every window the probe copied and what was expected of it.
-fn dump(dir: &std::path::Path, n: usize, req: &super::guess::Request, obs: &Observation) {
+/// One guessing connection's windows and expectations, into `dir`
+/// (`GuessSwitches::dump_dir`).
+fn write_observation(dir: &Path, n: usize, req: &Request, obs: &Observation) {
     let _ = std::fs::create_dir_all(dir);
     let name = format!("{n:02}-ns{}-{}", req.ns, if req.v6 { "v6" } else { "v4" });
     let _ = std::fs::write(dir.join(format!("{name}.sk")), &obs.sk);
@@ -133,12 +148,14 @@ fn unique_comm() -> [u8; 16] {
 
 type Job = (bool, mpsc::Sender<Result<Expected>>);
 
-struct Worker {
+/// A thread that makes the guessing connections, in the host's network
+/// namespace or a private one.
+struct Connector {
     jobs: mpsc::Sender<Job>,
 }
 
-impl Worker {
-    fn spawn(comm: [u8; 16], private_netns: bool) -> Result<Worker> {
+impl Connector {
+    fn spawn(comm: [u8; 16], private_netns: bool) -> Result<Connector> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         thread::Builder::new()
@@ -156,7 +173,7 @@ impl Worker {
             })
             .context("spawn guessing thread")?;
         ready_rx.recv().context("guessing thread died")??;
-        Ok(Worker { jobs })
+        Ok(Connector { jobs })
     }
 
     fn connect(&self, v6: bool) -> Result<Expected> {

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use nettop_shared::Offsets;
+
 /// Connections of each family in the first stage; every field must hold in
 /// all of them.
 const CONFIRMATIONS: usize = 2;
@@ -32,31 +34,55 @@ pub enum Field {
     Sport,
 }
 
+/// A field's facts, in the one table the rest derives from.
+pub struct FieldDef {
+    pub field: Field,
+    /// Its name in `offsets --json` and for NETTOP_TEST_SKEW.
+    pub name: &'static str,
+    /// Where BTF has it: the struct, and the member path through anonymous
+    /// members.
+    pub btf: (&'static str, &'static str),
+    /// Its slot in the probe's offsets map.
+    pub slot: fn(&mut Offsets) -> &mut u32,
+}
+
+/// Every field, in the order `offsets --json` lists them.
+#[rustfmt::skip]
+pub const FIELDS: [FieldDef; 9] = [
+    FieldDef { field: Field::Saddr, name: "saddr", btf: ("sock", "__sk_common.skc_rcv_saddr"), slot: |o| &mut o.saddr },
+    FieldDef { field: Field::Daddr, name: "daddr", btf: ("sock", "__sk_common.skc_daddr"), slot: |o| &mut o.daddr },
+    FieldDef { field: Field::Sport, name: "sport", btf: ("inet_sock", "inet_sport"), slot: |o| &mut o.sport },
+    FieldDef { field: Field::Dport, name: "dport", btf: ("sock", "__sk_common.skc_dport"), slot: |o| &mut o.dport },
+    FieldDef { field: Field::Family, name: "family", btf: ("sock", "__sk_common.skc_family"), slot: |o| &mut o.family },
+    FieldDef { field: Field::Netns, name: "netns", btf: ("sock", "__sk_common.skc_net"), slot: |o| &mut o.netns },
+    FieldDef { field: Field::NetnsIno, name: "netns_ino", btf: ("net", "ns.inum"), slot: |o| &mut o.netns_ino },
+    FieldDef { field: Field::SaddrV6, name: "saddr_v6", btf: ("sock", "__sk_common.skc_v6_rcv_saddr"), slot: |o| &mut o.saddr_v6 },
+    FieldDef { field: Field::DaddrV6, name: "daddr_v6", btf: ("sock", "__sk_common.skc_v6_daddr"), slot: |o| &mut o.daddr_v6 },
+];
+
 impl Field {
-    pub const ALL: [Field; 9] = [
-        Field::Saddr,
-        Field::Daddr,
-        Field::Sport,
-        Field::Dport,
-        Field::Family,
-        Field::Netns,
-        Field::NetnsIno,
-        Field::SaddrV6,
-        Field::DaddrV6,
-    ];
+    /// Every field, in the order of [`FIELDS`].
+    pub const ALL: [Field; FIELDS.len()] = {
+        let mut all = [Field::Saddr; FIELDS.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = FIELDS[i].field;
+            i += 1;
+        }
+        all
+    };
+
+    /// Its position in [`FIELDS`].
+    fn index(self) -> usize {
+        Field::ALL.iter().position(|&f| f == self).unwrap_or_default()
+    }
+
+    pub fn def(self) -> &'static FieldDef {
+        &FIELDS[self.index()]
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Field::Saddr => "saddr",
-            Field::Daddr => "daddr",
-            Field::Sport => "sport",
-            Field::Dport => "dport",
-            Field::Family => "family",
-            Field::Netns => "netns",
-            Field::NetnsIno => "netns_ino",
-            Field::SaddrV6 => "saddr_v6",
-            Field::DaddrV6 => "daddr_v6",
-        }
+        self.def().name
     }
 
     pub fn is_ipv6(self) -> bool {
@@ -111,50 +137,41 @@ pub struct Observation {
 }
 
 /// Every guessed offset: bytes from the start of `struct sock`, except
-/// `netns_ino`, from the start of `struct net`.
+/// `netns_ino`, from the start of `struct net`. IPv6 fields are `None`
+/// where they were not guessed (IPv6 off).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Guessed {
-    pub saddr: u32,
-    pub daddr: u32,
-    pub sport: u32,
-    pub dport: u32,
-    pub family: u32,
-    pub netns: u32,
-    pub netns_ino: u32,
-    pub saddr_v6: Option<u32>,
-    pub daddr_v6: Option<u32>,
-}
+pub struct Guessed([Option<u32>; FIELDS.len()]);
 
 impl Guessed {
-    /// Move one field by 4 bytes (NETTOP_TEST_SKEW, tests only).
-    pub fn skew(&mut self, name: &str) {
-        let f = match name {
-            "saddr" => &mut self.saddr,
-            "daddr" => &mut self.daddr,
-            "sport" => &mut self.sport,
-            "dport" => &mut self.dport,
-            "family" => &mut self.family,
-            "netns" => &mut self.netns,
-            "netns_ino" => &mut self.netns_ino,
-            "saddr_v6" => self.saddr_v6.get_or_insert(0),
-            "daddr_v6" => self.daddr_v6.get_or_insert(0),
-            _ => return,
-        };
-        *f += 4;
+    /// Each field's offset, as `offset(field)` gives it.
+    pub fn from_fn(offset: impl Fn(Field) -> Option<u32>) -> Guessed {
+        Guessed(Field::ALL.map(offset))
     }
 
     pub fn get(&self, field: Field) -> Option<u32> {
-        match field {
-            Field::Saddr => Some(self.saddr),
-            Field::Daddr => Some(self.daddr),
-            Field::Sport => Some(self.sport),
-            Field::Dport => Some(self.dport),
-            Field::Family => Some(self.family),
-            Field::Netns => Some(self.netns),
-            Field::NetnsIno => Some(self.netns_ino),
-            Field::SaddrV6 => self.saddr_v6,
-            Field::DaddrV6 => self.daddr_v6,
+        self.0[field.index()]
+    }
+
+    /// Move the field named `name` by 4 bytes (NETTOP_TEST_SKEW, tests only).
+    pub fn skew(&mut self, name: &str) {
+        if let Some(d) = FIELDS.iter().find(|d| d.name == name) {
+            let v = &mut self.0[d.field.index()];
+            *v = Some(v.unwrap_or(0) + 4);
         }
+    }
+
+    /// The probe's offsets map as the guess fills it.
+    pub fn to_offsets(&self) -> Offsets {
+        let mut o = Offsets {
+            ipv6: u32::from(
+                self.get(Field::SaddrV6).is_some() && self.get(Field::DaddrV6).is_some(),
+            ),
+            ..Offsets::default()
+        };
+        for d in &FIELDS {
+            *(d.slot)(&mut o) = self.get(d.field).unwrap_or(0);
+        }
+        o
     }
 }
 
@@ -282,17 +299,17 @@ impl Guesser {
         match inode_offset(&seen) {
             // Still consistent: confirm with another connection.
             Some(_) if seen.len() < needed => Stage::Netns { fields, candidates, index, seen },
-            Some(ino) => Stage::Done(Ok(Guessed {
-                saddr: fields.saddr,
-                daddr: fields.daddr,
-                sport: fields.sport,
-                dport: fields.dport,
-                family: fields.family,
-                netns: candidates[index],
-                netns_ino: ino,
-                saddr_v6: fields.saddr_v6,
-                daddr_v6: fields.daddr_v6,
-            })),
+            Some(ino) => Stage::Done(Ok(Guessed::from_fn(|f| match f {
+                Field::Saddr => Some(fields.saddr),
+                Field::Daddr => Some(fields.daddr),
+                Field::Sport => Some(fields.sport),
+                Field::Dport => Some(fields.dport),
+                Field::Family => Some(fields.family),
+                Field::Netns => Some(candidates[index]),
+                Field::NetnsIno => Some(ino),
+                Field::SaddrV6 => fields.saddr_v6,
+                Field::DaddrV6 => fields.daddr_v6,
+            }))),
             None if index + 1 < candidates.len() => {
                 Stage::Netns { fields, candidates, index: index + 1, seen: Vec::new() }
             }

@@ -1,0 +1,191 @@
+//! The reader thread: drains the probe's ring buffer into the connection
+//! table in batches, turns each change into an event for the consumer, and
+//! twice a second refreshes the UDP flows' counters, ending idle flows and
+//! reporting kernel-side event loss.
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aya::maps::{MapData, RingBuf};
+use nettop_shared::{Counter, DIR_OUTGOING, Event as RawEvent};
+
+use super::conntrack::{Change, Entry};
+use super::owners::Owners;
+use super::{
+    Config, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue, wanted,
+};
+use crate::worker::StopFlag;
+
+const POLL: Duration = Duration::from_millis(100);
+/// Events wait at most this long in the ring buffer once one arrives: a
+/// 4 MiB ring holds tens of thousands of events, far more than arrive in
+/// this time at the highest connection rates two cores make.
+const BATCH: Duration = Duration::from_millis(10);
+/// How often the UDP flows' counters are read and idle flows ended.
+const REFRESH_NS: u64 = 500_000_000;
+
+pub(super) fn read_loop(
+    mut ring: RingBuf<MapData>,
+    shared: &Mutex<Shared>,
+    stop: &StopFlag,
+    tx: &queue::Sender,
+) {
+    let fd = ring.as_raw_fd();
+    let mut last_refresh = 0;
+    let mut last_drain = Instant::now();
+    let mut last_batch = 0;
+    while !stop.is_set() {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
+        unsafe { libc::poll(&mut pfd, 1, POLL.as_millis() as i32) };
+        // Under load the kernel wakes us for nearly every event, and each
+        // wake-up (ours, then the consumer's) costs more than handling the
+        // event: take them in batches, at most every BATCH.
+        let since = last_drain.elapsed();
+        if pfd.revents != 0 && since < BATCH {
+            std::thread::sleep(BATCH - since);
+        }
+        last_drain = Instant::now();
+        let mut s = lock(shared);
+        let now = monotonic_ns();
+        // Sized like the last one: growing it by doubling moves every event
+        // again.
+        let mut batch = Vec::with_capacity(last_batch);
+        let clock = Instant::now();
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<RawEvent>() {
+                continue;
+            }
+            // SAFETY: the probe writes whole `struct nettop_event`s (layout
+            // checked by shared/tests/layout.rs); read_unaligned copes with
+            // any alignment.
+            let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            let Shared { table, probe, owners, config, .. } = &mut *s;
+            if config.debug_events {
+                eprintln!("{}", debug_line(&raw));
+            }
+            table.apply_into(
+                &raw,
+                now,
+                |k| {
+                    let last = probe.conn(k);
+                    probe.remove_conn(k);
+                    last
+                },
+                |c| batch.extend(to_event(c, raw.ts_ns, owners, config, clock)),
+            );
+        }
+        if now.saturating_sub(last_refresh) >= REFRESH_NS {
+            last_refresh = now;
+            let ended = refresh(&mut s);
+            let Shared { owners, config, .. } = &mut *s;
+            batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
+            let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
+            // On its own, and counted as reported only once queued: a
+            // report that finds the queue full is made again next time.
+            if lost > s.lost_seen
+                && tx.try_send(vec![Event {
+                    event: EventKind::Lost,
+                    ts_ns: now,
+                    conn: None,
+                    bytes_sent: None,
+                    bytes_recv: None,
+                    errno: None,
+                    lost: Some(lost - s.lost_seen),
+                }])
+            {
+                s.lost_seen = lost;
+            }
+        }
+        last_batch = batch.len();
+        tx.send(batch);
+    }
+}
+
+/// Pull the UDP flows' counters into the table, end idle ones, forget what
+/// lingered long enough. Returns the ends it caused. TCP counters are read
+/// only when the connections are asked for: reading every socket's record
+/// here twice a second costs too much with many open connections.
+fn refresh(s: &mut Shared) -> Vec<Change> {
+    let now = monotonic_ns();
+    let Shared { probe, table, .. } = &mut *s;
+    let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now));
+    let ended = s.table.expire_udp(now);
+    for c in &ended {
+        if let Change::Close(e) = c {
+            s.probe.remove_conn(&e.key);
+            if !s.table.open_entries().any(|o| o.stats.sk == e.stats.sk) {
+                s.probe.remove_sock(e.stats.sk);
+            }
+        }
+    }
+    s.table.expire_closed(now);
+    ended
+}
+
+/// One raw probe event, one line (NETTOP_DEBUG_EVENTS, for diagnosing the
+/// probe on a kernel that misbehaves).
+fn debug_line(e: &RawEvent) -> String {
+    let k = &e.key;
+    format!(
+        "nettop-debug: type {} cause {} state {} dir {} sk {:#x} tgid {} netns {} proto {} {}->{} \
+         sent {} recv {} msgs {}/{} ts {}",
+        e.kind,
+        e.cause,
+        e.sk_state,
+        e.direction,
+        e.sk,
+        k.tgid,
+        k.netns,
+        k.proto,
+        k.lport,
+        k.rport,
+        e.bytes_sent,
+        e.bytes_recv,
+        e.msgs_sent,
+        e.msgs_recv,
+        e.ts_ns
+    )
+}
+
+fn to_event(
+    c: Change,
+    ts_ns: u64,
+    owners: &mut Owners,
+    config: &Config,
+    now: Instant,
+) -> Option<Event> {
+    let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
+        let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
+        let state = if kind == EventKind::Close { State::Closed } else { State::Open };
+        wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
+            event: kind,
+            ts_ns,
+            conn: Some(conn),
+            bytes_sent: totals.then(|| e.bytes_sent()),
+            bytes_recv: totals.then(|| e.bytes_recv()),
+            errno: None,
+            lost: None,
+        })
+    };
+    match c {
+        Change::Connect(e) => conn_event(EventKind::Connect, &e, false, owners),
+        Change::Accept(e) => conn_event(EventKind::Accept, &e, false, owners),
+        Change::Close(e) => conn_event(EventKind::Close, &e, true, owners),
+        Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, owners),
+        Change::ConnectFailed { key, errno, comm } => {
+            let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm, now));
+            wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
+                Event {
+                    event: EventKind::ConnectFailed,
+                    ts_ns,
+                    conn: Some(conn),
+                    bytes_sent: None,
+                    bytes_recv: None,
+                    errno,
+                    lost: None,
+                },
+            )
+        }
+    }
+}
