@@ -360,3 +360,28 @@ fn filters_keep_only_what_was_asked_for() {
     assert_ne!(out.status.code(), Some(0));
     one_line_error(&out);
 }
+
+/// `--version` names the commit and the embedded probe object's SHA-256
+/// (checked here with sha256sum on the committed object), and the ready
+/// line carries the same values.
+#[test]
+fn version_names_the_commit_and_the_probe_object() {
+    let _g = serial();
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let object = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/nettop.bpf.o");
+    let sum = Command::new("sha256sum").arg(object).output().expect("sha256sum");
+    let sha = String::from_utf8(sum.stdout).unwrap().split_whitespace().next().unwrap().to_owned();
+    let head = Command::new("git").args(["rev-parse", "HEAD"]).output().expect("git");
+    let commit = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        text.trim(),
+        format!("nettop {} (commit {commit}, probe sha256 {sha})", env!("CARGO_PKG_VERSION"))
+    );
+    let (trace, ready) = Trace::start();
+    trace.interrupt();
+    assert_eq!(ready["version"], env!("CARGO_PKG_VERSION"), "{ready}");
+    assert_eq!(ready["commit"], commit.as_str(), "{ready}");
+    assert_eq!(ready["probe_sha256"], sha.as_str(), "{ready}");
+}

@@ -72,6 +72,7 @@ fn main() {
         ipv6: true,
         maps_preallocated: false,
         backfill_error: None,
+        build: nettop::PROVENANCE,
     };
     let rounds = 15;
     let snaps: Vec<Vec<Connection>> = (0..rounds + 1).map(conns).collect();

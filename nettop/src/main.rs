@@ -18,7 +18,7 @@ mod cli;
 #[derive(Parser)]
 #[command(
     name = "nettop",
-    version,
+    version = nettop::LONG_VERSION,
     about = "Every TCP and UDP connection on this host, per process, traced with eBPF"
 )]
 struct Args {

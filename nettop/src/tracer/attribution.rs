@@ -149,10 +149,23 @@ impl Attributor {
         self.users
             .entry(uid)
             .or_insert_with(|| {
-                uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
+                std::fs::read("/etc/passwd").ok().and_then(|text| passwd_name(&text, uid))
             })
             .clone()
     }
+}
+
+/// The name of `uid` in an /etc/passwd text (`name:pw:uid:…` lines), read
+/// directly rather than through glibc's NSS, which a static binary must not
+/// load: users only a directory service knows show as their uid.
+fn passwd_name(text: &[u8], uid: u32) -> Option<String> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let mut f = line.split(|&b| b == b':');
+        let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+        let id: u32 = std::str::from_utf8(id).ok()?.parse().ok()?;
+        (id == uid && !name.is_empty() && !name.starts_with(b"+") && !name.starts_with(b"-"))
+            .then(|| String::from_utf8_lossy(name).into_owned())
+    })
 }
 
 /// Whether pids in our /proc are the kernel's root-namespace tgids.
@@ -274,6 +287,33 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::process::Command;
+
+    /// The hand-written reader gives what glibc's getpwuid_r (through
+    /// uzers) gives, for every uid this host's /etc/passwd lists, and for
+    /// one it does not.
+    #[test]
+    fn passwd_names_equal_the_system_lookup() {
+        let text = std::fs::read("/etc/passwd").unwrap();
+        let uids: Vec<u32> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+            .collect();
+        assert!(uids.contains(&0), "root is listed");
+        for uid in uids.iter().copied().chain([4_000_000_123]) {
+            let system =
+                uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned());
+            assert_eq!(passwd_name(&text, uid), system, "uid {uid}");
+        }
+    }
+
+    #[test]
+    fn passwd_lines_that_are_not_users_are_skipped() {
+        let text = b"# comment\n+::::::\nbad line\n:x:5:5::/:/bin/sh\nalice:x:1000:1000::/home/a:/bin/sh\nbob:x:1000:1:dup";
+        assert_eq!(passwd_name(text, 1000).as_deref(), Some("alice"), "the first wins");
+        assert_eq!(passwd_name(text, 5), None, "no name");
+        assert_eq!(passwd_name(text, 0), None);
+        assert_eq!(passwd_name(b"x:y:\xff", 0), None);
+    }
 
     const ID: &str = "3f2a9c0d1e7b4a5f8c6d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b";
 

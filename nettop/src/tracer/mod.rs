@@ -111,6 +111,9 @@ pub struct Info {
     /// Why connections older than the tracer could not be listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill_error: Option<String>,
+    /// The version, commit and probe object of this build.
+    #[serde(flatten)]
+    pub build: crate::Provenance,
 }
 
 struct Shared {
@@ -172,6 +175,7 @@ impl Tracer {
             ipv6: probe.offsets().ipv6 != 0,
             maps_preallocated: probe.maps_preallocated,
             backfill_error: None,
+            build: crate::PROVENANCE,
         };
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),

@@ -31,6 +31,7 @@ fn info() -> Info {
         ipv6: true,
         maps_preallocated: false,
         backfill_error: None,
+        build: crate::PROVENANCE,
     }
 }
 
