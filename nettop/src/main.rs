@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use nettop::Filter;
 use nettop::probe::guess::GuessSwitches;
 use nettop::probe::privileges::{EXIT_PRIVILEGES, PrivilegeError};
@@ -74,6 +74,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print shell completions for nettop (bash, zsh, fish, elvish or powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), made from these very flags.
+    #[command(hide = true)]
+    Manpage,
     /// Guess the kernel's struct sock offsets, print each field, and exit.
     Offsets {
         /// One JSON object instead of a table.
@@ -213,6 +221,12 @@ fn return_large_frees() {
     }
 }
 
+/// The man page, with the plain version (the commit would change it with
+/// every commit; `--version` has it). assets/nettop.1 is this, committed.
+fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Args::command().version(env!("CARGO_PKG_VERSION"))).render(out)
+}
+
 fn main() -> ExitCode {
     return_large_frees();
     let args = match Args::try_parse() {
@@ -233,6 +247,13 @@ fn main() -> ExitCode {
     };
     let switches = Switches::from_env();
     let result = match &args.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Args::command(), "nettop", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Manpage) => manpage(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::from),
         Some(Command::Offsets { json }) => {
             let config = StartConfig {
                 backend: args.backend,
@@ -290,6 +311,67 @@ fn main() -> ExitCode {
             } else {
                 1
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asset(path: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets").join(path);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// assets/nettop.1 is what the CLI makes now: regenerate it with
+    /// `nettop manpage > assets/nettop.1` when a flag changes.
+    #[test]
+    fn the_committed_man_page_is_the_current_cli() {
+        let mut page = Vec::new();
+        manpage(&mut page).unwrap();
+        assert!(
+            String::from_utf8(page).unwrap() == asset("nettop.1"),
+            "assets/nettop.1 is stale: nettop manpage > assets/nettop.1"
+        );
+    }
+
+    /// assets/completions/nettop.SHELL are what `nettop completions SHELL`
+    /// makes now, and they offer every subcommand and every long flag.
+    #[test]
+    fn the_committed_completions_are_the_current_cli() {
+        let cmd = Args::command();
+        let mut words: Vec<String> = cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().into())
+            .collect();
+        let flags = |c: &clap::Command| {
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect::<Vec<_>>()
+        };
+        words.extend(flags(&cmd));
+        for sub in cmd.get_subcommands() {
+            words.extend(flags(sub));
+        }
+        assert!(words.iter().any(|w| w == "--max-series") && words.iter().any(|w| w == "serve"));
+        for shell in
+            [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish]
+        {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "nettop", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text == asset(&format!("completions/nettop.{shell}")),
+                "assets/completions/nettop.{shell} is stale: nettop completions {shell} > assets/completions/nettop.{shell}"
+            );
+            // fish names long flags without their dashes.
+            for w in &words {
+                let w =
+                    if shell == clap_complete::Shell::Fish { w.trim_start_matches('-') } else { w };
+                assert!(text.contains(w), "{shell} completions lack {w}");
+            }
         }
     }
 }
