@@ -385,3 +385,158 @@ fn the_unix_socket_is_private_and_serves_the_same() {
     assert!(!path.exists(), "the socket file is removed on exit");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `n` short connections to `listener`, one after another: the i-th client
+/// sends `up(i)` bytes, the server answers `down(i)`, both close. Returns,
+/// per end (local port, remote port), the (sent, received) it must report.
+fn short_connections(
+    listener: &TcpListener,
+    n: usize,
+    up: impl Fn(usize) -> usize,
+    down: impl Fn(usize) -> usize + Send + Copy + 'static,
+) -> std::collections::HashMap<(u16, u16), (u64, u64)> {
+    let server_port = listener.local_addr().unwrap().port();
+    let l = listener.try_clone().unwrap();
+    let up_sizes: Vec<usize> = (0..n).map(&up).collect();
+    let server = std::thread::spawn(move || {
+        for (i, want) in up_sizes.into_iter().enumerate() {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = vec![0u8; want];
+            c.read_exact(&mut buf).unwrap();
+            c.write_all(&vec![2u8; down(i)]).unwrap();
+        }
+    });
+    let mut want = std::collections::HashMap::new();
+    for i in 0..n {
+        let mut c = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
+        c.write_all(&vec![1u8; up(i)]).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), down(i));
+        let cport = c.local_addr().unwrap().port();
+        want.insert((cport, server_port), (up(i) as u64, down(i) as u64));
+        want.insert((server_port, cport), (down(i) as u64, up(i) as u64));
+    }
+    server.join().unwrap();
+    want
+}
+
+/// Rows of a `?client_id=` reply that belong to `port`'s connections.
+fn rows_of(reply: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
+    reply["connections"]
+        .as_array()
+        .expect("a connections array")
+        .iter()
+        .filter(|c| c["lport"] == port || c["rport"] == port)
+        .collect()
+}
+
+/// Until the daemon lists none of `port`'s connections as open.
+fn wait_all_closed(daemon: &Daemon, port: u16) {
+    wait_until("every short connection closed", Duration::from_secs(60), || {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(&daemon.get("/connections")).unwrap();
+        let open =
+            all.iter().any(|c| (c["lport"] == port || c["rport"] == port) && c["state"] == "open");
+        (!open).then_some(())
+    });
+}
+
+/// Per connection end (local port, remote port), the totals of each row a
+/// client received for it.
+type Seen = std::collections::HashMap<(u16, u16), Vec<(u64, u64)>>;
+
+/// The agent contract: a client polling `/connections?client_id=a` every
+/// 10 s while 1 000 short connections of known sizes open and close between
+/// its polls receives each end exactly once, closed, with its exact totals;
+/// a second client polling at another pace gets the same set.
+#[test]
+fn agents_receive_each_short_connection_once_with_exact_totals() {
+    let _g = serial();
+    let daemon = Daemon::start(&[]);
+    let poll = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&daemon.get(&format!("/connections?client_id={id}"))).unwrap()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert_eq!(poll("a")["first"], true);
+    assert_eq!(poll("b")["first"], true);
+    let mut last_a = Instant::now();
+    let mut want = std::collections::HashMap::new();
+    let mut got: [Seen; 2] = Default::default();
+    let mut take = |which: usize, reply: &serde_json::Value| {
+        assert_eq!(reply["first"], false);
+        assert_eq!(reply["dropped"], 0, "{}", reply["dropped"]);
+        for c in rows_of(reply, port) {
+            assert_eq!(c["state"], "closed", "only finished connections between polls: {c}");
+            let key = (c["lport"].as_u64().unwrap() as u16, c["rport"].as_u64().unwrap() as u16);
+            let totals = (c["bytes_sent"].as_u64().unwrap(), c["bytes_recv"].as_u64().unwrap());
+            got[which].entry(key).or_default().push(totals);
+        }
+    };
+    for round in 0..2 {
+        want.extend(short_connections(
+            &listener,
+            500,
+            move |i| 100 + 3 * i + round,
+            move |i| 7000 + 11 * i + round,
+        ));
+        wait_all_closed(&daemon, port);
+        // Every 10 s, as an agent would.
+        std::thread::sleep(Duration::from_secs(10).saturating_sub(last_a.elapsed()));
+        last_a = Instant::now();
+        take(0, &poll("a"));
+    }
+    take(1, &poll("b"));
+    assert_eq!(want.len(), 2000, "1 000 connections, two ends each");
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    let stats = &status["stats"];
+    let missed =
+        stats["prog_missed"].as_u64().unwrap_or(0) + stats["kprobe_missed"].as_u64().unwrap_or(0);
+    let mut spoiled = 0;
+    for (which, name) in [(0, "a"), (1, "b")] {
+        for (end, totals) in &want {
+            let seen = got[which].get(end).map(Vec::as_slice).unwrap_or_default();
+            assert_eq!(seen.len(), 1, "client {name} got {end:?} {} times", seen.len());
+            exactness::exact(seen[0], *totals, missed, &mut spoiled, &format!("{name} {end:?}"));
+        }
+        assert_eq!(got[which].len(), want.len(), "client {name}: no other connection of the port");
+    }
+    assert_eq!(status["clients"]["count"], 2, "{status}");
+    assert_eq!(status["clients"]["dropped"], 0, "{status}");
+    daemon.stop();
+}
+
+/// A client too slow for its buffer gets the newest closed connections,
+/// exact, and is told how many it missed; /status counts them too.
+#[test]
+fn an_over_slow_agent_hits_the_bound_and_is_told() {
+    let _g = serial();
+    // No linger: what the buffer drops cannot come back through the listing.
+    let daemon = Daemon::start(&["--client-buffer", "100", "--linger", "0"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let poll = || -> serde_json::Value {
+        serde_json::from_str(&daemon.get("/connections?client_id=slow")).unwrap()
+    };
+    assert_eq!(poll()["first"], true);
+    let want = short_connections(&listener, 300, |i| 50 + i, |i| 900 + i);
+    wait_all_closed(&daemon, port);
+    let reply = poll();
+    let rows = rows_of(&reply, port);
+    assert_eq!(rows.len(), 100, "the buffer's newest 100 ends");
+    let dropped = reply["dropped"].as_u64().unwrap();
+    assert!(dropped >= 500, "600 ends closed, 100 kept: {dropped} reported dropped");
+    for c in rows {
+        let key = (c["lport"].as_u64().unwrap() as u16, c["rport"].as_u64().unwrap() as u16);
+        let totals = (c["bytes_sent"].as_u64().unwrap(), c["bytes_recv"].as_u64().unwrap());
+        assert_eq!(Some(&totals), want.get(&key), "{c}");
+    }
+    assert_eq!(poll()["dropped"], 0, "a drop is reported once");
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    assert!(status["clients"]["dropped"].as_u64().unwrap() >= dropped, "{status}");
+    // Bad ids and too many clients are refused, not served.
+    let bad = ureq::get(format!("{}/connections?client_id=a%20b", daemon.base)).call();
+    assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
+    daemon.stop();
+}

@@ -535,7 +535,7 @@ _nettop() {
             return 0
             ;;
         nettop__subcmd__serve)
-            opts="-f -h --listen --unix --labels --max-series --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --help"
+            opts="-f -h --listen --unix --labels --max-series --max-clients --client-buffer --client-timeout --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +554,18 @@ _nettop() {
                     return 0
                     ;;
                 --max-series)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-clients)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-buffer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

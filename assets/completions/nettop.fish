@@ -166,6 +166,9 @@ complete -c nettop -n "__fish_nettop_using_subcommand serve" -l listen -d 'IP ad
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l unix -d 'Serve on this unix socket too (mode 0600); without --listen, only on it' -r -F
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l labels -d 'Labels of the per-process series, comma-separated: process, proto, port (remote port; ephemeral ones folded), container' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l max-series -d 'The most label sets kept apart; the rest are summed into one "_overflow" set' -r
+complete -c nettop -n "__fish_nettop_using_subcommand serve" -l max-clients -d 'The most agents polling /connections?client_id=ID at once; a new id past it is refused (503)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand serve" -l client-buffer -d 'Closed connections kept for one agent between its polls; past it the oldest go, counted in its next reply' -r
+complete -c nettop -n "__fish_nettop_using_subcommand serve" -l client-timeout -d 'Seconds after which an agent that has not polled is forgotten' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l backend -d 'Attach backend: kprobe where it attaches, else fentry, else tracepoint' -r -f -a "auto\t'kprobe where it attaches, else fentry, else tracepoint'
 kprobe\t''
 fentry\t''

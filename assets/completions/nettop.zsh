@@ -190,6 +190,9 @@ _arguments "${_arguments_options[@]}" : \
 '--unix=[Serve on this unix socket too (mode 0600); without --listen, only on it]:PATH:_files' \
 '--labels=[Labels of the per-process series, comma-separated\: process, proto, port (remote port; ephemeral ones folded), container]:LIST:_default' \
 '--max-series=[The most label sets kept apart; the rest are summed into one "_overflow" set]:N:_default' \
+'--max-clients=[The most agents polling /connections?client_id=ID at once; a new id past it is refused (503)]:N:_default' \
+'--client-buffer=[Closed connections kept for one agent between its polls; past it the oldest go, counted in its next reply]:N:_default' \
+'--client-timeout=[Seconds after which an agent that has not polled is forgotten]:SECONDS:_default' \
 '--backend=[Attach backend\: kprobe where it attaches, else fentry, else tracepoint]:BACKEND:((auto\:"kprobe where it attaches, else fentry, else tracepoint"
 kprobe\:""
 fentry\:""

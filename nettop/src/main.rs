@@ -115,6 +115,15 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1000,
               value_parser = clap::value_parser!(u32).range(1..))]
         max_series: u32,
+        /// The most agents polling /connections?client_id=ID at once; a new id past it is refused (503).
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_clients: usize,
+        /// Closed connections kept for one agent between its polls; past it the oldest go, counted in its next reply.
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        client_buffer: usize,
+        /// Seconds after which an agent that has not polled is forgotten.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+        client_timeout: f64,
     },
 }
 
@@ -268,17 +277,28 @@ fn main() -> ExitCode {
             args.tracer_config(&switches).and_then(|c| cli::trace::run(c, *json))
         }
         Some(Command::List { json }) => args.tracer_config(&switches).and_then(|c| cli::list::run(c, *json)),
-        Some(Command::Serve { listen, unix, labels, max_series }) => {
-            args.tracer_config(&switches).and_then(|c| {
-                let opts = cli::serve::Options {
-                    listen: *listen,
-                    unix: unix.clone(),
-                    labels: labels.clone(),
-                    max_series: *max_series as usize,
-                };
-                cli::serve::run(c, opts)
-            })
-        }
+        Some(Command::Serve {
+            listen,
+            unix,
+            labels,
+            max_series,
+            max_clients,
+            client_buffer,
+            client_timeout,
+        }) => args.tracer_config(&switches).and_then(|c| {
+            let opts = cli::serve::Options {
+                listen: *listen,
+                unix: unix.clone(),
+                labels: labels.clone(),
+                max_series: *max_series as usize,
+                clients: cli::clients::ClientLimits {
+                    max_clients: *max_clients,
+                    buffer: *client_buffer,
+                    forget_after: secs_arg("client-timeout", *client_timeout)?,
+                },
+            };
+            cli::serve::run(c, opts)
+        }),
         None => args.tracer_config(&switches).and_then(|c| {
             let interval = secs_arg("interval", args.interval)?;
             if interval.is_zero() {

@@ -165,6 +165,7 @@ mod tests {
             bytes_recv: None,
             errno: None,
             lost: None,
+            row: None,
         }
     }
 
@@ -248,6 +249,7 @@ mod tests {
             proptest::option::of(any::<u64>()),
         )
             .prop_map(|(event, ts_ns, conn, bytes_sent, bytes_recv, errno, lost)| Event {
+                row: None,
                 event,
                 ts_ns,
                 conn,

@@ -1,5 +1,6 @@
 //! Subcommands' output. Everything printed that the host's users control
 //! (process names, addresses, error text quoting them) goes through `escape`.
+pub mod clients;
 pub mod event_json;
 pub mod list;
 pub mod offsets;

@@ -19,6 +19,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::clients::{ClientLimits, Clients, Refused};
 use super::escape;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9633";
@@ -29,6 +30,8 @@ pub struct Options {
     pub unix: Option<PathBuf>,
     pub labels: LabelSpec,
     pub max_series: usize,
+    /// Bounds of the agents' /connections?client_id=ID.
+    pub clients: ClientLimits,
 }
 
 /// How often the connection table is read between scrapes, so that counters
@@ -37,7 +40,9 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// How long a server thread waits for a request before checking for stop.
 const SERVE_TICK: Duration = Duration::from_millis(100);
 
-pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
+pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
+    // Agents hear of every connection that closed between their polls.
+    config.close_rows = true;
     // Listen first: a port in use or a bad socket path is a quick one-line
     // error, before any probe loads.
     let mut servers = Vec::new();
@@ -66,6 +71,8 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
     }
     let shared = Arc::new(ServeState {
         agg: Mutex::new(Aggregator::new(opts.labels, PortClass::from_host(), opts.max_series)),
+        clients: Mutex::new(Clients::new(opts.clients)),
+        limits: opts.clients,
         tracer,
         started: Instant::now(),
     });
@@ -111,13 +118,18 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
         let mut took = false;
         {
             let mut agg = shared.agg();
+            let mut clients = shared.clients();
             while let Some(ev) = events.try_next() {
                 agg.event(&ev);
+                if let Some(row) = &ev.row {
+                    clients.closed(row);
+                }
                 took = true;
             }
         }
         if last.elapsed() >= REFRESH {
             shared.refresh();
+            shared.clients().expire(Instant::now());
             last = Instant::now();
         }
         if !took {
@@ -141,12 +153,30 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
 struct ServeState {
     tracer: Tracer,
     agg: Mutex<Aggregator>,
+    clients: Mutex<Clients>,
+    limits: ClientLimits,
     started: Instant,
 }
 
 impl ServeState {
     fn agg(&self) -> MutexGuard<'_, Aggregator> {
         self.agg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clients(&self) -> MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `/connections?client_id=ID`: what changed since that agent's last poll.
+    fn poll(&self, id: &str) -> (u16, &'static str, String) {
+        // Listed before the agents' lock: the main loop takes that lock for
+        // every batch of events.
+        let current = self.tracer.connections();
+        match self.clients().poll(id, Instant::now(), current) {
+            Ok(reply) => (200, JSON, serde_json::to_string(&reply).unwrap_or_default()),
+            Err(e @ Refused::BadId) => (400, TEXT, format!("{e}\n")),
+            Err(e @ Refused::TooMany(_)) => (503, TEXT, format!("{e}\n")),
+        }
     }
 
     fn refresh(&self) {
@@ -165,6 +195,13 @@ impl ServeState {
         v["labels"] = agg.spec().to_string().into();
         v["label_sets"] = agg.label_sets().into();
         v["label_sets_limit"] = agg.cap().into();
+        let clients = self.clients();
+        let mut c = serde_json::to_value(clients.totals()).unwrap_or_default();
+        c["count"] = clients.count().into();
+        c["max_clients"] = self.limits.max_clients.into();
+        c["buffer"] = self.limits.buffer.into();
+        c["timeout_s"] = self.limits.forget_after.as_secs_f64().into();
+        v["clients"] = c;
         v
     }
 }
@@ -192,7 +229,8 @@ const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 fn handle(req: Request, shared: &ServeState, registry: &Registry) {
-    let path = req.url().split('?').next().unwrap_or("");
+    let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
+    let client_id = query.split('&').find_map(|kv| kv.strip_prefix("client_id="));
     let (code, kind, body) = match (req.method(), path) {
         (Method::Get, "/metrics") => {
             // Counters exactly as of this scrape, not of the last tick.
@@ -203,10 +241,13 @@ fn handle(req: Request, shared: &ServeState, registry: &Registry) {
                 Err(_) => (500, TEXT, "could not encode the metrics\n".into()),
             }
         }
-        (Method::Get, "/connections") => {
-            let conns = shared.tracer.connections();
-            (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
-        }
+        (Method::Get, "/connections") => match client_id {
+            Some(id) => shared.poll(id),
+            None => {
+                let conns = shared.tracer.connections();
+                (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
+            }
+        },
         (Method::Get, "/status") => (200, JSON, shared.status().to_string()),
         (Method::Get, "/healthz") => (200, TEXT, "ok\n".into()),
         (Method::Get, _) => {

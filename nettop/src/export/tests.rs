@@ -57,6 +57,7 @@ fn event(kind: EventKind, c: &Connection, bytes: Option<(u64, u64)>) -> Event {
         bytes_recv: bytes.map(|b| b.1),
         errno: None,
         lost: None,
+        row: None,
     }
 }
 

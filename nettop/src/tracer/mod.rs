@@ -64,6 +64,9 @@ pub struct Config {
     pub filter: Filter,
     /// Test and debug switches for offset guessing.
     pub guess: GuessSwitches,
+    /// Close events carry the connection's final row (`Event::row`), for
+    /// consumers that keep closed connections longer than the linger.
+    pub close_rows: bool,
     /// Log every raw probe event on stderr, one line each (the binary sets
     /// it from NETTOP_DEBUG_EVENTS, to diagnose the probe on a kernel).
     pub debug_events: bool,
@@ -87,6 +90,7 @@ impl Default for Config {
             backfill: true,
             filter: Filter::default(),
             guess: probe.guess,
+            close_rows: false,
             debug_events: false,
         }
     }

@@ -247,6 +247,10 @@ pub struct Event {
     pub errno: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// On close, where `Config::close_rows` asks for it: the connection's
+    /// final row, as `Tracer::connections()` lists it. Never printed.
+    #[serde(skip)]
+    pub row: Option<Arc<Connection>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 //! twice a second refreshes the UDP flows' counters, ending idle flows and
 //! reporting kernel-side event loss.
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
@@ -12,7 +12,8 @@ use nettop_shared::{Counter, DIR_OUTGOING, Event as RawEvent};
 use super::conntrack::{Change, Entry};
 use super::owners::Owners;
 use super::{
-    Config, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue, wanted,
+    Config, Connection, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue,
+    wanted,
 };
 use crate::worker::StopFlag;
 
@@ -92,6 +93,7 @@ pub(super) fn read_loop(
                     bytes_recv: None,
                     errno: None,
                     lost: Some(lost - s.lost_seen),
+                    row: None,
                 }])
             {
                 s.lost_seen = lost;
@@ -158,6 +160,10 @@ fn to_event(
     let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
         let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
         let state = if kind == EventKind::Close { State::Closed } else { State::Open };
+        let row = (config.close_rows && kind == EventKind::Close).then(|| {
+            let row = Connection::from_entry(e, conn.owner.clone());
+            Arc::new(Connection { state: State::Closed, ..row })
+        });
         wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
             event: kind,
             ts_ns,
@@ -166,6 +172,7 @@ fn to_event(
             bytes_recv: totals.then(|| e.bytes_recv()),
             errno: None,
             lost: None,
+            row,
         })
     };
     match c {
@@ -184,6 +191,7 @@ fn to_event(
                     bytes_recv: None,
                     errno,
                     lost: None,
+                    row: None,
                 },
             )
         }

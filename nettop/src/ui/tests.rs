@@ -227,6 +227,7 @@ fn timelines_of_gone_connections_are_dropped() {
         bytes_recv: None,
         errno: None,
         lost: None,
+        row: None,
     };
     a.push_events(vec![ev(3), ev(99)]);
     a.ingest(Snapshot { now_ns: T0 + 6 * S, conns: conns(3), stats: stats() });
@@ -262,6 +263,7 @@ fn details_snapshot() {
         bytes_recv: None,
         errno: None,
         lost: None,
+        row: None,
     };
     let events = [ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];
     a.push_events(events);
