@@ -267,6 +267,8 @@ fn connections_endpoint_has_the_same_exact_totals_as_list_json() {
     for key in ["backend", "offsets", "verified", "stats", "label_sets", "label_sets_limit"] {
         assert!(status.get(key).is_some(), "/status has no {key}: {status}");
     }
+    // The listing above was timed: the tracer's lock was held that long.
+    assert!(status["longest_listing_ms"].as_f64().unwrap() > 0.0, "{status}");
     assert_eq!(status["stats"]["events_lost"], 0);
     let missing = ureq::get(format!("{}/nothing", daemon.base)).call();
     assert!(matches!(missing, Err(ureq::Error::StatusCode(404))), "{missing:?}");

@@ -7,13 +7,13 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nettop::export::{Aggregator, LabelSpec, PortClass, encode_health};
-use nettop::tracer::Tracer;
+use nettop::tracer::{Connection, Tracer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
@@ -75,6 +75,7 @@ pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
         limits: opts.clients,
         tracer,
         started: Instant::now(),
+        longest_listing_us: AtomicU64::new(0),
     });
     let mut registry = Registry::with_prefix("nettop");
     registry.register_collector(Box::new(Metrics(shared.clone())));
@@ -156,6 +157,9 @@ struct ServeState {
     clients: Mutex<Clients>,
     limits: ClientLimits,
     started: Instant,
+    /// The longest a listing of the connections took, in µs: the tracer's
+    /// lock is held all that time, and its reader waits.
+    longest_listing_us: AtomicU64,
 }
 
 impl ServeState {
@@ -167,11 +171,20 @@ impl ServeState {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every connection now, timed.
+    fn connections(&self) -> Vec<Connection> {
+        let t = Instant::now();
+        let conns = self.tracer.connections();
+        let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.longest_listing_us.fetch_max(us, Ordering::Relaxed);
+        conns
+    }
+
     /// `/connections?client_id=ID`: what changed since that agent's last poll.
     fn poll(&self, id: &str) -> (u16, &'static str, String) {
         // Listed before the agents' lock: the main loop takes that lock for
         // every batch of events.
-        let current = self.tracer.connections();
+        let current = self.connections();
         match self.clients().poll(id, Instant::now(), current) {
             Ok(reply) => (200, JSON, serde_json::to_string(&reply).unwrap_or_default()),
             Err(e @ Refused::BadId) => (400, TEXT, format!("{e}\n")),
@@ -202,6 +215,8 @@ impl ServeState {
         c["buffer"] = self.limits.buffer.into();
         c["timeout_s"] = self.limits.forget_after.as_secs_f64().into();
         v["clients"] = c;
+        let longest = self.longest_listing_us.load(Ordering::Relaxed);
+        v["longest_listing_ms"] = (longest as f64 / 1e3).into();
         v
     }
 }
@@ -244,7 +259,7 @@ fn handle(req: Request, shared: &ServeState, registry: &Registry) {
         (Method::Get, "/connections") => match client_id {
             Some(id) => shared.poll(id),
             None => {
-                let conns = shared.tracer.connections();
+                let conns = shared.connections();
                 (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
             }
         },
