@@ -389,14 +389,15 @@ fn the_unix_socket_is_private_and_serves_the_same() {
 }
 
 /// `n` short connections to `listener`, one after another: the i-th client
-/// sends `up(i)` bytes, the server answers `down(i)`, both close. Returns,
-/// per end (local port, remote port), the (sent, received) it must report.
+/// sends `up(i)` bytes, the server answers `down(i)`, both close. Returns
+/// each end's (local port, remote port) and the (sent, received) it must
+/// report. Ports come back (the server closes first), sizes do not.
 fn short_connections(
     listener: &TcpListener,
     n: usize,
     up: impl Fn(usize) -> usize,
     down: impl Fn(usize) -> usize + Send + Copy + 'static,
-) -> std::collections::HashMap<(u16, u16), (u64, u64)> {
+) -> Vec<Row> {
     let server_port = listener.local_addr().unwrap().port();
     let l = listener.try_clone().unwrap();
     let up_sizes: Vec<usize> = (0..n).map(&up).collect();
@@ -408,7 +409,7 @@ fn short_connections(
             c.write_all(&vec![2u8; down(i)]).unwrap();
         }
     });
-    let mut want = std::collections::HashMap::new();
+    let mut want = Vec::new();
     for i in 0..n {
         let mut c = TcpStream::connect(("127.0.0.1", server_port)).unwrap();
         c.write_all(&vec![1u8; up(i)]).unwrap();
@@ -416,11 +417,20 @@ fn short_connections(
         c.read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), down(i));
         let cport = c.local_addr().unwrap().port();
-        want.insert((cport, server_port), (up(i) as u64, down(i) as u64));
-        want.insert((server_port, cport), (down(i) as u64, up(i) as u64));
+        want.push(((cport, server_port), (up(i) as u64, down(i) as u64)));
+        want.push(((server_port, cport), (down(i) as u64, up(i) as u64)));
     }
     server.join().unwrap();
     want
+}
+
+/// A connection end: (local port, remote port), (sent, received).
+type Row = ((u16, u16), (u64, u64));
+
+fn row(c: &serde_json::Value) -> Row {
+    let port = |k: &str| c[k].as_u64().unwrap() as u16;
+    let count = |k: &str| c[k].as_u64().unwrap();
+    ((port("lport"), port("rport")), (count("bytes_sent"), count("bytes_recv")))
 }
 
 /// Rows of a `?client_id=` reply that belong to `port`'s connections.
@@ -444,10 +454,6 @@ fn wait_all_closed(daemon: &Daemon, port: u16) {
     });
 }
 
-/// Per connection end (local port, remote port), the totals of each row a
-/// client received for it.
-type Seen = std::collections::HashMap<(u16, u16), Vec<(u64, u64)>>;
-
 /// The agent contract: a client polling `/connections?client_id=a` every
 /// 10 s while 1 000 short connections of known sizes open and close between
 /// its polls receives each end exactly once, closed, with its exact totals;
@@ -464,16 +470,14 @@ fn agents_receive_each_short_connection_once_with_exact_totals() {
     assert_eq!(poll("a")["first"], true);
     assert_eq!(poll("b")["first"], true);
     let mut last_a = Instant::now();
-    let mut want = std::collections::HashMap::new();
-    let mut got: [Seen; 2] = Default::default();
+    let mut want = Vec::new();
+    let mut got: [Vec<Row>; 2] = Default::default();
     let mut take = |which: usize, reply: &serde_json::Value| {
         assert_eq!(reply["first"], false);
         assert_eq!(reply["dropped"], 0, "{}", reply["dropped"]);
         for c in rows_of(reply, port) {
             assert_eq!(c["state"], "closed", "only finished connections between polls: {c}");
-            let key = (c["lport"].as_u64().unwrap() as u16, c["rport"].as_u64().unwrap() as u16);
-            let totals = (c["bytes_sent"].as_u64().unwrap(), c["bytes_recv"].as_u64().unwrap());
-            got[which].entry(key).or_default().push(totals);
+            got[which].push(row(c));
         }
     };
     for round in 0..2 {
@@ -491,19 +495,19 @@ fn agents_receive_each_short_connection_once_with_exact_totals() {
     }
     take(1, &poll("b"));
     assert_eq!(want.len(), 2000, "1 000 connections, two ends each");
-    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
-    let stats = &status["stats"];
-    let missed =
-        stats["prog_missed"].as_u64().unwrap_or(0) + stats["kprobe_missed"].as_u64().unwrap_or(0);
-    let mut spoiled = 0;
+    // Sizes are unique, so equal sorted lists are each end exactly once,
+    // with its exact totals.
+    want.sort_unstable();
     for (which, name) in [(0, "a"), (1, "b")] {
-        for (end, totals) in &want {
-            let seen = got[which].get(end).map(Vec::as_slice).unwrap_or_default();
-            assert_eq!(seen.len(), 1, "client {name} got {end:?} {} times", seen.len());
-            exactness::exact(seen[0], *totals, missed, &mut spoiled, &format!("{name} {end:?}"));
-        }
-        assert_eq!(got[which].len(), want.len(), "client {name}: no other connection of the port");
+        got[which].sort_unstable();
+        let missing: Vec<_> = want.iter().filter(|w| !got[which].contains(w)).take(5).collect();
+        assert!(
+            got[which] == want,
+            "client {name}: {} rows for 2000 ends; missing or inexact, first few: {missing:?}",
+            got[which].len()
+        );
     }
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
     assert_eq!(status["clients"]["count"], 2, "{status}");
     assert_eq!(status["clients"]["dropped"], 0, "{status}");
     daemon.stop();
@@ -514,10 +518,21 @@ fn agents_receive_each_short_connection_once_with_exact_totals() {
 #[test]
 fn an_over_slow_agent_hits_the_bound_and_is_told() {
     let _g = serial();
-    // No linger: what the buffer drops cannot come back through the listing.
-    let daemon = Daemon::start(&["--client-buffer", "100", "--linger", "0"]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // No linger: what the buffer drops cannot come back through the listing.
+    // Only this port: the test's own HTTP polls are connections too.
+    let filter = format!("port:{port}");
+    let daemon = Daemon::start(&[
+        "--client-buffer",
+        "100",
+        "--linger",
+        "0",
+        "--max-clients",
+        "1",
+        "--filter",
+        &filter,
+    ]);
     let poll = || -> serde_json::Value {
         serde_json::from_str(&daemon.get("/connections?client_id=slow")).unwrap()
     };
@@ -528,11 +543,9 @@ fn an_over_slow_agent_hits_the_bound_and_is_told() {
     let rows = rows_of(&reply, port);
     assert_eq!(rows.len(), 100, "the buffer's newest 100 ends");
     let dropped = reply["dropped"].as_u64().unwrap();
-    assert!(dropped >= 500, "600 ends closed, 100 kept: {dropped} reported dropped");
+    assert_eq!(dropped, 500, "600 ends closed, 100 kept");
     for c in rows {
-        let key = (c["lport"].as_u64().unwrap() as u16, c["rport"].as_u64().unwrap() as u16);
-        let totals = (c["bytes_sent"].as_u64().unwrap(), c["bytes_recv"].as_u64().unwrap());
-        assert_eq!(Some(&totals), want.get(&key), "{c}");
+        assert!(want.contains(&row(c)), "not one of the ends, or inexact: {c}");
     }
     assert_eq!(poll()["dropped"], 0, "a drop is reported once");
     let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
@@ -540,5 +553,9 @@ fn an_over_slow_agent_hits_the_bound_and_is_told() {
     // Bad ids and too many clients are refused, not served.
     let bad = ureq::get(format!("{}/connections?client_id=a%20b", daemon.base)).call();
     assert!(matches!(bad, Err(ureq::Error::StatusCode(400))), "{bad:?}");
+    let second = ureq::get(format!("{}/connections?client_id=other", daemon.base)).call();
+    assert!(matches!(second, Err(ureq::Error::StatusCode(503))), "{second:?}");
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    assert_eq!(status["clients"]["refused"], 1, "{status}");
     daemon.stop();
 }

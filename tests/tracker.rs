@@ -42,6 +42,9 @@ impl Watch {
             backend: backend_choice(),
             // Closed connections stay visible for the assertions.
             linger: Duration::from_secs(600),
+            // The raw events of a failing test, in its log (tests/vm/run
+            // passes NETTOP_DEBUG_EVENTS into the VMs).
+            debug_events: common::debug_events(),
             ..config
         })
         .expect("start the tracer");

@@ -22,6 +22,12 @@ pub fn backend() -> String {
     std::env::var("NETTOP_BACKEND").unwrap_or_else(|_| "auto".into())
 }
 
+/// NETTOP_DEBUG_EVENTS, read once: the tracer then logs every raw event.
+pub fn debug_events() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("NETTOP_DEBUG_EVENTS").is_some())
+}
+
 pub fn ipv6_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
         .is_ok_and(|v| v.trim() == "0")

@@ -154,14 +154,22 @@ impl Clients {
         }
         let mut still = HashMap::default();
         for conn in current {
+            let id = conn.id;
             let now_told = match conn.state {
                 State::Closed => Told::Closed,
                 State::Open => Told::Open { sent: conn.bytes_sent, recv: conn.bytes_recv },
             };
-            if c.told.get(&conn.id) != Some(&now_told) {
-                rows.push(Arc::new(conn.clone()));
-            }
-            still.insert(conn.id, now_told);
+            // A close is final: the listing, taken before the buffer was
+            // drained, may still show a connection the buffer said closed.
+            let told = match c.told.get(&id) {
+                Some(Told::Closed) => Told::Closed,
+                Some(t) if *t == now_told => now_told,
+                _ => {
+                    rows.push(Arc::new(conn));
+                    now_told
+                }
+            };
+            still.insert(id, told);
         }
         // Only what may be listed again needs remembering.
         c.told = still;
@@ -231,6 +239,19 @@ mod tests {
             cl.poll("a", t, vec![conn(1, State::Closed, 8), conn(3, State::Closed, 9)]).unwrap();
         assert_eq!(ids(&r), [(1, State::Closed, 8)]);
         assert!(cl.poll("a", t, vec![conn(3, State::Closed, 9)]).unwrap().connections.is_empty());
+    }
+
+    #[test]
+    fn a_close_is_final_though_the_listing_still_shows_it_open() {
+        let mut cl = Clients::new(limits(10));
+        let t = Instant::now();
+        cl.poll("a", t, vec![conn(5, State::Open, 1)]).unwrap();
+        // Listed open, then its close reached the buffer before the poll
+        // drained it.
+        cl.closed(&Arc::new(conn(5, State::Closed, 2)));
+        let r = cl.poll("a", t, vec![conn(5, State::Open, 2)]).unwrap();
+        assert_eq!(ids(&r), [(5, State::Closed, 2)]);
+        assert!(cl.poll("a", t, vec![conn(5, State::Closed, 2)]).unwrap().connections.is_empty());
     }
 
     #[test]

@@ -185,7 +185,9 @@ impl ServeState {
         // Listed before the agents' lock: the main loop takes that lock for
         // every batch of events.
         let current = self.connections();
-        match self.clients().poll(id, Instant::now(), current) {
+        // The agents' lock only for the poll, not while the reply is written.
+        let polled = self.clients().poll(id, Instant::now(), current);
+        match polled {
             Ok(reply) => (200, JSON, serde_json::to_string(&reply).unwrap_or_default()),
             Err(e @ Refused::BadId) => (400, TEXT, format!("{e}\n")),
             Err(e @ Refused::TooMany(_)) => (503, TEXT, format!("{e}\n")),

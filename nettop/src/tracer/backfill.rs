@@ -328,13 +328,15 @@ const TCP_ESTABLISHED: u8 = 1;
 
 /// Fill `table` with the sockets that exist now: established TCP
 /// connections, connected UDP sockets, and unconnected UDP sockets that a
-/// process holds. `counted` is what the probe has counted meanwhile, for
-/// connections it saw too.
+/// process holds. `counted` reads what the probe has counted, for
+/// connections it saw too; it is read after the kernel's dump, so that no
+/// byte moving meanwhile is in both.
 pub(super) fn fill(
     table: &mut Table,
-    counted: &rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats>,
+    counted: impl FnOnce() -> rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats>,
 ) -> Result<()> {
     let sockets = sockets()?;
+    let counted = counted();
     let listeners = Listeners::from_sockets(&sockets);
     for sock in &sockets {
         let unconnected_udp =

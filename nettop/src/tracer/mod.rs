@@ -193,9 +193,9 @@ impl Tracer {
         let mut info = info;
         if shared.config.backfill
             && let Err(e) = {
-                // What the probe had counted by now, read once for every socket.
-                let counted = shared.probe.conns().unwrap_or_default().into_iter().collect();
-                backfill::fill(&mut shared.table, &counted)
+                let Shared { probe, table, .. } = &mut shared;
+                // What the probe had counted, read once for every socket.
+                backfill::fill(table, || probe.conns().unwrap_or_default().into_iter().collect())
             }
         {
             info.backfill_error =
