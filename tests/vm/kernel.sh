@@ -50,7 +50,8 @@ suite_sources() {
     case $1 in
         bullseye) printf '%s\n' "deb http://deb.debian.org/debian bullseye main" \
             "deb http://deb.debian.org/debian-security bullseye-security main" ;;
-        trixie) printf '%s\n' "deb http://deb.debian.org/debian trixie trixie-updates main" \
+        trixie) printf '%s\n' "deb http://deb.debian.org/debian trixie main" \
+            "deb http://deb.debian.org/debian trixie-updates main" \
             "deb http://deb.debian.org/debian-security trixie-security main" ;;
         sid) printf '%s\n' "deb http://deb.debian.org/debian sid main" ;;
         *) die "no private sources for suite '$1'" ;;
@@ -74,16 +75,20 @@ case $cache in *[[:space:]]*) die "NETTOP_CACHE must not contain whitespace: $ca
 sandbox_opt=""
 [ "$(id -u)" -ne 0 ] || sandbox_opt="-o APT::Sandbox::User=root"
 
-# update_suite SUITE — fetch a private suite's lists (network).
+# update_suite SUITE — fetch a private suite's lists (network). One at a
+# time per suite: two VMs of a matrix may ask at once.
 update_suite() {
     d=$(suite_dir "$1")
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial"
-    suite_sources "$1" >"$d/sources.list"
-    echo "kernel.sh: apt-get update (private $1 lists in $d)" >&2
-    # shellcheck disable=SC2046,SC2086 # word splitting of the option lists is intended
-    apt-get -q $(suite_opts "$1") $sandbox_opt update >&2 ||
-        die "apt-get update of the private $1 lists failed"
-    touch "$d/updated"
+    (
+        if command -v flock >/dev/null 2>&1; then flock 8; fi
+        suite_sources "$1" >"$d/sources.list"
+        echo "kernel.sh: apt-get update (private $1 lists in $d)" >&2
+        # shellcheck disable=SC2046,SC2086 # word splitting of the option lists is intended
+        apt-get -q $(suite_opts "$1") $sandbox_opt update >&2 ||
+            die "apt-get update of the private $1 lists failed"
+        touch "$d/updated"
+    ) 8>"$d.lock" || exit 1
 }
 
 # suite_ready SUITE — one network `apt-get update` for a private suite's
@@ -228,12 +233,14 @@ download() {
 }
 
 # The packages that make up the kernel: the image itself, and from trixie on
-# the split parts it depends on (exact versions, as its Depends names them).
+# the split parts it depends on, at the versions its Depends names
+# ("linux-binary-REL (= VER)" becomes "linux-binary-REL=VER").
 parts() {
     # shellcheck disable=SC2046 # word splitting of the option list is intended
     apt-cache $(suite_opts "$src") show --no-all-versions "$pkg" 2>/dev/null |
-        sed -n 's/^Depends: //p' | tr ',' '\n' | sed 's/^ *//; s/ .*//' |
-        grep -E '^linux-(binary|modules|base)-' || true
+        sed -n 's/^Depends: //p' | tr ',' '\n' |
+        sed -n -e 's/^ *\(linux-\(binary\|modules\|base\)-[^ ]*\) *(= *\([^)]*\)).*/\1=\3/p; t' \
+            -e 's/^ *\(linux-\(binary\|modules\|base\)-[^ (]*\) *$/\1/p'
 }
 
 echo "kernel.sh: downloading $pkg ($src)" >&2
@@ -261,7 +268,9 @@ sid_moved() {
     newest=$(search '^linux-image-[0-9.]+\+deb[0-9]+-amd64$' sid)
     [ -n "$newest" ] || die "sid has no plain amd64 kernel"
     echo "kernel.sh: sid no longer has $pkg; taking sid's newest plain kernel, $newest, instead (update the pinned release in tests/vm/run and docs/kernels.md)" >&2
-    NETTOP_SID_REFRESHED=1 exec "$0" "$newest"
+    # Later runs find the substitute under the pinned name, with no network.
+    NETTOP_SID_REFRESHED=1 "$0" "$newest" >/dev/null && ln -sfn "$newest" "$cache/$pkg" && exec "$0" "$pkg"
+    exit 1
 }
 if ! download "$pkg"; then
     sid_moved || retry_older "apt-get download $pkg ($src) failed (stale lists? try: apt-get update, or NETTOP_APT_UPDATE=1)"
@@ -269,7 +278,7 @@ fi
 extra=$(parts)
 if [ -n "$extra" ]; then
     # shellcheck disable=SC2086 # one package name per word
-    download $extra || { sid_moved || retry_older "apt-get download of $pkg's parts ($src) failed:" $extra; }
+    download $extra || { sid_moved || retry_older "apt-get download of $pkg's parts ($src) failed: $extra"; }
 fi
 t1=$(date +%s)
 
