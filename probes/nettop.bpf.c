@@ -783,13 +783,6 @@ FN_ARGS(udp_destroy_sock)
 FN_ARGS(udpv6_destroy_sock)
 FN_ARGS(tcp_retransmit_skb)
 
-static __always_inline __u64 fentry_arg(__u64 *ctx, __u8 i)
-{
-    __u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
-    return v;
-}
-
 /* One load per index, each at a constant offset: the verifier refuses
  * context reads at computed ones, and inline asm keeps the compiler from
  * merging the cases into one. An index left unset (NETTOP_NO_ARG) reads
@@ -819,6 +812,17 @@ static __always_inline __u64 ctx_value(__u64 *ctx, __u8 i)
     case 12: return CTX_LOAD(ctx, 12);
     default: return CTX_LOAD(ctx, 63);
     }
+}
+
+/* A pointer argument as a plain number. The context is read once directly
+ * as well, so that the verifier holds the index to the function's arity and
+ * refuses an unset one, as for the values above. */
+static __always_inline __u64 fentry_arg(__u64 *ctx, __u8 i)
+{
+    ctx_value(ctx, i);
+    __u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
+    return v;
 }
 
 #define FEXIT_CONNECT(fn)                                                                          \

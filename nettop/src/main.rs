@@ -294,7 +294,12 @@ fn main() -> ExitCode {
                 clients: cli::clients::ClientLimits {
                     max_clients: *max_clients,
                     buffer: *client_buffer,
-                    forget_after: secs_arg("client-timeout", *client_timeout)?,
+                    forget_after: match secs_arg("client-timeout", *client_timeout)? {
+                        d if d.is_zero() => {
+                            return Err(usage("--client-timeout must be more than 0 seconds".into()));
+                        }
+                        d => d,
+                    },
                 },
             };
             cli::serve::run(c, opts)

@@ -43,7 +43,7 @@ impl KprobeEvents {
         Ok(KprobeEvents { tracefs: tracefs.to_owned(), group, events: Vec::new() })
     }
 
-    /// Create the event for `function` (a kretprobe when `ret`) and attach
+    /// Create the event for `function` (a kretprobe at `At::Return`) and attach
     /// the loaded kprobe program `prog` to it.
     pub fn attach(&mut self, name: &str, function: &str, at: At, prog: impl AsFd) -> Result<()> {
         let def = match at {

@@ -127,11 +127,11 @@ impl App {
         self.now_ns = snap.now_ns;
         self.stats = snap.stats;
         let mut old = std::mem::take(&mut self.rows);
-        let reuse = std::mem::take(&mut old.rates);
+        let reuse = std::mem::take(&mut old.figures);
         self.rows = self.rates.rows(snap.conns, snap.now_ns, reuse);
         drop_elsewhere(old);
-        self.send_total = self.rows.rates.iter().map(|r| r.send).sum();
-        self.recv_total = self.rows.rates.iter().map(|r| r.recv).sum();
+        self.send_total = self.rows.figures.iter().map(|r| r.send).sum();
+        self.recv_total = self.rows.figures.iter().map(|r| r.recv).sum();
         let rates = &self.rates;
         self.history.prune(|id| rates.has(id));
         self.rebuild();

@@ -42,7 +42,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
     let mut lines = Vec::new();
     let title = match app.selected_line() {
         Some(ViewLine::Conn(i)) => {
-            let (c, r) = (&app.rows[i], app.rows.rate(i));
+            let (c, r) = (&app.rows[i], app.rows.figures(i));
             lines.extend(owner_lines(app, &c.owner));
             lines.extend(conn_lines(app, c, r.age_s));
             lines.push(Line::styled("timeline", app.theme.key()));

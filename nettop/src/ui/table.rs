@@ -42,7 +42,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     let end = (app.offset + height).min(app.lines.len());
     let rows = app.lines[app.offset.min(end)..end].iter().enumerate().map(|(i, &line)| {
         let cells = match line {
-            Line::Conn(r) => conn_cells(&app.rows[r], app.rows.rate(r), app.grouped),
+            Line::Conn(r) => conn_cells(&app.rows[r], app.rows.figures(r), app.grouped),
             Line::Group(g) => group_cells(app, g),
         };
         let cells = Column::ALL.iter().zip(cells).map(|(&c, text)| {

@@ -89,12 +89,12 @@ pub struct RowFigures {
 }
 
 /// A snapshot's connections, kept as the tracer made them (100 000 of them
-/// are not copied), and their rates: entry i of one belongs to entry i of
+/// are not copied), and their figures: entry i of one belongs to entry i of
 /// the other.
 #[derive(Default)]
 pub struct Rows {
     pub conns: Vec<Connection>,
-    pub rates: Vec<RowFigures>,
+    pub figures: Vec<RowFigures>,
     /// In id order (as the tracer hands them out).
     pub sorted: bool,
 }
@@ -108,8 +108,8 @@ impl Rows {
         self.conns.is_empty()
     }
 
-    pub fn rate(&self, i: usize) -> RowFigures {
-        self.rates[i]
+    pub fn figures(&self, i: usize) -> RowFigures {
+        self.figures[i]
     }
 
     /// The row of a connection id: a binary search, as the tracer hands
@@ -228,7 +228,7 @@ impl RateState {
         }
         self.spare = std::mem::replace(&mut self.prev, next);
         self.prev_ns = now_ns;
-        Rows { conns, rates, sorted }
+        Rows { conns, figures: rates, sorted }
     }
 
     /// Whether the last snapshot had this connection.
@@ -252,7 +252,7 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
     let mut shown: Vec<usize> = (0..rows.len())
         .filter(|&i| {
             let c = &rows[i];
-            (o.show_closed || rows.rates[i].open)
+            (o.show_closed || rows.figures[i].open)
                 && (o.filter.is_empty()
                     || matcher.matches(&Subject {
                         tuple: &c.tuple,
@@ -272,7 +272,7 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
     let mut by_pid: FxHashMap<u32, usize> = FxHashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for &i in &shown {
-        let r = rows.rate(i);
+        let r = rows.figures(i);
         let g = *by_pid.entry(r.pid).or_insert_with(|| {
             groups.push(Group {
                 pid: r.pid,
@@ -326,7 +326,7 @@ fn sort(rows: &Rows, shown: &mut Vec<usize>, o: &Options) {
         let slots: Vec<usize> = shown
             .iter()
             .map(|&i| {
-                *slot_of_pid.entry(rows.rates[i].pid).or_insert_with(|| {
+                *slot_of_pid.entry(rows.figures[i].pid).or_insert_with(|| {
                     names.push(rows[i].owner.comm.as_str());
                     names.len() - 1
                 })
@@ -338,7 +338,7 @@ fn sort(rows: &Rows, shown: &mut Vec<usize>, o: &Options) {
         for (r, slot) in order.into_iter().enumerate() {
             rank[slot] = r as u64;
         }
-        return by_keys(shown, desc, |pos, i| (rank[slots[pos]], u64::from(rows.rates[i].pid)));
+        return by_keys(shown, desc, |pos, i| (rank[slots[pos]], u64::from(rows.figures[i].pid)));
     }
     let ip = |a: IpAddr| match a {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
@@ -353,7 +353,7 @@ fn sort(rows: &Rows, shown: &mut Vec<usize>, o: &Options) {
             (rows[i].tuple.raddr.map_or(0, ip), u64::from(rows[i].tuple.rport))
         }),
         col => by_keys(shown, desc, |_, i| {
-            let (c, r) = (&rows[i], rows.rate(i));
+            let (c, r) = (&rows[i], rows.figures(i));
             // Rates are never negative, so their bits order like their values.
             match col {
                 Column::Pid => (u64::from(r.pid), 0),

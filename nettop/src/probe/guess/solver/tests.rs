@@ -282,3 +282,24 @@ fn a_missing_field_is_named_never_faked() {
         }
     }
 }
+
+/// Every field is in the one table exactly once (`Field::index` relies on
+/// it); adding a variant fails to compile here until it is listed.
+#[test]
+fn every_field_is_in_the_table_once() {
+    let listed = |f: Field| match f {
+        Field::Daddr
+        | Field::Saddr
+        | Field::Dport
+        | Field::Family
+        | Field::Netns
+        | Field::NetnsIno
+        | Field::DaddrV6
+        | Field::SaddrV6
+        | Field::Sport => FIELDS.iter().filter(|d| d.field == f).count(),
+    };
+    assert_eq!(FIELDS.len(), 9);
+    for f in Field::ALL {
+        assert_eq!(listed(f), 1, "{f}");
+    }
+}
