@@ -443,15 +443,24 @@ fn rows_of(reply: &serde_json::Value, port: u16) -> Vec<&serde_json::Value> {
         .collect()
 }
 
-/// Until the daemon lists none of `port`'s connections as open.
-fn wait_all_closed(daemon: &Daemon, port: u16) {
+/// Until the daemon lists every end in `ends` as closed (closed ones linger
+/// 5 s by default): the tracer has seen each close.
+fn wait_all_closed(daemon: &Daemon, ends: &[Row]) {
     wait_until("every short connection closed", Duration::from_secs(60), || {
         let all: Vec<serde_json::Value> =
             serde_json::from_str(&daemon.get("/connections")).unwrap();
-        let open =
-            all.iter().any(|c| (c["lport"] == port || c["rport"] == port) && c["state"] == "open");
-        (!open).then_some(())
+        let closed: std::collections::HashSet<Row> =
+            all.iter().filter(|c| c["state"] == "closed").map(row).collect();
+        ends.iter().all(|e| closed.contains(e)).then_some(())
     });
+}
+
+/// The sum of a labelled counter over its label sets.
+fn sum_of(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The agent contract: a client polling `/connections?client_id=a` every
@@ -481,13 +490,14 @@ fn agents_receive_each_short_connection_once_with_exact_totals() {
         }
     };
     for round in 0..2 {
-        want.extend(short_connections(
+        let ends = short_connections(
             &listener,
             500,
             move |i| 100 + 3 * i + round,
             move |i| 7000 + 11 * i + round,
-        ));
-        wait_all_closed(&daemon, port);
+        );
+        wait_all_closed(&daemon, &ends);
+        want.extend(ends);
         // Every 10 s, as an agent would.
         std::thread::sleep(Duration::from_secs(10).saturating_sub(last_a.elapsed()));
         last_a = Instant::now();
@@ -538,7 +548,12 @@ fn an_over_slow_agent_hits_the_bound_and_is_told() {
     };
     assert_eq!(poll()["first"], true);
     let want = short_connections(&listener, 300, |i| 50 + i, |i| 900 + i);
-    wait_all_closed(&daemon, port);
+    // Every close has reached the agents' buffers once the exporter, fed by
+    // the same loop, has counted it (the filter keeps only this port's).
+    wait_until("the daemon to count 600 closed ends", Duration::from_secs(60), || {
+        let text = daemon.get("/metrics");
+        (sum_of(&text, "nettop_connections_closed_total") >= 600.0).then_some(())
+    });
     let reply = poll();
     let rows = rows_of(&reply, port);
     assert_eq!(rows.len(), 100, "the buffer's newest 100 ends");
