@@ -22,9 +22,8 @@ pub struct ClientLimits {
     pub forget_after: Duration,
 }
 
-#[derive(Default)]
 pub struct Clients {
-    limits: Option<ClientLimits>,
+    limits: ClientLimits,
     by_id: HashMap<String, Client>,
     totals: ClientTotals,
 }
@@ -79,7 +78,11 @@ pub enum Refused {
 
 impl Clients {
     pub fn new(limits: ClientLimits) -> Clients {
-        Clients { limits: Some(limits), ..Clients::default() }
+        Clients { limits, by_id: HashMap::default(), totals: ClientTotals::default() }
+    }
+
+    pub fn limits(&self) -> ClientLimits {
+        self.limits
     }
 
     pub fn totals(&self) -> ClientTotals {
@@ -92,7 +95,7 @@ impl Clients {
 
     /// A connection closed: every known client hears of it at its next poll.
     pub fn closed(&mut self, row: &Arc<Connection>) {
-        let Some(limits) = self.limits else { return };
+        let limits = self.limits;
         for c in self.by_id.values_mut() {
             if c.closed.len() >= limits.buffer {
                 c.closed.pop_front();
@@ -110,7 +113,7 @@ impl Clients {
 
     /// Forget clients unseen for too long.
     pub fn expire(&mut self, now: Instant) {
-        let Some(limits) = self.limits else { return };
+        let limits = self.limits;
         let before = self.by_id.len();
         self.by_id.retain(|_, c| now.duration_since(c.last_seen) < limits.forget_after);
         self.totals.forgotten += (before - self.by_id.len()) as u64;
@@ -124,11 +127,7 @@ impl Clients {
         now: Instant,
         current: Vec<Connection>,
     ) -> Result<Reply, Refused> {
-        let limits = self.limits.unwrap_or(ClientLimits {
-            max_clients: 0,
-            buffer: 0,
-            forget_after: Duration::ZERO,
-        });
+        let limits = self.limits;
         let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
         if id.is_empty() || id.len() > 64 || !id.bytes().all(valid) {
             return Err(Refused::BadId);

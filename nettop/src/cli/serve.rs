@@ -72,7 +72,6 @@ pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
     let shared = Arc::new(ServeState {
         agg: Mutex::new(Aggregator::new(opts.labels, PortClass::from_host(), opts.max_series)),
         clients: Mutex::new(Clients::new(opts.clients)),
-        limits: opts.clients,
         tracer,
         started: Instant::now(),
         longest_listing_us: AtomicU64::new(0),
@@ -155,7 +154,6 @@ struct ServeState {
     tracer: Tracer,
     agg: Mutex<Aggregator>,
     clients: Mutex<Clients>,
-    limits: ClientLimits,
     started: Instant,
     /// The longest a listing of the connections took, in µs: the tracer's
     /// lock is held all that time, and its reader waits.
@@ -211,11 +209,12 @@ impl ServeState {
         v["label_sets"] = agg.label_sets().into();
         v["label_sets_limit"] = agg.cap().into();
         let clients = self.clients();
+        let limits = clients.limits();
         let mut c = serde_json::to_value(clients.totals()).unwrap_or_default();
         c["count"] = clients.count().into();
-        c["max_clients"] = self.limits.max_clients.into();
-        c["buffer"] = self.limits.buffer.into();
-        c["timeout_s"] = self.limits.forget_after.as_secs_f64().into();
+        c["max_clients"] = limits.max_clients.into();
+        c["buffer"] = limits.buffer.into();
+        c["timeout_s"] = limits.forget_after.as_secs_f64().into();
         v["clients"] = c;
         let longest = self.longest_listing_us.load(Ordering::Relaxed);
         v["longest_listing_ms"] = (longest as f64 / 1e3).into();

@@ -160,11 +160,15 @@ fn to_event(
     let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
         let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
         let state = if kind == EventKind::Close { State::Closed } else { State::Open };
+        if !wanted(config, &conn.tuple, &conn.owner, state, conn.direction) {
+            return None;
+        }
+        // Only for the events that go out, and only where asked for.
         let row = (config.close_rows && kind == EventKind::Close).then(|| {
             let row = Connection::from_entry(e, conn.owner.clone());
             Arc::new(Connection { state: State::Closed, ..row })
         });
-        wanted(config, &conn.tuple, &conn.owner, state, conn.direction).then(|| Event {
+        Some(Event {
             event: kind,
             ts_ns,
             conn: Some(conn),

@@ -212,7 +212,19 @@ fn this_kernel_serves_every_required_hook() {
         return;
     }
     let plan = FentryPlan::from_kernel().unwrap();
-    assert_eq!(plan.0.len(), FENTRIES.len());
+    let functions: Vec<&str> = FENTRIES.iter().map(|h| h.function).collect();
+    let protos = btf::read_func_protos(Path::new(btf::VMLINUX), &functions).unwrap();
+    // Each usable exit hook's return value sits right after this kernel's
+    // arguments, and its socket is a `struct sock *`.
+    for ((h, choice), proto) in FENTRIES.iter().zip(&plan.0).zip(&protos) {
+        let (Ok(args), Some(proto)) = (choice, proto) else { continue };
+        if h.reads.at_exit() {
+            assert_eq!(usize::from(args.ret), proto.params.len(), "{}", h.function);
+        }
+        if h.reads != Reads::Accept {
+            assert_eq!(proto.params[usize::from(args.sk)].ty, "struct sock *", "{}", h.function);
+        }
+    }
 }
 
 fn btf_at_hand() -> Vec<(String, PathBuf)> {
