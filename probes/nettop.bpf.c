@@ -121,6 +121,7 @@ enum hook_id {
 
 #define GUESS_HOOK_CONNECT 1
 #define GUESS_HOOK_TRACEPOINT 2
+#define GUESS_HOOK_SHUTDOWN 3
 
 static __always_inline void count(__u32 idx)
 {
@@ -161,12 +162,16 @@ static __always_inline struct args unstash(__u32 hook)
 
 /* Guessing: when userspace has armed the status and the connecting thread
  * carries the guesser's unique name, copy a window of the socket (and of its
- * network namespace) for userspace to search. */
+ * network namespace) for userspace to search. An armed status says when:
+ * at connect (addresses, ports, namespace) or at shutdown, after a transfer
+ * of known size (the byte counters). */
 static __always_inline void on_guess(__u64 sk, __u32 hook)
 {
     __u32 zero = 0;
     struct nettop_guess_status *st = bpf_map_lookup_elem(&guess_status, &zero);
     if (!st || st->state != NETTOP_GUESS_ARMED)
+        return;
+    if ((st->at == 1) != (hook == GUESS_HOOK_SHUTDOWN))
         return;
     char comm[16] __attribute__((aligned(8))) = {};
     bpf_get_current_comm(comm, sizeof(comm));
@@ -176,7 +181,11 @@ static __always_inline void on_guess(__u64 sk, __u32 hook)
         return;
     st->sk = sk;
     st->hook = hook;
-    bpf_probe_read_kernel(st->sk_data, NETTOP_SK_WINDOW, (void *)sk);
+    /* In halves: a read that faults is zeroed whole, and the second half
+     * can run past the end of a small slab object. */
+    bpf_probe_read_kernel(st->sk_data, NETTOP_SK_WINDOW / 2, (void *)sk);
+    bpf_probe_read_kernel(st->sk_data + NETTOP_SK_WINDOW / 2, NETTOP_SK_WINDOW / 2,
+                          (void *)(sk + NETTOP_SK_WINDOW / 2));
     if (st->deref_net) {
         __u64 net = 0;
         __u32 off = st->net_ptr_offset & (NETTOP_SK_WINDOW - 1);
@@ -311,9 +320,9 @@ static __always_inline void totals_of(const struct nettop_sock_state *s, struct 
     t->retransmits = s->retransmits;
 }
 
-static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
-                                     const struct totals *st, __u64 sk, __s32 err,
-                                     __u8 direction, const char *comm, __u8 cause)
+static __always_inline void emit_flags(__u8 type, struct nettop_conn_key *key,
+                                       const struct totals *st, __u64 sk, __s32 err,
+                                       __u8 direction, const char *comm, __u8 close_flags)
 {
     /* Built in its own ring-buffer slot: a per-CPU scratch buffer is not
      * safe where programs can be preempted (fentry/fexit on PREEMPT_RT). */
@@ -329,7 +338,9 @@ static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
     ev->err = err;
     ev->type = type;
     ev->direction = direction;
-    ev->cause = cause;
+    ev->close_flags = close_flags;
+    if (type == NETTOP_EV_CLOSE)
+        ev->cause = NETTOP_CAUSE_STATE_CLOSE;
     struct nettop_offsets *o = ready_offsets();
     if (o && sk)
         ev->sk_state = sk_state(o, sk);
@@ -348,7 +359,7 @@ static __always_inline void emit_why(__u8 type, struct nettop_conn_key *key,
 static __always_inline void emit(__u8 type, struct nettop_conn_key *key, const struct totals *st,
                                  __u64 sk, __s32 err, __u8 direction, const char *comm)
 {
-    emit_why(type, key, st, sk, err, direction, comm, 0);
+    emit_flags(type, key, st, sk, err, direction, comm, 0);
 }
 
 static __always_inline struct nettop_sock_state *get_sock(__u64 sk)
@@ -571,38 +582,60 @@ static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, _
      * per packet. Userspace dates activity by when the counters move. */
 }
 
-/* tcp_close (process context), or the change to CLOSE (any context): the
- * first of them reports the final totals; deleting the socket's record
- * makes it the only one. */
-static __always_inline void on_tcp_close(__u64 sk, __u8 cause)
+/* The change to CLOSE (any context) ends a TCP connection, with the
+ * kernel's own totals: tcp_sock's byte counters, which every data path
+ * (sendfile, splice, kTLS, zero-copy...) moves. Userspace turns them into
+ * payload bytes (the SYN and FINs count in sequence space). A socket older
+ * than nettop has no record: it ends too, keyed without an owner. */
+static __always_inline void on_tcp_close(__u64 sk)
 {
     struct nettop_offsets *o = ready_offsets();
     if (!o)
         return;
     struct nettop_sock_key skey = {.sk = sk};
     struct nettop_sock_state *s = bpf_map_lookup_elem(&socks, &skey);
-    if (!s || s->proto != IPPROTO_TCP)
+    if (s && s->proto != IPPROTO_TCP)
         return;
-    if (!s->established) {
+    if (s && !s->established) {
         if (s->direction == NETTOP_DIR_OUTGOING) {
             struct nettop_conn_key k;
             read_key(o, sk, IPPROTO_TCP, s->tgid, &k);
             emit(NETTOP_EV_CONNECT_FAILED, &k, 0, sk, 0, NETTOP_DIR_OUTGOING, s->comm);
         }
-    } else if (s->has_key) {
-        /* Copied first: once deleted, the record's memory can be reused
-         * by another socket's at once. */
-        struct nettop_conn_key k = s->key;
-        struct totals final;
-        totals_of(s, &final);
-        __u8 direction = s->direction;
-        char comm[16] __attribute__((aligned(8)));
-        __builtin_memcpy(comm, s->comm, sizeof(comm));
-        if (bpf_map_delete_elem(&socks, &skey) == 0)
-            emit_why(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, cause);
+        bpf_map_delete_elem(&socks, &skey);
         return;
     }
-    bpf_map_delete_elem(&socks, &skey);
+    struct totals final = {};
+    __u8 flags = NETTOP_CLOSE_COUNTERS;
+    bpf_probe_read_kernel(&final.bytes_sent, 8, (void *)(sk + o->bytes_acked));
+    bpf_probe_read_kernel(&final.bytes_recv, 8, (void *)(sk + o->bytes_received));
+    __u8 sk_flags = 0;
+    bpf_probe_read_kernel(&sk_flags, 1, (void *)(sk + o->sk_flags));
+    if (sk_flags & (1 << 1)) /* SOCK_DONE */
+        flags |= NETTOP_CLOSE_FIN_RECEIVED;
+    if (!s) {
+        struct nettop_conn_key k;
+        char nobody[16] __attribute__((aligned(8))) = {};
+        if (read_key(o, sk, IPPROTO_TCP, 0, &k))
+            emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, NETTOP_DIR_UNKNOWN, nobody,
+                       flags | NETTOP_CLOSE_NO_RECORD);
+        return;
+    }
+    if (!s->has_key) {
+        bpf_map_delete_elem(&socks, &skey);
+        return;
+    }
+    /* Copied first: once deleted, the record's memory can be reused by
+     * another socket's at once. */
+    struct nettop_conn_key k = s->key;
+    final.msgs_sent = s->msgs_sent;
+    final.msgs_recv = s->msgs_recv;
+    final.retransmits = s->retransmits;
+    __u8 direction = s->direction;
+    char comm[16] __attribute__((aligned(8)));
+    __builtin_memcpy(comm, s->comm, sizeof(comm));
+    if (bpf_map_delete_elem(&socks, &skey) == 0)
+        emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, flags);
 }
 
 /* A UDP socket is destroyed (kprobe/fentry only). */
@@ -732,12 +765,6 @@ SEC("kretprobe/inet_csk_accept") int krp_inet_csk_accept(struct pt_regs *ctx)
     return 0;
 }
 
-SEC("kprobe/tcp_close") int kp_tcp_close(struct pt_regs *ctx)
-{
-    on_tcp_close(PT_ARG1(ctx), NETTOP_CAUSE_CLOSE_CALL);
-    return 0;
-}
-
 SEC("kprobe/udp_destroy_sock") int kp_udp_destroy_sock(struct pt_regs *ctx)
 {
     on_udp_destroy(PT_ARG1(ctx));
@@ -778,7 +805,6 @@ FN_ARGS(udp_sendmsg)
 FN_ARGS(udp_recvmsg)
 FN_ARGS(udpv6_sendmsg)
 FN_ARGS(udpv6_recvmsg)
-FN_ARGS(tcp_close)
 FN_ARGS(udp_destroy_sock)
 FN_ARGS(udpv6_destroy_sock)
 FN_ARGS(tcp_retransmit_skb)
@@ -873,12 +899,6 @@ SEC("fexit/inet_csk_accept") int fx_inet_csk_accept(__u64 *ctx)
         return 0;                                                                                  \
     }
 
-static __always_inline void on_tcp_close_call(__u64 sk)
-{
-    on_tcp_close(sk, NETTOP_CAUSE_CLOSE_CALL);
-}
-
-FENTRY_SK(tcp_close, on_tcp_close_call)
 FENTRY_SK(udp_destroy_sock, on_udp_destroy)
 FENTRY_SK(udpv6_destroy_sock, on_udp_destroy)
 FENTRY_SK(tcp_retransmit_skb, on_retransmit)
@@ -910,7 +930,10 @@ static __always_inline int tp_set_state(void *ctx, const int S)
     } else if (newstate == TCP_ESTABLISHED) {
         on_established(sk, oldstate);
     } else if (newstate == TCP_CLOSE) {
-        on_tcp_close(sk, NETTOP_CAUSE_STATE_CLOSE);
+        on_tcp_close(sk);
+    } else if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED) {
+        /* shutdown(2)'s or close(2)'s own context. */
+        on_guess(sk, GUESS_HOOK_SHUTDOWN);
     }
     return 0;
 }

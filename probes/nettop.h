@@ -37,6 +37,7 @@ typedef signed long long __s64;
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define EINPROGRESS 115
 #define EEXIST 17
@@ -69,7 +70,7 @@ struct pt_regs {
 
 /* How much of `struct sock` (and of `struct net`) one guessing connection
  * copies out. Userspace searches these windows; they bound every guess. */
-#define NETTOP_SK_WINDOW 2048
+#define NETTOP_SK_WINDOW 4096
 #define NETTOP_NET_WINDOW 1024
 
 enum nettop_guess_state {
@@ -84,8 +85,13 @@ struct nettop_guess_status {
      * from the pointer stored at sk + net_ptr_offset. */
     __u32 deref_net;
     __u32 net_ptr_offset;
-    /* 1 kprobe/fexit on connect, 2 tracepoint SYN_SENT: tells which hook fired. */
+    /* 1 kprobe/fexit on connect, 2 tracepoint SYN_SENT, 3 the change to
+     * FIN_WAIT1: tells which hook fired. */
     __u32 hook;
+    /* When to copy: 0 at connect, 1 at shutdown (FIN_WAIT1), after a
+     * transfer of known size, for the byte counters. */
+    __u32 at;
+    __u32 _pad;
     __u64 sk;
     /* The guessing thread's unique name: matched instead of a pid, which
      * differs inside a container's own pid namespace. */
@@ -106,6 +112,10 @@ struct nettop_offsets {
     __u32 netns_ino; /* offset of the inode number in struct net */
     __u32 saddr_v6;
     __u32 daddr_v6;
+    /* struct tcp_sock's own byte counters (u64), read at the change to CLOSE. */
+    __u32 bytes_received;
+    __u32 bytes_acked;
+    __u32 sk_flags; /* struct sock's sk_flags: SOCK_DONE (bit 1) says a FIN came */
     __u32 _pad;
 };
 
@@ -180,9 +190,9 @@ enum nettop_event_type {
     NETTOP_EV_SOCK_CLOSE = 6,
 };
 
-/* What made the probe report a connection's end. */
-#define NETTOP_CAUSE_CLOSE_CALL 1  /* tcp_close(), the owner's close() */
-#define NETTOP_CAUSE_STATE_CLOSE 2 /* the change to TCP_CLOSE */
+/* What made the probe report a connection's end: only the change to
+ * TCP_CLOSE now (1 was the owner's close(), before the kernel's counters). */
+#define NETTOP_CAUSE_STATE_CLOSE 2
 
 struct nettop_event {
     struct nettop_conn_key key;
@@ -198,9 +208,17 @@ struct nettop_event {
     __u8 direction;
     __u8 cause;    /* what ended a connection (NETTOP_CAUSE_*); 0 for other events */
     __u8 sk_state; /* the socket's TCP state when the event was made */
-    __u8 _pad[4];
+    __u8 close_flags; /* NETTOP_CLOSE_* */
+    __u8 _pad[3];
     char comm[16]; /* the calling thread's name at the event, or at the socket's birth */
 };
+
+/* close_flags: bytes_sent/bytes_recv are tcp_sock's raw bytes_acked and
+ * bytes_received; a FIN had come (SOCK_DONE); the probe had no record of
+ * the socket (older than nettop: tgid 0, direction unknown). */
+#define NETTOP_CLOSE_COUNTERS 1
+#define NETTOP_CLOSE_FIN_RECEIVED 2
+#define NETTOP_CLOSE_NO_RECORD 4
 
 /* Set by userspace before tracing starts. */
 struct nettop_config {

@@ -574,6 +574,46 @@ fn connections_older_than_the_tracer_are_listed_with_exact_totals() {
     assert_eq!(c.owner.pid, std::process::id());
 }
 
+/// A connection older than the tracer that carries nothing while it runs,
+/// then closes: it ends, with its whole life's totals, at both ends, and is
+/// listed closed (the probe never knew the sockets: the kernel's counters
+/// at the change to CLOSE say what they moved).
+#[test]
+fn an_older_idle_connection_ends_with_its_final_totals() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.16:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    client.write_all(&[1u8; 5555]).unwrap();
+    let mut buf = vec![0u8; 5555];
+    srv.read_exact(&mut buf).unwrap();
+    srv.write_all(&[2u8; 777]).unwrap();
+    client.read_exact(&mut buf[..777]).unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    let w = Watch::start();
+    assert!(
+        w.tracer.connections().iter().any(|c| c.tuple.lport == cport && c.backfilled),
+        "backfilled"
+    );
+    // Graceful: the client closes first, the server on reading its FIN.
+    drop(client);
+    assert_eq!(srv.read(&mut buf).unwrap(), 0);
+    drop(srv);
+    w.wait_for("both ends' closes", |e| {
+        !closes(e, cport, sport).is_empty() && !closes(e, sport, cport).is_empty()
+    });
+    let (conns, events, _) = w.finish();
+    let c = closes(&events, cport, sport);
+    let s = closes(&events, sport, cport);
+    assert_eq!((c.len(), s.len()), (1, 1), "{events:#?}");
+    assert_eq!((c[0].bytes_sent, c[0].bytes_recv), (Some(5555), Some(777)), "{:?}", c[0]);
+    assert_eq!((s[0].bytes_sent, s[0].bytes_recv), (Some(777), Some(5555)), "{:?}", s[0]);
+    for (l, r) in [(cport, sport), (sport, cport)] {
+        let e = entry(&conns, "tcp", l, r);
+        assert_eq!(e.state, State::Closed, "{e:?}");
+    }
+}
+
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100
 /// connections with random sizes up to 1 MiB, at rest.
 #[test]

@@ -3,8 +3,9 @@
 //! against the probe object's own BTF, so a drift on either side fails a test.
 #![no_std]
 
-/// Bytes of `struct sock` one guessing connection copies out.
-pub const SK_WINDOW: usize = 2048;
+/// Bytes of `struct sock` one guessing connection copies out: all of
+/// `struct tcp_sock` (2 640 bytes on 5.10-rt, the largest seen).
+pub const SK_WINDOW: usize = 4096;
 /// Bytes of `struct net` one guessing connection copies out.
 pub const NET_WINDOW: usize = 1024;
 
@@ -16,6 +17,12 @@ pub const GUESS_CHECKED: u32 = 2;
 /// SYN_SENT state change (tracepoint).
 pub const GUESS_HOOK_CONNECT: u32 = 1;
 pub const GUESS_HOOK_TRACEPOINT: u32 = 2;
+/// The change to FIN_WAIT1 (shutdown), for the byte counters.
+pub const GUESS_HOOK_SHUTDOWN: u32 = 3;
+
+/// When an armed guess copies its windows (`GuessStatus::at`).
+pub const GUESS_AT_CONNECT: u32 = 0;
+pub const GUESS_AT_SHUTDOWN: u32 = 1;
 
 /// The one-entry status map through which userspace drives guessing.
 #[repr(C)]
@@ -25,6 +32,9 @@ pub struct GuessStatus {
     pub deref_net: u32,
     pub net_ptr_offset: u32,
     pub hook: u32,
+    /// GUESS_AT_CONNECT or GUESS_AT_SHUTDOWN.
+    pub at: u32,
+    pub _pad: u32,
     pub sk: u64,
     pub comm: [u8; 16],
     pub sk_data: [u8; SK_WINDOW],
@@ -38,6 +48,8 @@ impl GuessStatus {
             deref_net: 0,
             net_ptr_offset: 0,
             hook: 0,
+            at: 0,
+            _pad: 0,
             sk: 0,
             comm: [0; 16],
             sk_data: [0; SK_WINDOW],
@@ -61,6 +73,11 @@ pub struct Offsets {
     pub netns_ino: u32,
     pub saddr_v6: u32,
     pub daddr_v6: u32,
+    /// `struct tcp_sock`'s `bytes_received` and `bytes_acked` (u64 each).
+    pub bytes_received: u32,
+    pub bytes_acked: u32,
+    /// `struct sock`'s `sk_flags` (its low byte: SOCK_DONE is bit 1).
+    pub sk_flags: u32,
     pub _pad: u32,
 }
 
@@ -189,9 +206,21 @@ pub struct Event {
     /// CLOSE, the state it leaves: the kernel stores the new one after the
     /// tracepoint).
     pub sk_state: u8,
-    pub _pad: [u8; 4],
+    /// A close carries the kernel's own counters (`CLOSE_COUNTERS`), and
+    /// whether a FIN was received (`CLOSE_FIN_RECEIVED`, SOCK_DONE).
+    pub close_flags: u8,
+    pub _pad: [u8; 3],
     pub comm: [u8; 16],
 }
+
+/// `Event::close_flags`: `bytes_sent`/`bytes_recv` are `tcp_sock`'s raw
+/// `bytes_acked`/`bytes_received` at the change to CLOSE.
+pub const CLOSE_COUNTERS: u8 = 1;
+/// The socket had received its peer's FIN (counted in `bytes_received`).
+pub const CLOSE_FIN_RECEIVED: u8 = 2;
+/// The probe had no record of the socket (older than nettop): the key's
+/// tgid is 0 and its direction unknown.
+pub const CLOSE_NO_RECORD: u8 = 4;
 
 /// Set by userspace before tracing starts (`struct nettop_config`).
 #[repr(C)]

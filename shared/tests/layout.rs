@@ -53,14 +53,15 @@ fn shared_types_match_probe_btf() {
         &ti,
         "nettop_guess_status",
         size_of::<GuessStatus>(),
-        fields!(GuessStatus: state, deref_net, net_ptr_offset, hook, sk, comm, sk_data, net_data),
+        fields!(GuessStatus: state, deref_net, net_ptr_offset, hook, at, sk, comm, sk_data,
+                net_data),
     );
     check(
         &ti,
         "nettop_offsets",
         size_of::<Offsets>(),
         fields!(Offsets: ready, ipv6, saddr, daddr, sport, dport, family, netns, netns_ino,
-                saddr_v6, daddr_v6),
+                saddr_v6, daddr_v6, bytes_received, bytes_acked, sk_flags),
     );
     check(&ti, "nettop_sock_key", size_of::<SockKey>(), fields!(SockKey: sk));
     check(
@@ -88,7 +89,7 @@ fn shared_types_match_probe_btf() {
         "nettop_event",
         size_of::<Event>(),
         fields!(Event: key, ts_ns, sk, bytes_sent, bytes_recv, msgs_sent, msgs_recv, retransmits,
-                err, direction, cause, sk_state, comm),
+                err, direction, cause, sk_state, close_flags, comm),
     );
     check(&ti, "nettop_event", size_of::<Event>(), &[("type", offset_of!(Event, kind))]);
     check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect, recv_flags_arg));

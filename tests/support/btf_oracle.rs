@@ -129,11 +129,26 @@ impl Oracle {
             "netns_ino" => ("net", "ns.inum"),
             "saddr_v6" => ("sock", "__sk_common.skc_v6_rcv_saddr"),
             "daddr_v6" => ("sock", "__sk_common.skc_v6_daddr"),
+            "sk_flags" => ("sock", "__sk_common.skc_flags"),
+            "bytes_received" => ("tcp_sock", "bytes_received"),
+            "bytes_acked" => ("tcp_sock", "bytes_acked"),
             other => panic!("unknown field {other}"),
         };
         self.offset_of(s, p)
     }
 }
 
-pub const FIELDS: [&str; 9] =
-    ["saddr", "daddr", "sport", "dport", "family", "netns", "netns_ino", "saddr_v6", "daddr_v6"];
+pub const FIELDS: [&str; 12] = [
+    "saddr",
+    "daddr",
+    "sport",
+    "dport",
+    "family",
+    "netns",
+    "netns_ino",
+    "saddr_v6",
+    "daddr_v6",
+    "sk_flags",
+    "bytes_received",
+    "bytes_acked",
+];

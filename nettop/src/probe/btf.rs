@@ -46,7 +46,9 @@ pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
                 id
             }
         };
-        let off = match btf.member_offset(id, member) {
+        // `a|b`: the member moved between kernels; the first that exists.
+        let found = member.split('|').find_map(|m| btf.member_offset(id, m));
+        let off = match found {
             Some(MemberOffset::Bytes(o)) => Some(o),
             Some(MemberOffset::Bitfield) => None,
             None if field.is_ipv6() => None,

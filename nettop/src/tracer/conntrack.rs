@@ -7,9 +7,36 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use nettop_shared::{
-    ConnKey, ConnStats, DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED,
-    EV_RETRANSMIT, EV_SOCK_CLOSE, Event as RawEvent, IPPROTO_UDP,
+    CLOSE_COUNTERS, CLOSE_FIN_RECEIVED, CLOSE_NO_RECORD, ConnKey, ConnStats, DIR_OUTGOING,
+    DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED, EV_RETRANSMIT, EV_SOCK_CLOSE,
+    Event as RawEvent, IPPROTO_TCP, IPPROTO_UDP,
 };
+
+/// Where the table files a connection: a TCP tuple is one socket whatever
+/// process the probe or the backfill named, so TCP slots leave the owner
+/// out (a socket older than nettop ends with no owner known). UDP flows are
+/// per process: several can share a socket.
+fn slot(key: &ConnKey) -> ConnKey {
+    if key.proto == IPPROTO_TCP { ConnKey { tgid: 0, ..*key } } else { *key }
+}
+
+/// TCP states as the kernel numbers them (include/net/tcp_states.h).
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_LAST_ACK: u8 = 9;
+const TCP_CLOSING: u8 = 11;
+
+/// Payload bytes from `tcp_sock`'s raw counters, which count in sequence
+/// space: `bytes_acked` has 1 for the active opener's SYN (the guesser
+/// checks this kernel counts so) and 1 for our FIN once acknowledged;
+/// `bytes_received` has 1 for the peer's FIN once it came in order.
+/// `state` is the TCP state the socket was in (at the change to CLOSE, the
+/// one it left): our FIN was acknowledged in FIN_WAIT2, and in CLOSING or
+/// LAST_ACK when it closed gracefully.
+pub fn payload(raw: (u64, u64), direction: u8, state: u8, fin_received: bool) -> (u64, u64) {
+    let syn = u64::from(direction == DIR_OUTGOING);
+    let fin_acked = u64::from(matches!(state, TCP_FIN_WAIT2 | TCP_CLOSING | TCP_LAST_ACK));
+    (raw.0.saturating_sub(syn + fin_acked), raw.1.saturating_sub(u64::from(fin_received)))
+}
 
 /// One connection as the table knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,14 +155,17 @@ impl Table {
 
     /// The open connection with this tuple, else the latest closed one.
     pub fn get(&self, key: &ConnKey) -> Option<&Entry> {
-        self.open.get(key).or_else(|| self.closed.iter().rev().find(|e| e.key == *key))
+        self.open
+            .get(&slot(key))
+            .or_else(|| self.closed.iter().rev().find(|e| slot(&e.key) == slot(key)))
     }
 
     /// A closed tuple seen again (a reused port) is a new connection: the
     /// closed one lingers beside it.
     fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
         let id = &mut self.last_id;
-        let e = self.open.entry(key).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
+        let e =
+            self.open.entry(slot(&key)).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
         if e.direction == DIR_UNKNOWN {
             e.direction = direction;
         }
@@ -173,9 +203,28 @@ impl Table {
                 out(if ev.kind == EV_CONNECT { Change::Connect(e) } else { Change::Accept(e) })
             }
             EV_CLOSE => {
+                // A socket the probe never knew ends only a connection the
+                // table lists (the backfill's); others are not news.
+                if ev.close_flags & CLOSE_NO_RECORD != 0 && !self.open.contains_key(&slot(&ev.key))
+                {
+                    return;
+                }
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
-                e.stats.bytes_sent = ev.bytes_sent;
-                e.stats.bytes_recv = ev.bytes_recv;
+                if ev.close_flags & CLOSE_COUNTERS != 0 {
+                    // The kernel's totals over the socket's whole life.
+                    let fin = ev.close_flags & CLOSE_FIN_RECEIVED != 0;
+                    let raw = (ev.bytes_sent, ev.bytes_recv);
+                    (e.stats.bytes_sent, e.stats.bytes_recv) =
+                        payload(raw, e.direction, ev.sk_state, fin);
+                    (e.base_sent, e.base_recv) = (0, 0);
+                } else {
+                    e.stats.bytes_sent = ev.bytes_sent;
+                    e.stats.bytes_recv = ev.bytes_recv;
+                }
+                if ev.close_flags & CLOSE_NO_RECORD != 0 {
+                    self.close(&ev.key, None, now_ns).into_iter().for_each(out);
+                    return;
+                }
                 e.stats.msgs_sent = ev.msgs_sent;
                 e.stats.msgs_recv = ev.msgs_recv;
                 e.stats.retransmits = ev.retransmits;
@@ -209,7 +258,7 @@ impl Table {
     }
 
     fn close(&mut self, key: &ConnKey, last: Option<ConnStats>, now_ns: u64) -> Option<Change> {
-        let mut e = self.open.remove(key)?;
+        let mut e = self.open.remove(&slot(key))?;
         if let Some(s) = last {
             // The probe does not date packets: activity since the last sync
             // happened by now.
@@ -246,7 +295,7 @@ impl Table {
         let id = &mut self.last_id;
         let e = self
             .open
-            .entry(*key)
+            .entry(slot(key))
             .or_insert_with(|| Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
         let moved = (stats.msgs_sent, stats.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
         let last = if moved { now_ns } else { e.stats.last_ns };
@@ -267,11 +316,14 @@ impl Table {
         bytes_now: (u64, u64),
         counted: Option<ConnStats>,
     ) {
-        if self.open.get(&key).is_some_and(|e| e.born) {
+        if self.open.get(&slot(&key)).is_some_and(|e| e.born) {
             return;
         }
         let id = &mut self.last_id;
-        let e = self.open.entry(key).or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
+        let e = self
+            .open
+            .entry(slot(&key))
+            .or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
         e.backfilled = true;
         e.direction = direction;
         let counted = counted.unwrap_or_default();

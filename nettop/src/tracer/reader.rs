@@ -130,10 +130,11 @@ fn refresh(s: &mut Shared) -> Vec<Change> {
 fn debug_line(e: &RawEvent) -> String {
     let k = &e.key;
     format!(
-        "nettop-debug: type {} cause {} state {} dir {} sk {:#x} tgid {} netns {} proto {} {}->{} \
-         sent {} recv {} msgs {}/{} ts {}",
+        "nettop-debug: type {} cause {} flags {} state {} dir {} sk {:#x} tgid {} netns {} proto {} \
+         {}->{} sent {} recv {} msgs {}/{} ts {}",
         e.kind,
         e.cause,
+        e.close_flags,
         e.sk_state,
         e.direction,
         e.sk,

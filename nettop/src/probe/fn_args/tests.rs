@@ -59,7 +59,6 @@ fn expected(release: &str) -> Vec<(&'static str, u8, u8, u8, u8)> {
         ("udp_recvmsg", 0, 1, flags, ret),
         ("udpv6_sendmsg", 0, 1, N, 3),
         ("udpv6_recvmsg", 0, 1, flags, ret),
-        ("tcp_close", 0, N, N, N),
         ("udp_destroy_sock", 0, N, N, N),
         ("udpv6_destroy_sock", 0, N, N, N),
         ("tcp_retransmit_skb", 0, N, N, N),

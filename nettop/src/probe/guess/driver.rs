@@ -17,10 +17,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, MapData};
-use nettop_shared::{GUESS_ARMED, GUESS_CHECKED, GUESS_IDLE, GuessStatus};
+use nettop_shared::{GUESS_ARMED, GUESS_AT_SHUTDOWN, GUESS_CHECKED, GUESS_IDLE, GuessStatus};
 use socket2::{Domain, Socket, Type};
 
-use super::solver::{Expected, GuessConfig, Guessed, Guesser, Next, Observation, Request};
+use super::solver::{
+    CounterValues, Expected, GuessConfig, Guessed, Guesser, Next, Observation, Request, Transfer,
+};
 
 /// Tries per connection before concluding the hook does not fire.
 const TRIES: usize = 3;
@@ -82,8 +84,11 @@ pub fn run(
                 st.deref_net = 1;
                 st.net_ptr_offset = off;
             }
+            if req.transfer.is_some() {
+                st.at = GUESS_AT_SHUTDOWN;
+            }
             status.set(0, st, 0).context("arm the guess status map")?;
-            let expected = connectors[req.ns].connect(req.v6)?;
+            let expected = connectors[req.ns].connect(req)?;
             let st = status.get(&0, 0).context("read the guess status map")?;
             if st.state == GUESS_CHECKED {
                 observed = Some(Observation {
@@ -146,7 +151,7 @@ fn unique_comm() -> [u8; 16] {
     comm
 }
 
-type Job = (bool, mpsc::Sender<Result<Expected>>);
+type Job = (Request, mpsc::Sender<Result<Expected>>);
 
 /// A thread that makes the guessing connections, in the host's network
 /// namespace or a private one.
@@ -167,8 +172,11 @@ impl Connector {
                 if !ok {
                     return;
                 }
-                for (v6, reply) in rx {
-                    let _ = reply.send(connect_once(v6));
+                for (req, reply) in rx {
+                    let _ = reply.send(match req.transfer {
+                        Some(t) => transfer_once(t),
+                        None => connect_once(req.v6),
+                    });
                 }
             })
             .context("spawn guessing thread")?;
@@ -176,9 +184,9 @@ impl Connector {
         Ok(Connector { jobs })
     }
 
-    fn connect(&self, v6: bool) -> Result<Expected> {
+    fn connect(&self, req: Request) -> Result<Expected> {
         let (tx, rx) = mpsc::channel();
-        self.jobs.send((v6, tx)).map_err(|_| anyhow!("guessing thread died"))?;
+        self.jobs.send((req, tx)).map_err(|_| anyhow!("guessing thread died"))?;
         rx.recv().map_err(|_| anyhow!("guessing thread died"))?
     }
 }
@@ -294,5 +302,103 @@ fn connect_once(v6: bool) -> Result<Expected> {
         dport,
         family: if v6 { libc::AF_INET6 as u16 } else { libc::AF_INET as u16 },
         netns_ino,
+        counters: None,
     })
+}
+
+/// One counting connection (IPv4): `t.send` bytes out, `t.recv` back, then
+/// the client shuts down its sending side, the moment the probe copies its
+/// socket. What the counters must hold then comes from the client's own
+/// `TCP_INFO`, checked against the sizes: the kernel counts the SYN the
+/// peer acknowledged as one byte acked, and nothing else but payload.
+fn transfer_once(t: Transfer) -> Result<Expected> {
+    use std::io::{Read, Write};
+    let saddr = random_loopback();
+    let daddr = loop {
+        let d = random_loopback();
+        if d != saddr {
+            break d;
+        }
+    };
+    let (listener, dport) =
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(daddr, p)))?;
+    listener.listen(4).context("listen")?;
+    let (client, sport) =
+        bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(saddr, p)))?;
+    client.set_out_of_band_inline(t.oobinline).context("SO_OOBINLINE")?;
+    client.set_keepalive(t.keepalive).context("SO_KEEPALIVE")?;
+    client.set_linger(t.linger.then_some(std::time::Duration::ZERO)).context("SO_LINGER")?;
+    let peer = SocketAddr::V4(SocketAddrV4::new(daddr, dport));
+    client.connect(&peer.into()).with_context(|| format!("counting connect to {peer}"))?;
+    let (server, _) = listener.accept().context("accept a counting connection")?;
+    server.set_linger(Some(std::time::Duration::ZERO)).context("SO_LINGER")?;
+    let mut client = std::net::TcpStream::from(client);
+    let mut server = std::net::TcpStream::from(server);
+    thread::scope(|scope| -> Result<()> {
+        let echo = scope.spawn(|| -> std::io::Result<()> {
+            let mut got = vec![0u8; t.send];
+            server.read_exact(&mut got)?;
+            server.write_all(&vec![7u8; t.recv])
+        });
+        client.write_all(&vec![5u8; t.send]).context("counting send")?;
+        let mut back = vec![0u8; t.recv];
+        client.read_exact(&mut back).context("counting receive")?;
+        echo.join().map_err(|_| anyhow!("counting peer panicked"))?.context("counting peer")
+    })?;
+    // The peer's data acknowledged everything sent; wait out a slow ACK.
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let (acked, received) = loop {
+        let (a, r) = tcp_counters(&client)?;
+        if a == t.send as u64 + 1 || Instant::now() > deadline {
+            break (a, r);
+        }
+        thread::sleep(std::time::Duration::from_millis(5));
+    };
+    if (acked, received) != (t.send as u64 + 1, t.recv as u64) {
+        bail!(
+            "after sending {} and receiving {} bytes, TCP_INFO says {acked} acked and {received}              received: this kernel does not count as nettop expects (payload, plus 1 for the SYN)",
+            t.send,
+            t.recv
+        );
+    }
+    client.shutdown(std::net::Shutdown::Write).context("shutdown a counting connection")?;
+    let netns_ino = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("stat /proc/thread-self/ns/net")?
+        .ino() as u32;
+    Ok(Expected {
+        saddr: saddr.octets(),
+        daddr: daddr.octets(),
+        saddr_v6: None,
+        daddr_v6: None,
+        sport,
+        dport,
+        family: libc::AF_INET as u16,
+        netns_ino,
+        counters: Some(CounterValues {
+            bytes_acked: acked,
+            bytes_received: received,
+            flags_byte: t.flags_byte(),
+        }),
+    })
+}
+
+/// `tcpi_bytes_acked` and `tcpi_bytes_received` of one of our own sockets.
+fn tcp_counters(s: &std::net::TcpStream) -> Result<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        bail!("TCP_INFO: {}", std::io::Error::last_os_error());
+    }
+    Ok((info.tcpi_bytes_acked, info.tcpi_bytes_received))
 }

@@ -32,6 +32,11 @@ pub enum Field {
     DaddrV6,
     SaddrV6,
     Sport,
+    /// `struct sock`'s `sk_flags` (its low byte).
+    SkFlags,
+    /// `struct tcp_sock`'s byte counters.
+    BytesReceived,
+    BytesAcked,
 }
 
 /// A field's facts, in the one table the rest derives from.
@@ -40,7 +45,7 @@ pub struct FieldDef {
     /// Its name in `offsets --json` and for NETTOP_TEST_SKEW.
     pub name: &'static str,
     /// Where BTF has it: the struct, and the member path through anonymous
-    /// members.
+    /// members (`a|b`: where older kernels had a, newer ones b).
     pub btf: (&'static str, &'static str),
     /// Its slot in the probe's offsets map.
     pub slot: fn(&mut Offsets) -> &mut u32,
@@ -48,7 +53,7 @@ pub struct FieldDef {
 
 /// Every field, in the order `offsets --json` lists them.
 #[rustfmt::skip]
-pub const FIELDS: [FieldDef; 9] = [
+pub const FIELDS: [FieldDef; 12] = [
     FieldDef { field: Field::Saddr, name: "saddr", btf: ("sock", "__sk_common.skc_rcv_saddr"), slot: |o| &mut o.saddr },
     FieldDef { field: Field::Daddr, name: "daddr", btf: ("sock", "__sk_common.skc_daddr"), slot: |o| &mut o.daddr },
     FieldDef { field: Field::Sport, name: "sport", btf: ("inet_sock", "inet_sport"), slot: |o| &mut o.sport },
@@ -58,6 +63,9 @@ pub const FIELDS: [FieldDef; 9] = [
     FieldDef { field: Field::NetnsIno, name: "netns_ino", btf: ("net", "ns.inum"), slot: |o| &mut o.netns_ino },
     FieldDef { field: Field::SaddrV6, name: "saddr_v6", btf: ("sock", "__sk_common.skc_v6_rcv_saddr"), slot: |o| &mut o.saddr_v6 },
     FieldDef { field: Field::DaddrV6, name: "daddr_v6", btf: ("sock", "__sk_common.skc_v6_daddr"), slot: |o| &mut o.daddr_v6 },
+    FieldDef { field: Field::SkFlags, name: "sk_flags", btf: ("sock", "sk_flags|__sk_common.skc_flags"), slot: |o| &mut o.sk_flags },
+    FieldDef { field: Field::BytesReceived, name: "bytes_received", btf: ("tcp_sock", "bytes_received"), slot: |o| &mut o.bytes_received },
+    FieldDef { field: Field::BytesAcked, name: "bytes_acked", btf: ("tcp_sock", "bytes_acked"), slot: |o| &mut o.bytes_acked },
 ];
 
 impl Field {
@@ -111,6 +119,48 @@ pub struct Request {
     pub ns: usize,
     /// Also copy the `struct net` window through the pointer at this offset.
     pub deref_net: Option<u32>,
+    /// Move data both ways, then shut down: the probe copies the socket
+    /// at the change to FIN_WAIT1, for the byte counters and flags.
+    pub transfer: Option<Transfer>,
+}
+
+/// One counting connection: bytes each way, and the socket options whose
+/// `sk_flags` bits (SOCK_URGINLINE, SOCK_KEEPOPEN, SOCK_LINGER) it sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub send: usize,
+    pub recv: usize,
+    pub oobinline: bool,
+    pub keepalive: bool,
+    pub linger: bool,
+}
+
+impl Transfer {
+    /// `sk_flags`' low byte at shutdown: SOCK_DEAD (0) and SOCK_DONE (1)
+    /// clear, then SOCK_URGINLINE (2), SOCK_KEEPOPEN (3), SOCK_LINGER (4),
+    /// and SOCK_DESTROY, SOCK_BROADCAST, SOCK_TIMESTAMP (5-7) clear.
+    pub fn flags_byte(&self) -> u8 {
+        u8::from(self.oobinline) << 2 | u8::from(self.keepalive) << 3 | u8::from(self.linger) << 4
+    }
+}
+
+/// The counting connections: sizes that differ, odd and even, each
+/// option bit both on and off.
+#[rustfmt::skip]
+pub const TRANSFERS: [Transfer; 4] = [
+    Transfer { send: 70_001, recv: 3_331, oobinline: false, keepalive: true, linger: false },
+    Transfer { send: 12_346, recv: 54_321, oobinline: true, keepalive: false, linger: true },
+    Transfer { send: 99_991, recv: 778, oobinline: true, keepalive: true, linger: false },
+    Transfer { send: 4_243, recv: 88_887, oobinline: false, keepalive: false, linger: true },
+];
+
+/// What a counting connection's socket held at shutdown, as its own
+/// `TCP_INFO` reported it just before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterValues {
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub flags_byte: u8,
 }
 
 /// The values one guessing connection is known to have.
@@ -125,6 +175,8 @@ pub struct Expected {
     pub dport: u16,
     pub family: u16,
     pub netns_ino: u32,
+    /// For `Request::transfer` connections.
+    pub counters: Option<CounterValues>,
 }
 
 /// What the probe copied for one connection.
@@ -200,6 +252,7 @@ struct SockFields {
 enum Stage {
     Sockets,
     Netns { fields: SockFields, candidates: Vec<u32>, index: usize, seen: Vec<Observation> },
+    Counters { sock: Guessed, seen: Vec<Observation> },
     Done(Result<Guessed, GuessError>),
 }
 
@@ -224,9 +277,14 @@ impl Guesser {
         let namespaces = config.namespaces.clamp(1, 2);
         let mut plan = Vec::new();
         for i in 0..CONFIRMATIONS.max(namespaces) {
-            plan.push(Request { v6: false, ns: i % namespaces, deref_net: None });
+            plan.push(Request { v6: false, ns: i % namespaces, deref_net: None, transfer: None });
             if config.ipv6 {
-                plan.push(Request { v6: true, ns: i % namespaces, deref_net: None });
+                plan.push(Request {
+                    v6: true,
+                    ns: i % namespaces,
+                    deref_net: None,
+                    transfer: None,
+                });
             }
         }
         Guesser {
@@ -250,6 +308,13 @@ impl Guesser {
                 v6: false,
                 ns: seen.len() % self.config.namespaces,
                 deref_net: Some(candidates[*index]),
+                transfer: None,
+            }),
+            Stage::Counters { seen, .. } => Next::Connect(Request {
+                v6: false,
+                ns: 0,
+                deref_net: None,
+                transfer: Some(TRANSFERS[seen.len()]),
             }),
             Stage::Done(result) => Next::Done(result.clone()),
         }
@@ -270,6 +335,14 @@ impl Guesser {
             Stage::Netns { fields, candidates, index, mut seen } => {
                 seen.push(obs);
                 self.solve_netns(fields, candidates, index, seen)
+            }
+            Stage::Counters { sock, mut seen } => {
+                seen.push(obs);
+                if seen.len() < TRANSFERS.len() {
+                    Stage::Counters { sock, seen }
+                } else {
+                    Stage::Done(solve_counters(sock, &seen))
+                }
             }
             done @ Stage::Done(_) => done,
         };
@@ -299,17 +372,21 @@ impl Guesser {
         match inode_offset(&seen) {
             // Still consistent: confirm with another connection.
             Some(_) if seen.len() < needed => Stage::Netns { fields, candidates, index, seen },
-            Some(ino) => Stage::Done(Ok(Guessed::from_fn(|f| match f {
-                Field::Saddr => Some(fields.saddr),
-                Field::Daddr => Some(fields.daddr),
-                Field::Sport => Some(fields.sport),
-                Field::Dport => Some(fields.dport),
-                Field::Family => Some(fields.family),
-                Field::Netns => Some(candidates[index]),
-                Field::NetnsIno => Some(ino),
-                Field::SaddrV6 => fields.saddr_v6,
-                Field::DaddrV6 => fields.daddr_v6,
-            }))),
+            Some(ino) => Stage::Counters {
+                sock: Guessed::from_fn(|f| match f {
+                    Field::Saddr => Some(fields.saddr),
+                    Field::Daddr => Some(fields.daddr),
+                    Field::Sport => Some(fields.sport),
+                    Field::Dport => Some(fields.dport),
+                    Field::Family => Some(fields.family),
+                    Field::Netns => Some(candidates[index]),
+                    Field::NetnsIno => Some(ino),
+                    Field::SaddrV6 => fields.saddr_v6,
+                    Field::DaddrV6 => fields.daddr_v6,
+                    Field::SkFlags | Field::BytesReceived | Field::BytesAcked => None,
+                }),
+                seen: Vec::new(),
+            },
             None if index + 1 < candidates.len() => {
                 Stage::Netns { fields, candidates, index: index + 1, seen: Vec::new() }
             }
@@ -373,6 +450,32 @@ fn solve_sock_fields(obs: &[Observation], ipv6: bool) -> Result<SockFields, Gues
     let sport =
         find(obs, Field::Sport, sport_from, 2, |o| Some(e(o).sport.to_be_bytes().to_vec()))?;
     Ok(SockFields { daddr, saddr, dport, family, daddr_v6, saddr_v6, sport })
+}
+
+/// `sk_flags` between the socket's family and its source port (in
+/// `struct inet_sock`, after `struct sock`); the counters after the source
+/// port (`struct tcp_sock` follows `struct inet_sock`).
+fn solve_counters(sock: Guessed, seen: &[Observation]) -> Result<Guessed, GuessError> {
+    let (Some(family), Some(sport)) = (sock.get(Field::Family), sock.get(Field::Sport)) else {
+        return Err(GuessError::NotFound(Field::SkFlags));
+    };
+    let c = |o: &Observation| o.expected.counters;
+    let flags = find(seen, Field::SkFlags, family + 2, 8, |o| Some(vec![c(o)?.flags_byte]))
+        .ok()
+        .filter(|&off| off < sport)
+        .ok_or(GuessError::NotFound(Field::SkFlags))?;
+    let after = sport + 2;
+    let received = find(seen, Field::BytesReceived, after, 8, |o| {
+        Some(c(o)?.bytes_received.to_ne_bytes().to_vec())
+    })?;
+    let acked = find(seen, Field::BytesAcked, after, 8, |o| {
+        Some(c(o)?.bytes_acked.to_ne_bytes().to_vec())
+    })?;
+    let mut g = sock;
+    g.0[Field::SkFlags.index()] = Some(flags);
+    g.0[Field::BytesReceived.index()] = Some(received);
+    g.0[Field::BytesAcked.index()] = Some(acked);
+    Ok(g)
 }
 
 /// The kernel half of the address space: from 0xffff800000000000 with

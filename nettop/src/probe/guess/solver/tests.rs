@@ -17,6 +17,9 @@ struct Layout {
     saddr_v6: u32,
     sport: u32,
     netns_ino: u32,
+    sk_flags: u32,
+    bytes_received: u32,
+    bytes_acked: u32,
     decoys: Vec<Decoy>,
 }
 
@@ -32,6 +35,11 @@ enum Decoy {
     InodeOnce(u32),
     /// A field that always holds AF_INET (2), whatever the socket's family.
     ConstTwo(u32),
+    /// The bytes received, as a u32 (a segment counter's value), before
+    /// the real u64.
+    ReceivedU32(u32),
+    /// The flags byte, in the first counting connection only.
+    FlagsOnce(u32),
 }
 
 /// 6.18 as measured here: sock_common offsets from the design notes.
@@ -48,13 +56,23 @@ fn layout_618() -> Layout {
         saddr_v6: 72,
         sport: 814,
         netns_ino: 176,
+        sk_flags: 560,
+        bytes_received: 1784,
+        bytes_acked: 1640,
         decoys: vec![],
     }
 }
 
 /// Shaped like an rt kernel: bigger locks push everything after sock_common.
 fn layout_rt() -> Layout {
-    Layout { sport: 1190, netns_ino: 304, ..layout_618() }
+    Layout {
+        sport: 1190,
+        netns_ino: 304,
+        sk_flags: 896,
+        bytes_received: 1824,
+        bytes_acked: 1872,
+        ..layout_618()
+    }
 }
 
 struct Sim {
@@ -110,6 +128,11 @@ impl Sim {
             dport: port(&mut self.rng),
             family: if req.v6 { 10 } else { 2 },
             netns_ino: self.inodes[req.ns],
+            counters: req.transfer.map(|t| CounterValues {
+                bytes_acked: t.send as u64 + 1,
+                bytes_received: t.recv as u64,
+                flags_byte: t.flags_byte(),
+            }),
         }
     }
 
@@ -134,6 +157,16 @@ impl Sim {
                 Decoy::MisalignedDaddr(off) => put(&mut sk, off, &e.daddr),
                 Decoy::DaddrOnce(off) if self.connections == 0 => put(&mut sk, off, &e.daddr),
                 Decoy::ConstTwo(off) => put(&mut sk, off, &2u16.to_ne_bytes()),
+                Decoy::ReceivedU32(off) => {
+                    if let Some(c) = e.counters {
+                        put(&mut sk, off, &(c.bytes_received as u32).to_ne_bytes())
+                    }
+                }
+                Decoy::FlagsOnce(off) => {
+                    if let Some(c) = e.counters.filter(|_| req.transfer == Some(TRANSFERS[0])) {
+                        put(&mut sk, off, &[c.flags_byte])
+                    }
+                }
                 _ => {}
             }
         }
@@ -149,6 +182,16 @@ impl Sim {
             put_field(&mut sk, Field::SaddrV6, l.saddr_v6, &s);
         }
         put_field(&mut sk, Field::Sport, l.sport, &e.sport.to_be_bytes());
+        if let Some(c) = e.counters {
+            put_field(&mut sk, Field::SkFlags, l.sk_flags, &[c.flags_byte]);
+            put_field(
+                &mut sk,
+                Field::BytesReceived,
+                l.bytes_received,
+                &c.bytes_received.to_ne_bytes(),
+            );
+            put_field(&mut sk, Field::BytesAcked, l.bytes_acked, &c.bytes_acked.to_ne_bytes());
+        }
         let net = req.deref_net.map(|off| {
             let ptr = u64::from_ne_bytes(sk[off as usize..off as usize + 8].try_into().unwrap());
             let mut net = vec![0u8; nettop_shared::NET_WINDOW];
@@ -197,6 +240,9 @@ fn expect_layout(l: &Layout, ipv6: bool) -> Guessed {
         Field::NetnsIno => Some(l.netns_ino),
         Field::SaddrV6 => ipv6.then_some(l.saddr_v6),
         Field::DaddrV6 => ipv6.then_some(l.daddr_v6),
+        Field::SkFlags => Some(l.sk_flags),
+        Field::BytesReceived => Some(l.bytes_received),
+        Field::BytesAcked => Some(l.bytes_acked),
     })
 }
 
@@ -207,7 +253,7 @@ fn guesses_the_618_layout_in_few_connections() {
     for seed in 0..200 {
         let (r, n) = run(layout_618(), BOTH, seed);
         assert_eq!(r, Ok(expect_layout(&layout_618(), true)), "seed {seed}");
-        assert!(n <= 8, "seed {seed}: {n} connections");
+        assert!(n <= 12, "seed {seed}: {n} connections");
     }
 }
 
@@ -232,6 +278,8 @@ fn decoys_do_not_fool_it() {
         Decoy::SaddrCopy(700),
         Decoy::ConstTwo(24),
         Decoy::InodeOnce(64),
+        Decoy::ReceivedU32(1600),
+        Decoy::FlagsOnce(544),
     ];
     for seed in 0..200 {
         assert_eq!(run(l.clone(), BOTH, seed).0, Ok(expect_layout(&l, true)), "seed {seed}");
@@ -266,6 +314,9 @@ fn a_missing_field_is_named_never_faked() {
         Field::DaddrV6,
         Field::SaddrV6,
         Field::Sport,
+        Field::SkFlags,
+        Field::BytesReceived,
+        Field::BytesAcked,
     ] {
         for seed in 0..20 {
             let mut sim = Sim::new(layout_618(), seed);
@@ -296,9 +347,12 @@ fn every_field_is_in_the_table_once() {
         | Field::NetnsIno
         | Field::DaddrV6
         | Field::SaddrV6
-        | Field::Sport => FIELDS.iter().filter(|d| d.field == f).count(),
+        | Field::Sport
+        | Field::SkFlags
+        | Field::BytesReceived
+        | Field::BytesAcked => FIELDS.iter().filter(|d| d.field == f).count(),
     };
-    assert_eq!(FIELDS.len(), 9);
+    assert_eq!(FIELDS.len(), 12);
     for f in Field::ALL {
         assert_eq!(listed(f), 1, "{f}");
     }

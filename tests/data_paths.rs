@@ -1,0 +1,312 @@
+//! Every way an application moves TCP bytes, counted exactly at both ends.
+//! Each case sends an odd-sized payload of more than 1 MiB one way by one
+//! path (writev, sendfile, splice, vmsplice, MSG_ZEROCOPY...), reads it by
+//! another, answers a few bytes, and closes gracefully; both ends' `close`
+//! events must carry exactly what the applications moved. nettop counts
+//! with the kernel's own per-socket counters, so no path can slip by; a
+//! per-call hook would miss splice and sendfile. NETTOP_BACKEND picks the
+//! backend, so the VM matrix runs these once per backend.
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nettop::probe::BackendChoice;
+use nettop::tracer::{Event, EventKind};
+use nettop::{Config, Tracer};
+
+#[path = "support/common.rs"]
+mod common;
+use common::serial;
+
+/// Odd, and more than 1 MiB: no path's chunking divides it.
+const PAYLOAD: usize = 1_052_897;
+/// The answer, plain, the other way.
+const REPLY: usize = 333;
+
+#[derive(Clone, Copy, Debug)]
+enum Send {
+    Write,
+    Writev,
+    Sendfile,
+    /// write(2) into a pipe, splice(2) from it into the socket.
+    SplicePipe,
+    /// vmsplice(2) user memory into a pipe, splice(2) into the socket.
+    Vmsplice,
+    /// send(2) with MSG_ZEROCOPY on a SO_ZEROCOPY socket.
+    Zerocopy,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Recv {
+    Read,
+    Readv,
+    /// splice(2) from the socket into a pipe, read from the pipe.
+    SplicePipe,
+}
+
+fn check(rc: isize, what: &str) -> usize {
+    assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
+    rc as usize
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize, "pipe2");
+    // SAFETY: both fds are fresh and ours.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Move all of `pipe_r`'s `n` bytes into `sock` with splice(2).
+fn splice_all(pipe_r: RawFd, sock: RawFd, mut n: usize) {
+    while n > 0 {
+        // SAFETY: plain fds; null offsets (neither end is seekable).
+        let rc =
+            unsafe { libc::splice(pipe_r, std::ptr::null_mut(), sock, std::ptr::null_mut(), n, 0) };
+        n -= check(rc, "splice pipe -> socket");
+    }
+}
+
+fn send_payload(how: Send, sock: &mut TcpStream, data: &[u8]) {
+    let fd = sock.as_raw_fd();
+    match how {
+        Send::Write => sock.write_all(data).unwrap(),
+        Send::Writev => {
+            let mut off = 0;
+            while off < data.len() {
+                let rest = &data[off..];
+                let (a, b) = rest.split_at(rest.len() / 3);
+                let iov = [
+                    libc::iovec { iov_base: a.as_ptr() as *mut _, iov_len: a.len() },
+                    libc::iovec { iov_base: b.as_ptr() as *mut _, iov_len: b.len() },
+                ];
+                // SAFETY: both iovecs point into `data`, alive for the call.
+                off += check(unsafe { libc::writev(fd, iov.as_ptr(), 2) }, "writev");
+            }
+        }
+        Send::Sendfile => {
+            let path = std::env::temp_dir().join(format!("nettop-sendfile-{}", std::process::id()));
+            std::fs::write(&path, data).unwrap();
+            let file = File::open(&path).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let mut off: libc::off_t = 0;
+            while (off as usize) < data.len() {
+                let left = data.len() - off as usize;
+                // SAFETY: valid fds; the kernel advances `off`.
+                check(unsafe { libc::sendfile(fd, file.as_raw_fd(), &mut off, left) }, "sendfile");
+            }
+        }
+        Send::SplicePipe | Send::Vmsplice => {
+            let (r, w) = pipe();
+            for chunk in data.chunks(16 * 1024) {
+                if matches!(how, Send::Vmsplice) {
+                    let mut put = 0;
+                    while put < chunk.len() {
+                        let iov = libc::iovec {
+                            iov_base: chunk[put..].as_ptr() as *mut _,
+                            iov_len: chunk.len() - put,
+                        };
+                        // SAFETY: the iovec points into `data`, which outlives the
+                        // splice below that drains the pipe.
+                        put +=
+                            check(unsafe { libc::vmsplice(w.as_raw_fd(), &iov, 1, 0) }, "vmsplice");
+                    }
+                } else {
+                    let mut pw = File::from(w.try_clone().unwrap());
+                    pw.write_all(chunk).unwrap();
+                }
+                splice_all(r.as_raw_fd(), fd, chunk.len());
+            }
+        }
+        Send::Zerocopy => {
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt with an int option.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ZEROCOPY,
+                    (&raw const one).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            check(rc as isize, "SO_ZEROCOPY");
+            let mut off = 0;
+            while off < data.len() {
+                let rest = &data[off..];
+                // SAFETY: the buffer outlives the call; with MSG_ZEROCOPY the
+                // kernel pins its pages until it has sent them, and `data`
+                // lives until the peer has read all of it.
+                let rc =
+                    unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_ZEROCOPY) };
+                if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                    // Too many notifications pending: read them, then go on.
+                    drain_error_queue(fd);
+                    continue;
+                }
+                off += check(rc, "send MSG_ZEROCOPY");
+            }
+        }
+    }
+}
+
+/// Zero-copy completions queue on the socket's error queue.
+fn drain_error_queue(fd: RawFd) {
+    let mut control = [0u8; 256];
+    loop {
+        // SAFETY: msghdr with only a control buffer, which outlives the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        let rc = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+        if rc < 0 {
+            return;
+        }
+    }
+}
+
+/// Read until the peer's FIN; returns how many bytes came.
+fn recv_all(how: Recv, sock: &mut TcpStream) -> usize {
+    let fd = sock.as_raw_fd();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    match how {
+        Recv::Read => loop {
+            match sock.read(&mut buf).unwrap() {
+                0 => return total,
+                n => total += n,
+            }
+        },
+        Recv::Readv => loop {
+            let (a, b) = buf.split_at_mut(1000);
+            let iov = [
+                libc::iovec { iov_base: a.as_mut_ptr().cast(), iov_len: a.len() },
+                libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() },
+            ];
+            // SAFETY: both iovecs point into `buf`.
+            match check(unsafe { libc::readv(fd, iov.as_ptr(), 2) }, "readv") {
+                0 => return total,
+                n => total += n,
+            }
+        },
+        Recv::SplicePipe => {
+            let (r, w) = pipe();
+            let mut pipe_r = File::from(r);
+            loop {
+                // SAFETY: plain fds, null offsets.
+                let rc = unsafe {
+                    libc::splice(
+                        fd,
+                        std::ptr::null_mut(),
+                        w.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        64 * 1024,
+                        0,
+                    )
+                };
+                match check(rc, "splice socket -> pipe") {
+                    0 => return total,
+                    n => {
+                        pipe_r.read_exact(&mut buf[..n]).unwrap();
+                        total += n;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One case: the client sends PAYLOAD by `send`, the server takes it by
+/// `recv`, answers REPLY plainly, and both close. Returns (client port,
+/// server port).
+fn run_case(send: Send, recv: Recv) -> (u16, u16) {
+    let listener = TcpListener::bind("127.0.0.7:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let got = recv_all(recv, &mut c);
+        c.write_all(&[3u8; REPLY]).unwrap();
+        got
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let data: Vec<u8> = (0..PAYLOAD).map(|i| (i % 251) as u8).collect();
+    send_payload(send, &mut client, &data);
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.len(), REPLY, "{send:?}/{recv:?}: the answer");
+    assert_eq!(server.join().unwrap(), PAYLOAD, "{send:?}/{recv:?}: what the server read");
+    drain_error_queue(client.as_raw_fd());
+    (cport, addr.port())
+}
+
+fn backend_choice() -> BackendChoice {
+    <BackendChoice as clap::ValueEnum>::from_str(&common::backend(), false)
+        .unwrap_or(BackendChoice::Auto)
+}
+
+/// (bytes_sent, bytes_recv) of the close event of (lport, rport), if any.
+fn closed(evs: &[Event], lport: u16, rport: u16) -> Option<(Option<u64>, Option<u64>)> {
+    evs.iter()
+        .filter(|e| e.event == EventKind::Close)
+        .find(|e| e.conn.as_ref().is_some_and(|c| (c.tuple.lport, c.tuple.rport) == (lport, rport)))
+        .map(|e| (e.bytes_sent, e.bytes_recv))
+}
+
+#[test]
+fn every_data_path_is_counted_exactly_at_both_ends() {
+    let _g = serial();
+    let mut tracer = Tracer::start(Config {
+        backend: backend_choice(),
+        linger: Duration::from_secs(600),
+        debug_events: common::debug_events(),
+        ..Config::default()
+    })
+    .expect("start the tracer");
+    let mut stream = tracer.events().unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let collector = std::thread::spawn(move || {
+        while let Some(ev) = stream.blocking_next() {
+            sink.lock().unwrap().push(ev);
+        }
+    });
+    let cases = [
+        (Send::Write, Recv::Read),
+        (Send::Writev, Recv::Readv),
+        (Send::Sendfile, Recv::Read),
+        (Send::Write, Recv::SplicePipe),
+        (Send::SplicePipe, Recv::Read),
+        (Send::Vmsplice, Recv::Read),
+        (Send::Zerocopy, Recv::Read),
+    ];
+    let ports: Vec<_> = cases.iter().map(|&(s, r)| ((s, r), run_case(s, r))).collect();
+    let (up, down) = (Some(PAYLOAD as u64), Some(REPLY as u64));
+    let start = Instant::now();
+    let mut wrong = Vec::new();
+    for ((send, recv), (c, s)) in &ports {
+        let got = loop {
+            let evs = events.lock().unwrap();
+            let got = (closed(&evs, *c, *s), closed(&evs, *s, *c));
+            if got.0.is_some() && got.1.is_some() || start.elapsed() > Duration::from_secs(60) {
+                break got;
+            }
+            drop(evs);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if got != (Some((up, down)), Some((down, up))) {
+            wrong.push(format!("{send:?} -> {recv:?}: client, server closes {got:?}"));
+        }
+    }
+    tracer.stop();
+    collector.join().unwrap();
+    assert!(
+        wrong.is_empty(),
+        "want the client's close ({up:?}, {down:?}) and the server's the other way:\n{}",
+        wrong.join("\n")
+    );
+}
