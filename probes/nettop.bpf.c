@@ -6,15 +6,11 @@
 // guessed at run time and stored in the `offsets` map.
 #include "nettop.h"
 
-/* The data hook adds to a socket record's counters and a UDP flow's the same
- * way, by index from bytes_sent. */
-#define COUNTERS_AT(type)                                                                          \
-    _Static_assert(__builtin_offsetof(type, bytes_recv) == __builtin_offsetof(type, bytes_sent) + 8 && \
-                       __builtin_offsetof(type, msgs_sent) == __builtin_offsetof(type, bytes_sent) + 16 && \
-                       __builtin_offsetof(type, msgs_recv) == __builtin_offsetof(type, bytes_sent) + 24, \
-                   #type ": counters out of order")
-COUNTERS_AT(struct nettop_sock_state);
-COUNTERS_AT(struct nettop_conn_stats);
+/* The data hook adds to a UDP flow's counters by index from bytes_sent. */
+_Static_assert(__builtin_offsetof(struct nettop_conn_stats, bytes_recv) == 8 &&
+                   __builtin_offsetof(struct nettop_conn_stats, msgs_sent) == 16 &&
+                   __builtin_offsetof(struct nettop_conn_stats, msgs_recv) == 24,
+               "nettop_conn_stats: counters out of order");
 
 char _license[] SEC("license") = "GPL";
 
@@ -56,6 +52,16 @@ struct {
     __type(key, struct nettop_sock_key);
     __type(value, struct nettop_sock_state);
 } socks SEC(".maps");
+
+/* Sockets a reset hit while their FIN waited for its acknowledgement
+ * (LAST_ACK, CLOSING): at CLOSE, their FIN is not in bytes_acked. Rare, so
+ * small; LRU, so never full. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u64);
+    __type(value, __u8);
+} resets SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -111,8 +117,6 @@ struct {
 enum hook_id {
     HOOK_V4_CONNECT = 1,
     HOOK_V6_CONNECT,
-    HOOK_TCP_SEND,
-    HOOK_TCP_RECV,
     HOOK_UDP_SEND,
     HOOK_UDP_RECV,
     HOOK_UDP6_SEND,
@@ -311,14 +315,6 @@ struct totals {
     __u32 retransmits;
 };
 
-static __always_inline void totals_of(const struct nettop_sock_state *s, struct totals *t)
-{
-    t->bytes_sent = s->bytes_sent;
-    t->bytes_recv = s->bytes_recv;
-    t->msgs_sent = s->msgs_sent;
-    t->msgs_recv = s->msgs_recv;
-    t->retransmits = s->retransmits;
-}
 
 static __always_inline void emit_flags(__u8 type, struct nettop_conn_key *key,
                                        const struct totals *st, __u64 sk, __s32 err,
@@ -532,45 +528,51 @@ static __always_inline void on_established(__u64 sk, int oldstate)
     open_tcp(o, sk, s);
 }
 
-/* send/recv returned `ret` bytes: process context. `peer` is a sockaddr
- * (unconnected UDP on kprobe/fentry), or 0. */
-static __always_inline void on_bytes(__u64 sk, __u8 proto, long ret, int sent, __u64 peer)
+/* A TCP socket moved data in process context (tracepoint backend): the
+ * only sign there of who owns an accepted socket. Nothing is counted (the
+ * kernel counts TCP bytes itself), and a socket that has its owner, or that
+ * nettop never saw begin, returns at the first lookup. */
+static __always_inline void on_tcp_data(__u64 sk)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
+        return;
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s || s->has_key)
+        return;
+    if (!s->owner_known)
+        set_owner(s);
+    /* Data moved: the connection is established, even if its ESTABLISHED
+     * change raced with the connect hook (threaded softirq on another CPU,
+     * as on PREEMPT_RT). */
+    s->established = 1;
+    open_tcp(o, sk, s);
+}
+
+/* A UDP send or receive returned `ret` bytes: process context. `peer` is a
+ * sockaddr (unconnected UDP on kprobe/fentry), or 0. */
+static __always_inline void on_udp_bytes(__u64 sk, long ret, int sent, __u64 peer)
 {
     struct nettop_offsets *o = ready_offsets();
     if (!o || ret <= 0)
         return;
     struct nettop_sock_state *s = get_sock(sk);
     if (!s)
-        /* Older than nettop, or UDP: owned by whoever uses it first. */
-        s = new_sock(sk, proto, NETTOP_DIR_UNKNOWN, proto == IPPROTO_TCP, 1, 0);
+        /* Owned by whoever uses it first. */
+        s = new_sock(sk, IPPROTO_UDP, NETTOP_DIR_UNKNOWN, 0, 1, 0);
     if (!s)
         return;
     if (!s->owner_known)
         set_owner(s);
+    struct nettop_conn_key k;
+    read_key(o, sk, IPPROTO_UDP, s->tgid, &k);
+    if (peer && k.rport == 0)
+        read_peer(peer, &k);
+    struct nettop_conn_stats *flow = get_conn(&k, sk, s->direction);
+    if (!flow)
+        return;
     /* bytes_sent, bytes_recv, msgs_sent, msgs_recv, in that order. */
-    __u64 *c;
-    if (proto == IPPROTO_TCP) {
-        /* Data moved: the connection is established, even if its
-         * ESTABLISHED change raced with the connect hook (threaded softirq
-         * on another CPU, as on PREEMPT_RT). Written only once: a store on
-         * every packet would dirty the record's cache line. */
-        if (!s->established)
-            s->established = 1;
-        open_tcp(o, sk, s);
-        if (!s->has_key)
-            return;
-        /* The socket's record holds the counters: no second lookup. */
-        c = &s->bytes_sent;
-    } else {
-        struct nettop_conn_key k;
-        read_key(o, sk, proto, s->tgid, &k);
-        if (peer && k.rport == 0)
-            read_peer(peer, &k);
-        struct nettop_conn_stats *flow = get_conn(&k, sk, s->direction);
-        if (!flow)
-            return;
-        c = &flow->bytes_sent;
-    }
+    __u64 *c = &flow->bytes_sent;
     if (sent) {
         __sync_fetch_and_add(&c[0], ret);
         __sync_fetch_and_add(&c[2], 1);
@@ -613,6 +615,11 @@ static __always_inline void on_tcp_close(__u64 sk)
     bpf_probe_read_kernel(&sk_flags, 1, (void *)(sk + o->sk_flags));
     if (sk_flags & (1 << 1)) /* SOCK_DONE */
         flags |= NETTOP_CLOSE_FIN_RECEIVED;
+    __u8 left = sk_state(o, sk);
+    if ((left == TCP_LAST_ACK || left == TCP_CLOSING) && bpf_map_lookup_elem(&resets, &sk)) {
+        flags |= NETTOP_CLOSE_RESET;
+        bpf_map_delete_elem(&resets, &sk);
+    }
     if (!s) {
         struct nettop_conn_key k;
         char nobody[16] __attribute__((aligned(8))) = {};
@@ -628,14 +635,24 @@ static __always_inline void on_tcp_close(__u64 sk)
     /* Copied first: once deleted, the record's memory can be reused by
      * another socket's at once. */
     struct nettop_conn_key k = s->key;
-    final.msgs_sent = s->msgs_sent;
-    final.msgs_recv = s->msgs_recv;
     final.retransmits = s->retransmits;
     __u8 direction = s->direction;
     char comm[16] __attribute__((aligned(8)));
     __builtin_memcpy(comm, s->comm, sizeof(comm));
     if (bpf_map_delete_elem(&socks, &skey) == 0)
         emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, flags);
+}
+
+/* A reset arrived (tcp:tcp_receive_reset, before the change to CLOSE). */
+static __always_inline void on_receive_reset(__u64 sk)
+{
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
+        return;
+    __u8 state = sk_state(o, sk);
+    __u8 one = 1;
+    if (state == TCP_LAST_ACK || state == TCP_CLOSING)
+        bpf_map_update_elem(&resets, &sk, &one, BPF_ANY);
 }
 
 /* A UDP socket is destroyed (kprobe/fentry only). */
@@ -665,8 +682,7 @@ static __always_inline void on_retransmit(__u64 sk)
         return;
     struct nettop_conn_key k = s->key;
     __sync_fetch_and_add(&s->retransmits, 1);
-    struct totals t;
-    totals_of(s, &t);
+    struct totals t = {.retransmits = s->retransmits};
     emit(NETTOP_EV_RETRANSMIT, &k, &t, sk, 0, s->direction, s->comm);
 }
 
@@ -712,8 +728,6 @@ static __always_inline __u64 recv_flags(struct pt_regs *ctx)
 
 KPROBE_STASH(tcp_v4_connect, HOOK_V4_CONNECT)
 KPROBE_STASH(tcp_v6_connect, HOOK_V6_CONNECT)
-KPROBE_STASH(tcp_sendmsg, HOOK_TCP_SEND)
-KPROBE_STASH_RECV(tcp_recvmsg, HOOK_TCP_RECV)
 KPROBE_STASH(udp_sendmsg, HOOK_UDP_SEND)
 KPROBE_STASH_RECV(udp_recvmsg, HOOK_UDP_RECV)
 KPROBE_STASH(udpv6_sendmsg, HOOK_UDP6_SEND)
@@ -742,22 +756,19 @@ static __always_inline __u64 msg_name(__u64 msg)
     return name;
 }
 
-#define KRETPROBE_BYTES(fn, hook, proto, sent)                                                     \
+#define KRETPROBE_BYTES(fn, hook, sent)                                                             \
     SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
     {                                                                                              \
         struct args a = unstash(hook);                                                             \
         if (a.sk && !(a.flags & MSG_PEEK))                                                         \
-            on_bytes(a.sk, proto, (long)PT_RET(ctx), sent,                                         \
-                     proto == IPPROTO_UDP ? msg_name(a.aux) : 0);                                  \
+            on_udp_bytes(a.sk, (long)PT_RET(ctx), sent, msg_name(a.aux));                          \
         return 0;                                                                                  \
     }
 
-KRETPROBE_BYTES(tcp_sendmsg, HOOK_TCP_SEND, IPPROTO_TCP, 1)
-KRETPROBE_BYTES(tcp_recvmsg, HOOK_TCP_RECV, IPPROTO_TCP, 0)
-KRETPROBE_BYTES(udp_sendmsg, HOOK_UDP_SEND, IPPROTO_UDP, 1)
-KRETPROBE_BYTES(udp_recvmsg, HOOK_UDP_RECV, IPPROTO_UDP, 0)
-KRETPROBE_BYTES(udpv6_sendmsg, HOOK_UDP6_SEND, IPPROTO_UDP, 1)
-KRETPROBE_BYTES(udpv6_recvmsg, HOOK_UDP6_RECV, IPPROTO_UDP, 0)
+KRETPROBE_BYTES(udp_sendmsg, HOOK_UDP_SEND, 1)
+KRETPROBE_BYTES(udp_recvmsg, HOOK_UDP_RECV, 0)
+KRETPROBE_BYTES(udpv6_sendmsg, HOOK_UDP6_SEND, 1)
+KRETPROBE_BYTES(udpv6_recvmsg, HOOK_UDP6_RECV, 0)
 
 SEC("kretprobe/inet_csk_accept") int krp_inet_csk_accept(struct pt_regs *ctx)
 {
@@ -799,8 +810,6 @@ SEC("kprobe/tcp_retransmit_skb") int kp_tcp_retransmit_skb(struct pt_regs *ctx)
 FN_ARGS(tcp_v4_connect)
 FN_ARGS(tcp_v6_connect)
 FN_ARGS(inet_csk_accept)
-FN_ARGS(tcp_sendmsg)
-FN_ARGS(tcp_recvmsg)
 FN_ARGS(udp_sendmsg)
 FN_ARGS(udp_recvmsg)
 FN_ARGS(udpv6_sendmsg)
@@ -863,25 +872,22 @@ static __always_inline __u64 fentry_arg(__u64 *ctx, __u8 i)
 FEXIT_CONNECT(tcp_v4_connect)
 FEXIT_CONNECT(tcp_v6_connect)
 
-/* fn, protocol, sent? */
-#define FEXIT_BYTES(fn, proto, sent)                                                               \
+/* fn, sent? */
+#define FEXIT_BYTES(fn, sent)                                                                      \
     SEC("fexit/" #fn) int fx_##fn(__u64 *ctx)                                                     \
     {                                                                                              \
         if (args_##fn.flags != NETTOP_NO_ARG && (ctx_value(ctx, args_##fn.flags) & MSG_PEEK))      \
             return 0;                                                                              \
         __u64 sk = fentry_arg(ctx, args_##fn.sk);                                                  \
         long ret = (long)(int)ctx_value(ctx, args_##fn.ret);                                       \
-        on_bytes(sk, proto, ret, sent,                                                             \
-                 proto == IPPROTO_UDP ? msg_name(fentry_arg(ctx, args_##fn.msg)) : 0);             \
+        on_udp_bytes(sk, ret, sent, msg_name(fentry_arg(ctx, args_##fn.msg)));                     \
         return 0;                                                                                  \
     }
 
-FEXIT_BYTES(tcp_sendmsg, IPPROTO_TCP, 1)
-FEXIT_BYTES(tcp_recvmsg, IPPROTO_TCP, 0)
-FEXIT_BYTES(udp_sendmsg, IPPROTO_UDP, 1)
-FEXIT_BYTES(udp_recvmsg, IPPROTO_UDP, 0)
-FEXIT_BYTES(udpv6_sendmsg, IPPROTO_UDP, 1)
-FEXIT_BYTES(udpv6_recvmsg, IPPROTO_UDP, 0)
+FEXIT_BYTES(udp_sendmsg, 1)
+FEXIT_BYTES(udp_recvmsg, 0)
+FEXIT_BYTES(udpv6_sendmsg, 1)
+FEXIT_BYTES(udpv6_recvmsg, 0)
 
 /* inet_csk_accept returns the new socket. */
 SEC("fexit/inet_csk_accept") int fx_inet_csk_accept(__u64 *ctx)
@@ -949,9 +955,13 @@ static __always_inline int tp_length(void *ctx, int recv, const int S)
         return 0;
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
         return 0;
+    if (proto == IPPROTO_TCP) {
+        on_tcp_data(sk);
+        return 0;
+    }
     if (recv && (flags & MSG_PEEK))
         return 0;
-    on_bytes(sk, proto, ret, !recv, 0);
+    on_udp_bytes(sk, ret, !recv, 0);
     return 0;
 }
 
@@ -971,6 +981,11 @@ static __always_inline int tp_length(void *ctx, int recv, const int S)
     SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb##suffix(void *ctx)         \
     {                                                                                              \
         on_retransmit(TP_FIELD(ctx, __u64, 16 + S));                                               \
+        return 0;                                                                                  \
+    }                                                                                              \
+    SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset##suffix(void *ctx)           \
+    {                                                                                              \
+        on_receive_reset(TP_FIELD(ctx, __u64, 8 + S));                                             \
         return 0;                                                                                  \
     }
 

@@ -39,6 +39,8 @@ typedef signed long long __s64;
 #define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+#define TCP_CLOSING 11
 #define EINPROGRESS 115
 #define EEXIST 17
 
@@ -159,15 +161,10 @@ struct nettop_sock_key {
 
 struct nettop_sock_state {
     struct nettop_conn_key key; /* valid when has_key */
-    /* A TCP connection's counters, from has_key on, in the order of
-     * nettop_conn_stats' first four (the data hook adds to either the same
-     * way). TCP keeps them here, one lookup per packet; UDP flows keep
-     * theirs in `conns`. Nothing here repeats what the map key or the
-     * other fields say: at 100 000 connections each byte is 100 kB. */
-    __u64 bytes_sent;
-    __u64 bytes_recv;
-    __u64 msgs_sent;
-    __u64 msgs_recv;
+    /* No byte counters: a TCP connection's are the kernel's own (tcp_sock's,
+     * read at the end and through sock_diag); a UDP flow's are in `conns`.
+     * Nothing here repeats what the map key or the other fields say: at
+     * 100 000 connections each byte is 100 kB. */
     __u64 opened_ns; /* when has_key was set: the connection's first_ns */
     __u32 tgid;
     __u32 retransmits;
@@ -215,10 +212,12 @@ struct nettop_event {
 
 /* close_flags: bytes_sent/bytes_recv are tcp_sock's raw bytes_acked and
  * bytes_received; a FIN had come (SOCK_DONE); the probe had no record of
- * the socket (older than nettop: tgid 0, direction unknown). */
+ * the socket (older than nettop: tgid 0, direction unknown); a reset came
+ * while our FIN waited for its acknowledgement. */
 #define NETTOP_CLOSE_COUNTERS 1
 #define NETTOP_CLOSE_FIN_RECEIVED 2
 #define NETTOP_CLOSE_NO_RECORD 4
+#define NETTOP_CLOSE_RESET 8 /* a RST ended it in LAST_ACK or CLOSING: our FIN unacknowledged */
 
 /* Set by userspace before tracing starts. */
 struct nettop_config {

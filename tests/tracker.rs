@@ -492,16 +492,27 @@ fn counts_stay_exact_while_the_tables_are_read_without_pause() {
     eprintln!("{reads} table reads while tracing");
 }
 
-fn in_new_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+/// `f`'s result from a thread in a new network namespace, and a handle
+/// that keeps the thread (and so a process) in it until dropped.
+fn in_netns_kept<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (T, std::sync::mpsc::Sender<()>) {
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        // SAFETY: affects only this thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
-        let ok = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
-        assert!(ok.is_ok_and(|s| s.success()), "ip link set lo up");
-        f()
-    })
-    .join()
-    .unwrap()
+        let out = in_new_netns_here(f);
+        result_tx.send(out).unwrap();
+        let _ = done_rx.recv();
+    });
+    (result_rx.recv().unwrap(), done_tx)
+}
+
+fn in_new_netns_here<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: affects only this thread.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+    let ok = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    assert!(ok.is_ok_and(|s| s.success()), "ip link set lo up");
+    f()
 }
 
 #[test]
@@ -527,9 +538,12 @@ fn same_tuple_in_two_namespaces_is_two_connections() {
         (client, srv, std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() as u32)
     };
     let host = run(100);
-    let private = in_new_netns(move || run(200));
+    // The namespace keeps a thread in it, as a container keeps processes:
+    // that is how nettop enters it to read its sockets' counters.
+    let (private, resident) = in_netns_kept(move || run(200));
     std::thread::sleep(Duration::from_millis(700));
     let (conns, _, _) = w.finish();
+    drop(resident);
     let mine: Vec<&Connection> =
         conns.iter().filter(|c| c.tuple.lport == 47002 && c.tuple.rport == 47001).collect();
     assert_eq!(mine.len(), 2, "{mine:#?}");

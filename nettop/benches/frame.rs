@@ -52,6 +52,8 @@ fn conns(round: u64) -> Vec<Connection> {
             retransmits: 0,
             backfilled: false,
             counted_since_start: false,
+            vanished: false,
+            tcp: None,
             first_ns: S,
             last_ns: S + round * S,
         })

@@ -140,10 +140,6 @@ pub struct SockKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
     pub key: ConnKey,
-    pub bytes_sent: u64,
-    pub bytes_recv: u64,
-    pub msgs_sent: u64,
-    pub msgs_recv: u64,
     /// When the key was set: the connection's `first_ns`.
     pub opened_ns: u64,
     pub tgid: u32,
@@ -155,25 +151,6 @@ pub struct SockState {
     pub owner_known: u8,
     pub _pad: [u8; 3],
     pub comm: [u8; 16],
-}
-
-impl SockState {
-    /// A TCP connection's counters as a `conns` entry would hold them
-    /// (`last_ns` is `first_ns`: the probe does not date packets).
-    pub fn stats(&self, sk: u64) -> ConnStats {
-        ConnStats {
-            bytes_sent: self.bytes_sent,
-            bytes_recv: self.bytes_recv,
-            msgs_sent: self.msgs_sent,
-            msgs_recv: self.msgs_recv,
-            first_ns: self.opened_ns,
-            last_ns: self.opened_ns,
-            sk,
-            retransmits: self.retransmits,
-            direction: self.direction,
-            _pad: [0; 3],
-        }
-    }
 }
 
 pub const EV_CONNECT: u8 = 1;
@@ -221,6 +198,8 @@ pub const CLOSE_FIN_RECEIVED: u8 = 2;
 /// The probe had no record of the socket (older than nettop): the key's
 /// tgid is 0 and its direction unknown.
 pub const CLOSE_NO_RECORD: u8 = 4;
+/// A reset ended it in LAST_ACK or CLOSING: our FIN was never acknowledged.
+pub const CLOSE_RESET: u8 = 8;
 
 /// Set by userspace before tracing starts (`struct nettop_config`).
 #[repr(C)]

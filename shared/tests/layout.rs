@@ -81,7 +81,7 @@ fn shared_types_match_probe_btf() {
         &ti,
         "nettop_sock_state",
         size_of::<SockState>(),
-        fields!(SockState: key, bytes_sent, bytes_recv, msgs_sent, msgs_recv, opened_ns, tgid,
+        fields!(SockState: key, opened_ns, tgid,
                 retransmits, has_key, direction, proto, established, owner_known, comm),
     );
     check(

@@ -204,6 +204,8 @@ mod tests {
             retransmits: 0,
             backfilled: false,
             counted_since_start: false,
+            vanished: false,
+            tcp: None,
             first_ns: 0,
             last_ns: 0,
         }

@@ -95,6 +95,9 @@ impl EventWriter {
         field(out, b"bytes_recv", &ev.bytes_recv);
         field(out, b"errno", &ev.errno);
         field(out, b"lost", &ev.lost);
+        if ev.vanished {
+            out.extend_from_slice(b",\"vanished\":true");
+        }
         out.push(b'}');
         Ok(())
     }
@@ -165,6 +168,7 @@ mod tests {
             bytes_recv: None,
             errno: None,
             lost: None,
+            vanished: false,
             row: None,
         }
     }
@@ -233,31 +237,37 @@ mod tests {
 
     fn any_event() -> impl Strategy<Value = Event> {
         (
-            prop_oneof![
-                Just(EventKind::Connect),
-                Just(EventKind::Accept),
-                Just(EventKind::Close),
-                Just(EventKind::ConnectFailed),
-                Just(EventKind::Retransmit),
-                Just(EventKind::Lost),
-            ],
-            any::<u64>(),
-            proptest::option::of(conn()),
-            proptest::option::of(any::<u64>()),
-            proptest::option::of(any::<u64>()),
-            proptest::option::of(any::<i32>()),
-            proptest::option::of(any::<u64>()),
+            (
+                prop_oneof![
+                    Just(EventKind::Connect),
+                    Just(EventKind::Accept),
+                    Just(EventKind::Close),
+                    Just(EventKind::ConnectFailed),
+                    Just(EventKind::Retransmit),
+                    Just(EventKind::Lost),
+                ],
+                any::<u64>(),
+                proptest::option::of(conn()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<i32>()),
+                proptest::option::of(any::<u64>()),
+            ),
+            any::<bool>(),
         )
-            .prop_map(|(event, ts_ns, conn, bytes_sent, bytes_recv, errno, lost)| Event {
-                row: None,
-                event,
-                ts_ns,
-                conn,
-                bytes_sent,
-                bytes_recv,
-                errno,
-                lost,
-            })
+            .prop_map(
+                |((event, ts_ns, conn, bytes_sent, bytes_recv, errno, lost), vanished)| Event {
+                    row: None,
+                    vanished,
+                    event,
+                    ts_ns,
+                    conn,
+                    bytes_sent,
+                    bytes_recv,
+                    errno,
+                    lost,
+                },
+            )
     }
 
     proptest! {

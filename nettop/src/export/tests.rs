@@ -38,6 +38,8 @@ fn conn(id: u64, comm: &str, rport: u16, sent: u64, recv: u64) -> Connection {
         retransmits: 0,
         backfilled: false,
         counted_since_start: false,
+        vanished: false,
+        tcp: None,
         first_ns: 0,
         last_ns: 0,
     }
@@ -57,6 +59,7 @@ fn event(kind: EventKind, c: &Connection, bytes: Option<(u64, u64)>) -> Event {
         bytes_recv: bytes.map(|b| b.1),
         errno: None,
         lost: None,
+        vanished: false,
         row: None,
     }
 }

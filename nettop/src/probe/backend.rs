@@ -85,10 +85,6 @@ const KPROBES: &[KprobeHook] = &[
     KprobeHook::entry("kp_tcp_v6_connect", "tcp_v6_connect").optional(),
     KprobeHook::exit("krp_tcp_v6_connect", "tcp_v6_connect").optional(),
     KprobeHook::exit("krp_inet_csk_accept", "inet_csk_accept"),
-    KprobeHook::entry("kp_tcp_sendmsg", "tcp_sendmsg"),
-    KprobeHook::exit("krp_tcp_sendmsg", "tcp_sendmsg"),
-    KprobeHook::entry("kp_tcp_recvmsg", "tcp_recvmsg"),
-    KprobeHook::exit("krp_tcp_recvmsg", "tcp_recvmsg"),
     KprobeHook::entry("kp_udp_sendmsg", "udp_sendmsg"),
     KprobeHook::exit("krp_udp_sendmsg", "udp_sendmsg"),
     KprobeHook::entry("kp_udp_recvmsg", "udp_recvmsg"),
@@ -140,8 +136,6 @@ pub const FENTRIES: &[FentryHook] = &[
     FentryHook::required("fx_tcp_v4_connect", "tcp_v4_connect", "args_tcp_v4_connect", Reads::Connect),
     FentryHook::optional("fx_tcp_v6_connect", "tcp_v6_connect", "args_tcp_v6_connect", Reads::Connect),
     FentryHook::required("fx_inet_csk_accept", "inet_csk_accept", "args_inet_csk_accept", Reads::Accept),
-    FentryHook::required("fx_tcp_sendmsg", "tcp_sendmsg", "args_tcp_sendmsg", Reads::Send),
-    FentryHook::required("fx_tcp_recvmsg", "tcp_recvmsg", "args_tcp_recvmsg", Reads::Recv),
     FentryHook::required("fx_udp_sendmsg", "udp_sendmsg", "args_udp_sendmsg", Reads::Send),
     FentryHook::required("fx_udp_recvmsg", "udp_recvmsg", "args_udp_recvmsg", Reads::Recv),
     FentryHook::optional("fx_udpv6_sendmsg", "udpv6_sendmsg", "args_udpv6_sendmsg", Reads::Send),
@@ -198,6 +192,13 @@ const STATE_TRACEPOINT: (&str, Expect) = (
         name: "inet_sock_set_state",
         fields: &[("skaddr", 8), ("oldstate", 16), ("newstate", 20), ("protocol", 30)],
     },
+);
+
+/// A reset's arrival, attached on every backend: it tells a close in
+/// LAST_ACK or CLOSING whose FIN was never acknowledged from a graceful one.
+const RESET_TRACEPOINT: (&str, Expect) = (
+    "tp_tcp_receive_reset",
+    Expect { category: "tcp", name: "tcp_receive_reset", fields: &[("skaddr", 8)] },
 );
 
 /// The tracepoint backend's own tracepoints, with the record offsets the
@@ -264,6 +265,7 @@ fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
         }
     }
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    attach_tracepoint(ebpf, tracefs, &RESET_TRACEPOINT)?;
     Ok(Attached { kprobes: Some(events), missing })
 }
 
@@ -293,6 +295,7 @@ fn attach_fentries(ebpf: &mut Ebpf, tracefs: &Path, plan: &FentryPlan) -> Result
         }
     }
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    attach_tracepoint(ebpf, tracefs, &RESET_TRACEPOINT)?;
     Ok(Attached { kprobes: None, missing })
 }
 
@@ -315,6 +318,7 @@ fn attach_tracepoint(
 
 fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
+    attach_tracepoint(ebpf, tracefs, &RESET_TRACEPOINT)?;
     for tp in TRACEPOINTS {
         attach_tracepoint(ebpf, tracefs, tp)?;
     }

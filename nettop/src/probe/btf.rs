@@ -381,10 +381,10 @@ mod tests {
                 .iter()
                 .map(|&FieldDef { field, btf: (strukt, member), .. }| {
                     let id = ti.id_of(strukt).unwrap();
-                    let off = match ti.offset_of(id, member) {
+                    let off = member.split('|').find_map(|m| match ti.offset_of(id, m) {
                         Ok((_, Offset::ByteOffset(o))) => Some(o),
                         _ => None,
-                    };
+                    });
                     (field, off)
                 })
                 .collect(),

@@ -270,26 +270,8 @@ impl Probe {
         total
     }
 
-    /// Every connection the kernel counts: UDP flows from the `conns` map,
-    /// TCP connections from their sockets' records.
-    pub fn conns(&self) -> Result<Vec<(ConnKey, ConnStats)>> {
-        let mut all = Vec::new();
-        self.for_each_conn(|k, v| all.push((*k, *v)))?;
-        Ok(all)
-    }
-
-    /// `conns`, one at a time, without the copy.
-    pub fn for_each_conn(&self, mut each: impl FnMut(&ConnKey, &ConnStats)) -> Result<()> {
-        self.for_each_udp_flow(&mut each)?;
-        self.read_each("socks", |k: &SockKey, s: &SockState| {
-            if s.has_key != 0 && s.proto == nettop_shared::IPPROTO_TCP && complete(&s.key) {
-                each(&s.key, &s.stats(k.sk));
-            }
-        })
-    }
-
-    /// The UDP flows alone: a small map, where reading every socket's
-    /// record is not needed.
+    /// Each UDP flow's counters (TCP connections' are the kernel's own,
+    /// read through sock_diag).
     pub fn for_each_udp_flow(&self, mut each: impl FnMut(&ConnKey, &ConnStats)) -> Result<()> {
         self.read_each("conns", |k: &ConnKey, v: &ConnStats| each(k, v))
     }
@@ -354,21 +336,6 @@ impl Probe {
         }
         Ok(out)
     }
-}
-
-/// Whether a key read from a socket's record is whole. The probe writes a
-/// record's key in place while this process may be copying it: a copy can
-/// catch the zeros of the record's creation in one part and the new key in
-/// another. Every part of a real TCP key is non-zero (namespace, family,
-/// ports, both addresses); a torn one would become a connection that
-/// never closes.
-fn complete(k: &ConnKey) -> bool {
-    k.netns != 0
-        && (k.family == nettop_shared::AF_INET || k.family == nettop_shared::AF_INET6)
-        && k.lport != 0
-        && k.rport != 0
-        && k.laddr != [0; 16]
-        && k.raddr != [0; 16]
 }
 
 /// A backend loaded and attached, and its offsets guessed unless BTF is
@@ -467,37 +434,6 @@ fn parse_release(release: &str) -> (u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_torn_key_is_not_complete() {
-        use nettop_shared::ConnKey;
-        let mut whole = ConnKey {
-            netns: 1,
-            tgid: 2,
-            proto: 6,
-            family: 2,
-            lport: 3,
-            rport: 4,
-            ..Default::default()
-        };
-        whole.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        whole.raddr[..4].copy_from_slice(&[127, 0, 0, 2]);
-        assert!(super::complete(&whole));
-        // Any part still as the record was made: zero.
-        let torn: [fn(&mut ConnKey); 6] = [
-            |k| k.netns = 0,
-            |k| k.family = 0,
-            |k| k.lport = 0,
-            |k| k.rport = 0,
-            |k| k.laddr = [0; 16],
-            |k| k.raddr = [0; 16],
-        ];
-        for tear in torn {
-            let mut k = whole;
-            tear(&mut k);
-            assert!(!super::complete(&k), "{k:?}");
-        }
-    }
-
     #[test]
     fn args_entries_is_what_the_object_declares() {
         let obj = aya_obj::Object::parse(super::OBJECT).unwrap();

@@ -1,265 +1,36 @@
 //! Backfill: the TCP and UDP sockets that already exist when the tracer
-//! starts, read from the kernel through `sock_diag` netlink, with the
-//! kernel's own TCP byte counters and the processes holding each socket.
+//! starts, in every network namespace some process is in, read from the
+//! kernel through `sock_diag`, with the processes holding each socket.
 //!
 //! The probe only sees connections born after it is attached; this module
 //! fills in the rest so the first screen is not empty.
-//!
-//! Framing and attributes use `netlink-packet-core`, the protocol numbers
-//! come from `netlink-packet-sock-diag`, but `inet_diag_req_v2` and
-//! `inet_diag_msg` are encoded and decoded here: that crate's message types
-//! implement the traits of `netlink-packet-core` 0.9, not those of the 0.8
-//! this crate links, so they cannot be (de)serialised from here.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::MetadataExt;
+use std::net::IpAddr;
 
-use anyhow::{Context, Result, anyhow, bail};
-use netlink_packet_core::{
-    ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NlasIterator,
-};
-use netlink_packet_sock_diag::constants::{
-    AF_INET, AF_INET6, INET_DIAG_INFO, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY, TCP_LISTEN,
-};
-use netlink_packet_sock_diag::inet::ExtensionFlags;
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use anyhow::Result;
+use netlink_packet_sock_diag::constants::TCP_LISTEN;
 use nettop_shared::{ConnKey, DIR_INCOMING, DIR_OUTGOING, DIR_UNKNOWN};
 use procfs::process::FDTarget;
 
-use super::conntrack::Table;
+use super::conntrack::{Table, fins_live, payload};
+use super::sock_diag::{ALL_STATES, Namespaces};
+pub use super::sock_diag::{Proto, SocketEntry, fold_mapped};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketEntry {
-    pub proto: Proto,
-    /// 4 or 6; IPv4-mapped IPv6 sockets are reported as 4 with V4 addresses.
-    pub family: u8,
-    pub laddr: IpAddr,
-    pub lport: u16,
-    /// Unspecified for listeners and unconnected UDP sockets.
-    pub raddr: IpAddr,
-    pub rport: u16,
-    /// Kernel TCP state number; UDP uses 7 (CLOSE) unconnected, 1 connected.
-    pub state: u8,
-    /// 0 for sockets no process holds any more (TIME_WAIT, SYN_RECV).
-    pub inode: u64,
-    pub uid: u32,
-    pub netns: u32,
-    /// Raw `tcpi_bytes_acked`: the kernel counts every sequence number acked,
-    /// so the active opener's SYN adds 1 (as does an acked FIN); `ss` shows
-    /// the same. Subtract 1 for outgoing connections to get payload bytes.
-    pub bytes_acked: Option<u64>,
-    /// Raw `tcpi_bytes_received`; a received FIN adds 1.
-    pub bytes_received: Option<u64>,
-    /// Sorted, deduplicated pids holding an fd to the socket.
-    pub owners: Vec<u32>,
-}
-
-/// `sizeof(struct inet_diag_msg)`; attributes follow at this (aligned) offset.
-const DIAG_MSG_LEN: usize = 72;
-/// `sizeof(struct inet_diag_req_v2)`.
-const DIAG_REQ_LEN: usize = 56;
-/// Offsets in UAPI `struct tcp_info`, stable since Linux 4.1 (bytes_received)
-/// and 4.2; the struct only ever grows at the end.
-const TCPI_BYTES_ACKED: usize = 120;
-const TCPI_BYTES_RECEIVED: usize = 128;
-/// The kernel caps a dump datagram at 32 KiB; twice that leaves headroom.
-const RECV_BUF: usize = 64 * 1024;
-
-/// All TCP and UDP sockets, IPv4 and IPv6, of the network namespace the
-/// calling thread is in, including listeners (TCP LISTEN state).
+/// All TCP and UDP sockets of the calling thread's network namespace,
+/// listeners included, with the pids holding each.
 pub fn sockets() -> Result<Vec<SocketEntry>> {
-    let netns = current_netns()?;
-    let mut sock = Socket::new(NETLINK_SOCK_DIAG).context("opening NETLINK_SOCK_DIAG socket")?;
-    sock.bind_auto().context("binding sock_diag socket")?;
-    sock.connect(&SocketAddr::new(0, 0)).context("connecting sock_diag socket to the kernel")?;
-
-    let mut out = Vec::new();
-    let mut seq = 0;
-    for proto in [Proto::Tcp, Proto::Udp] {
-        for family in [AF_INET, AF_INET6] {
-            seq += 1;
-            dump_family(&sock, proto, family, seq, netns, &mut out)
-                .with_context(|| format!("sock_diag dump of {proto:?} family {family}"))?;
-        }
-    }
-    let owners = socket_owners();
-    for e in &mut out {
-        if let Some(pids) = owners.get(&e.inode) {
-            e.owners = pids.clone();
-        }
-    }
+    let mut out = super::sock_diag::sockets_here()?;
+    with_owners(&mut out);
     Ok(out)
 }
 
-fn current_netns() -> Result<u32> {
-    let md =
-        std::fs::metadata("/proc/thread-self/ns/net").context("stat /proc/thread-self/ns/net")?;
-    // nsfs inode numbers fit in 32 bits; that is how the probe reports them.
-    Ok(md.ino() as u32)
-}
-
-fn request(proto: Proto, family: u8, seq: u32) -> [u8; 16 + DIAG_REQ_LEN] {
-    let mut buf = [0u8; 16 + DIAG_REQ_LEN];
-    let mut nl = NetlinkBuffer::new(&mut buf[..]);
-    nl.set_length((16 + DIAG_REQ_LEN) as u32);
-    nl.set_message_type(SOCK_DIAG_BY_FAMILY);
-    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
-    nl.set_sequence_number(seq);
-    let req = nl.payload_mut();
-    req[0] = family;
-    (req[1], req[2]) = match proto {
-        Proto::Tcp => (IPPROTO_TCP, ExtensionFlags::INFO.bits()),
-        Proto::Udp => (IPPROTO_UDP, 0),
-    };
-    // Every state bit, not just the 11 classic ones, so that newer states
-    // (e.g. TCP_BOUND_INACTIVE, 13) are listed too. The socket id stays
-    // zero: it is a filter only for single-socket queries.
-    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
-    buf
-}
-
-/// One dump request, for one protocol and family; reads replies until
-/// NLMSG_DONE.
-fn dump_family(
-    sock: &Socket,
-    proto: Proto,
-    family: u8,
-    seq: u32,
-    netns: u32,
-    out: &mut Vec<SocketEntry>,
-) -> Result<()> {
-    sock.send(&request(proto, family, seq), 0).context("sending request")?;
-    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
-    loop {
-        buf.clear();
-        // MSG_TRUNC makes recv report the datagram's real size, so a
-        // truncated reply is detected rather than misparsed.
-        let n = match sock.recv(&mut buf, libc::MSG_TRUNC) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("receiving reply"),
-        };
-        if n == 0 || n > buf.len() {
-            bail!("reply of {n} bytes does not fit a {} byte buffer", buf.len());
+fn with_owners(sockets: &mut [SocketEntry]) {
+    let owners = socket_owners();
+    for e in sockets {
+        if let Some(pids) = owners.get(&e.inode) {
+            e.owners = pids.clone();
         }
-        let mut off = 0;
-        while off < n {
-            let msg = NetlinkBuffer::new_checked(&buf[off..n])
-                .map_err(|e| anyhow!("{e}"))
-                .context("malformed netlink message")?;
-            off += (msg.length() as usize + 3) & !3;
-            // Dumps are run one after another on one socket; anything else
-            // (a stray reply to an earlier request) is not ours.
-            if msg.sequence_number() != seq {
-                continue;
-            }
-            // NLM_F_DUMP_INTR (tables changed mid-dump) is ignored: this is a
-            // best-effort snapshot that the tracer's events keep up to date.
-            match msg.message_type() {
-                NLMSG_DONE => {
-                    let errno = msg
-                        .payload()
-                        .get(..4)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
-                    if errno < 0 {
-                        return Err(io::Error::from_raw_os_error(errno.saturating_neg()))
-                            .context("kernel ended the dump with an error");
-                    }
-                    return Ok(());
-                }
-                NLMSG_ERROR => {
-                    let err = ErrorBuffer::new_checked(msg.payload())
-                        .map_err(|e| anyhow!("{e}"))
-                        .context("malformed NLMSG_ERROR")?;
-                    if let Some(code) = err.code() {
-                        return Err(io::Error::from_raw_os_error(code.get().saturating_neg()))
-                            .context("kernel rejected the request");
-                    }
-                }
-                SOCK_DIAG_BY_FAMILY => {
-                    if let Some(e) = parse_diag_msg(msg.payload(), proto, netns)? {
-                        out.push(e);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Decodes one `struct inet_diag_msg` and its attributes. Sockets of an
-/// unknown family are skipped rather than failing the whole dump.
-fn parse_diag_msg(p: &[u8], proto: Proto, netns: u32) -> Result<Option<SocketEntry>> {
-    if p.len() < DIAG_MSG_LEN {
-        bail!("inet_diag_msg of {} bytes, expected {DIAG_MSG_LEN}", p.len());
-    }
-    let u16_be = |o: usize| u16::from_be_bytes([p[o], p[o + 1]]);
-    let u32_ne = |o: usize| u32::from_ne_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
-    let addr = |o: usize| -> Option<IpAddr> {
-        match p[0] {
-            AF_INET => Some(Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]).into()),
-            AF_INET6 => Some(Ipv6Addr::from(<[u8; 16]>::try_from(&p[o..o + 16]).ok()?).into()),
-            _ => None,
-        }
-    };
-    let (Some(l), Some(r)) = (addr(8), addr(24)) else {
-        return Ok(None);
-    };
-    let (family, laddr, raddr) = fold_mapped(l, r);
-
-    let mut info: Option<&[u8]> = None;
-    // A malformed attribute ends the walk; the socket itself is still valid.
-    for nla in NlasIterator::new(&p[DIAG_MSG_LEN..]).map_while(Result::ok) {
-        if nla.kind() == INET_DIAG_INFO {
-            // value() borrows the NlaBuffer; into_inner() keeps the reply's lifetime.
-            let end = nla.length() as usize;
-            info = nla.into_inner().get(4..end);
-        }
-    }
-    let tcpi_u64 = |o: usize| {
-        let b = info?.get(o..o + 8)?;
-        Some(u64::from_ne_bytes(b.try_into().ok()?))
-    };
-    Ok(Some(SocketEntry {
-        proto,
-        family,
-        laddr,
-        lport: u16_be(4),
-        raddr,
-        rport: u16_be(6),
-        state: p[1],
-        inode: u64::from(u32_ne(68)),
-        uid: u32_ne(64),
-        netns,
-        bytes_acked: tcpi_u64(TCPI_BYTES_ACKED),
-        bytes_received: tcpi_u64(TCPI_BYTES_RECEIVED),
-        owners: Vec::new(),
-    }))
-}
-
-/// Folds an IPv4-mapped IPv6 pair (`::ffff:a.b.c.d`) to IPv4, so a
-/// connection looks the same whether its socket is AF_INET or AF_INET6.
-/// `::` counts as mapped-compatible only beside a mapped address, so a
-/// dual-stack wildcard listener (`::` / `::`) stays family 6.
-pub fn fold_mapped(l: IpAddr, r: IpAddr) -> (u8, IpAddr, IpAddr) {
-    let v4 = |a: IpAddr| match a {
-        IpAddr::V4(v) => Some(v),
-        IpAddr::V6(v) if v.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(v) => v.to_ipv4_mapped(),
-    };
-    match (v4(l), v4(r)) {
-        (Some(a), Some(b)) if l.is_ipv4() || !(l.is_unspecified() && r.is_unspecified()) => {
-            (4, a.into(), b.into())
-        }
-        _ => (6, l, r),
     }
 }
 
@@ -326,16 +97,24 @@ impl Listeners {
 /// TCP state numbers as the kernel reports them (include/net/tcp_states.h).
 const TCP_ESTABLISHED: u8 = 1;
 
-/// Fill `table` with the sockets that exist now: established TCP
-/// connections, connected UDP sockets, and unconnected UDP sockets that a
-/// process holds. `counted` reads what the probe has counted, for
-/// connections it saw too; it is read after the kernel's dump, so that no
-/// byte moving meanwhile is in both.
+/// Fill `table` with the sockets that exist now, in every namespace of
+/// `namespaces`: established TCP connections, connected UDP sockets, and
+/// unconnected UDP sockets that a process holds. `counted` reads what the
+/// probe has counted of UDP flows it saw too; it is read after the kernel's
+/// dump, so that no datagram moving meanwhile is in both. A TCP
+/// connection's totals are the kernel's own, whole-life counters.
 pub(super) fn fill(
     table: &mut Table,
+    namespaces: &Namespaces,
+    now_ns: u64,
     counted: impl FnOnce() -> rustc_hash::FxHashMap<ConnKey, nettop_shared::ConnStats>,
 ) -> Result<()> {
-    let sockets = sockets()?;
+    let mut sockets = Vec::new();
+    for ns in namespaces.all() {
+        ns.dump(Proto::Tcp, ALL_STATES, &mut sockets)?;
+        ns.dump(Proto::Udp, ALL_STATES, &mut sockets)?;
+    }
+    with_owners(&mut sockets);
     let counted = counted();
     let listeners = Listeners::from_sockets(&sockets);
     for sock in &sockets {
@@ -353,17 +132,20 @@ pub(super) fn fill(
         } else {
             DIR_OUTGOING
         };
-        // tcp_info counts the active opener's SYN in bytes_acked (one
-        // sequence number, not a byte of data).
-        let syn = u64::from(direction == DIR_OUTGOING);
-        let acked = sock.bytes_acked.unwrap_or(0).saturating_sub(syn);
-        let now = (acked, sock.bytes_received.unwrap_or(0));
-        table.backfill(key, direction, now, counted.get(&key).copied());
+        if sock.proto == Proto::Tcp {
+            // The kernel's counters cover the whole life: nothing to add.
+            let raw = (sock.bytes_acked.unwrap_or(0), sock.bytes_received.unwrap_or(0));
+            let (fin_acked, fin_received) = fins_live(sock.state);
+            let bytes = payload(raw, direction, fin_acked, fin_received);
+            table.backfill(key, direction, bytes, None, now_ns);
+        } else {
+            table.backfill(key, direction, (0, 0), counted.get(&key).copied(), now_ns);
+        }
     }
     Ok(())
 }
 
-fn key_of(sock: &SocketEntry) -> ConnKey {
+pub(super) fn key_of(sock: &SocketEntry) -> ConnKey {
     let mut k = ConnKey {
         netns: sock.netns,
         tgid: sock.owners.first().copied().unwrap_or(0),
@@ -389,6 +171,7 @@ fn key_of(sock: &SocketEntry) -> ConnKey {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use std::net::{SocketAddr as Sa, TcpListener, TcpStream, UdpSocket};
     use std::time::{Duration, Instant};
 
@@ -492,12 +275,6 @@ mod tests {
         assert!(c.inode > 0 && c.owners.contains(&std::process::id()));
     }
 
-    #[test]
-    fn tcp_info_offsets_match_libc() {
-        assert_eq!(std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked), TCPI_BYTES_ACKED);
-        assert_eq!(std::mem::offset_of!(libc::tcp_info, tcpi_bytes_received), TCPI_BYTES_RECEIVED);
-    }
-
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -531,6 +308,7 @@ mod tests {
             netns: 7,
             bytes_acked: None,
             bytes_received: None,
+            tcp: None,
             owners: vec![],
         };
         let ls = Listeners::from_sockets(&[

@@ -6,10 +6,12 @@ use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use super::sock_diag::TcpInfo;
+
 use nettop_shared::{
-    CLOSE_COUNTERS, CLOSE_FIN_RECEIVED, CLOSE_NO_RECORD, ConnKey, ConnStats, DIR_OUTGOING,
-    DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED, EV_RETRANSMIT, EV_SOCK_CLOSE,
-    Event as RawEvent, IPPROTO_TCP, IPPROTO_UDP,
+    CLOSE_COUNTERS, CLOSE_FIN_RECEIVED, CLOSE_NO_RECORD, CLOSE_RESET, ConnKey, ConnStats,
+    DIR_OUTGOING, DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED, EV_RETRANSMIT,
+    EV_SOCK_CLOSE, Event as RawEvent, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Where the table files a connection: a TCP tuple is one socket whatever
@@ -22,20 +24,37 @@ fn slot(key: &ConnKey) -> ConnKey {
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).
 const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE_WAIT: u8 = 8;
 const TCP_LAST_ACK: u8 = 9;
 const TCP_CLOSING: u8 = 11;
 
-/// Payload bytes from `tcp_sock`'s raw counters, which count in sequence
-/// space: `bytes_acked` has 1 for the active opener's SYN (the guesser
-/// checks this kernel counts so) and 1 for our FIN once acknowledged;
-/// `bytes_received` has 1 for the peer's FIN once it came in order.
-/// `state` is the TCP state the socket was in (at the change to CLOSE, the
-/// one it left): our FIN was acknowledged in FIN_WAIT2, and in CLOSING or
-/// LAST_ACK when it closed gracefully.
-pub fn payload(raw: (u64, u64), direction: u8, state: u8, fin_received: bool) -> (u64, u64) {
+/// Payload bytes from `tcp_sock`'s raw counters (`bytes_acked`,
+/// `bytes_received`), which count in sequence space: `bytes_acked` has 1 for
+/// the active opener's SYN (the guesser checks that this kernel counts so)
+/// and 1 for our FIN once acknowledged; `bytes_received` has 1 for the
+/// peer's FIN once it came in order.
+pub fn payload(raw: (u64, u64), direction: u8, fin_acked: bool, fin_received: bool) -> (u64, u64) {
     let syn = u64::from(direction == DIR_OUTGOING);
-    let fin_acked = u64::from(matches!(state, TCP_FIN_WAIT2 | TCP_CLOSING | TCP_LAST_ACK));
-    (raw.0.saturating_sub(syn + fin_acked), raw.1.saturating_sub(u64::from(fin_received)))
+    (
+        raw.0.saturating_sub(syn + u64::from(fin_acked)),
+        raw.1.saturating_sub(u64::from(fin_received)),
+    )
+}
+
+/// Which FINs a live socket's counters hold, by its state: ours was
+/// acknowledged in FIN_WAIT2; the peer's came in CLOSE_WAIT, LAST_ACK and
+/// CLOSING.
+pub fn fins_live(state: u8) -> (bool, bool) {
+    (state == TCP_FIN_WAIT2, matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING))
+}
+
+/// Which FINs the counters hold at the change to CLOSE, from the state the
+/// socket left: ours was acknowledged if it left FIN_WAIT2, or CLOSING or
+/// LAST_ACK unless a reset ended it there; whether the peer's came, the
+/// probe read from SOCK_DONE.
+pub fn fins_at_close(left: u8, fin_received: bool, reset: bool) -> (bool, bool) {
+    let acked = left == TCP_FIN_WAIT2 || (matches!(left, TCP_CLOSING | TCP_LAST_ACK) && !reset);
+    (acked, fin_received)
 }
 
 /// One connection as the table knows it.
@@ -59,6 +78,15 @@ pub struct Entry {
     /// Monotonic ns when it closed; closed entries linger, then go. (Not
     /// an `Option<u64>`, which is 8 bytes more per entry.)
     pub closed_ns: Option<NonZeroU64>,
+    /// TCP: the kernel's `tcp_info` at the last refresh.
+    pub tcp: TcpInfo,
+    /// TCP: the refresh that last found it in the kernel's table.
+    pub seen: u32,
+    /// TCP: the last refresh did not find it in the kernel's table.
+    pub absent: bool,
+    /// Ended because the kernel no longer had it at a refresh (its close
+    /// event was lost), not by a close the probe saw.
+    pub vanished: bool,
 }
 
 impl Entry {
@@ -75,6 +103,10 @@ impl Entry {
             backfilled: false,
             comm,
             closed_ns: None,
+            tcp: TcpInfo::default(),
+            seen: 0,
+            absent: false,
+            vanished: false,
         }
     }
 
@@ -212,10 +244,14 @@ impl Table {
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
                 if ev.close_flags & CLOSE_COUNTERS != 0 {
                     // The kernel's totals over the socket's whole life.
-                    let fin = ev.close_flags & CLOSE_FIN_RECEIVED != 0;
+                    let (fin_acked, fin_received) = fins_at_close(
+                        ev.sk_state,
+                        ev.close_flags & CLOSE_FIN_RECEIVED != 0,
+                        ev.close_flags & CLOSE_RESET != 0,
+                    );
                     let raw = (ev.bytes_sent, ev.bytes_recv);
                     (e.stats.bytes_sent, e.stats.bytes_recv) =
-                        payload(raw, e.direction, ev.sk_state, fin);
+                        payload(raw, e.direction, fin_acked, fin_received);
                     (e.base_sent, e.base_recv) = (0, 0);
                 } else {
                     e.stats.bytes_sent = ev.bytes_sent;
@@ -315,6 +351,7 @@ impl Table {
         direction: u8,
         bytes_now: (u64, u64),
         counted: Option<ConnStats>,
+        now_ns: u64,
     ) {
         if self.open.get(&slot(&key)).is_some_and(|e| e.born) {
             return;
@@ -329,6 +366,78 @@ impl Table {
         let counted = counted.unwrap_or_default();
         e.base_sent = bytes_now.0.saturating_sub(counted.bytes_sent);
         e.base_recv = bytes_now.1.saturating_sub(counted.bytes_recv);
+        // Alive now: a quiet UDP socket is not idle from the start of time.
+        e.stats.last_ns = e.stats.last_ns.max(now_ns);
+    }
+
+    /// The newest id given so far: entries made after a refresh began
+    /// have larger ones.
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    /// Take in a live TCP socket's counters and health from the kernel's
+    /// table, read by refresh `generation` at `now_ns`. A socket the table
+    /// does not track is left alone: new ones come with their events.
+    pub fn live_tcp(
+        &mut self,
+        key: &ConnKey,
+        raw: (u64, u64),
+        state: u8,
+        tcp: TcpInfo,
+        generation: u32,
+        now_ns: u64,
+    ) {
+        let Some(e) = self.open.get_mut(&slot(key)) else {
+            return;
+        };
+        let (fin_acked, fin_received) = fins_live(state);
+        let (sent, recv) = payload(raw, e.direction, fin_acked, fin_received);
+        if (sent, recv) != (e.bytes_sent(), e.bytes_recv()) {
+            e.stats.last_ns = now_ns;
+        }
+        (e.stats.bytes_sent, e.stats.bytes_recv, e.base_sent, e.base_recv) = (sent, recv, 0, 0);
+        e.stats.retransmits = e.stats.retransmits.max(tcp.total_retrans);
+        e.tcp = tcp;
+        e.seen = generation;
+        e.absent = false;
+    }
+
+    /// End the open TCP connections of the namespaces in `netns` that
+    /// refresh `generation`, and the one before it, did not find (made no
+    /// later than `last_id`): the kernel no longer has them, and their
+    /// close event was lost. Twice, because the kernel unhashes a closing
+    /// socket just before the probe reports its close: one read can fall
+    /// in between.
+    pub fn end_vanished(
+        &mut self,
+        netns: &[u32],
+        generation: u32,
+        last_id: u64,
+        now_ns: u64,
+    ) -> Vec<Change> {
+        let mut gone = Vec::new();
+        for e in self.open.values_mut() {
+            if e.key.proto != IPPROTO_TCP
+                || e.id > last_id
+                || e.seen == generation
+                || !netns.contains(&e.key.netns)
+            {
+                continue;
+            }
+            if e.absent {
+                gone.push(e.key);
+            }
+            e.absent = true;
+        }
+        gone.iter()
+            .filter_map(|k| {
+                if let Some(e) = self.open.get_mut(&slot(k)) {
+                    e.vanished = true;
+                }
+                self.close(k, None, now_ns)
+            })
+            .collect()
     }
 
     /// UDP flows idle for longer than the timeout end like a TCP close; the
@@ -513,13 +622,14 @@ mod tests {
     #[test]
     fn backfill_adds_what_the_probe_had_not_counted() {
         let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
-        let k = key(IPPROTO_TCP, 2000, 443);
+        let k = key(IPPROTO_UDP, 2000, 443);
         // The kernel said 1000/3000 at backfill; the probe had seen 100/0 of that.
         t.backfill(
             k,
             DIR_INCOMING,
             (1000, 3000),
             Some(ConnStats { bytes_sent: 100, ..Default::default() }),
+            0,
         );
         t.sync(&[(k, ConnStats { bytes_sent: 150, bytes_recv: 10, ..Default::default() })], 0);
         let e = t.get(&k).unwrap();
@@ -533,8 +643,93 @@ mod tests {
         let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
         let k = key(IPPROTO_TCP, 3000, 80);
         t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None);
-        t.backfill(k, DIR_OUTGOING, (500, 500), None);
+        t.backfill(k, DIR_OUTGOING, (500, 500), None, 0);
         let e = t.get(&k).unwrap();
         assert_eq!((e.bytes_sent(), e.backfilled), (0, false));
+    }
+
+    #[test]
+    fn sequence_space_counts_become_payload() {
+        // The client: its SYN acked, then 1000 bytes; the server sent 333.
+        assert_eq!(payload((1001, 333), DIR_OUTGOING, false, false), (1000, 333));
+        assert_eq!(payload((333, 1000), DIR_INCOMING, false, false), (333, 1000));
+        // Live: FIN_WAIT2 has our FIN acked; CLOSE_WAIT the peer's FIN in.
+        assert_eq!(fins_live(TCP_FIN_WAIT2), (true, false));
+        assert_eq!(fins_live(TCP_CLOSE_WAIT), (false, true));
+        assert_eq!(fins_live(TCP_LAST_ACK), (false, true));
+        assert_eq!(fins_live(1), (false, false));
+        // At CLOSE, from the state it left, and SOCK_DONE.
+        assert_eq!(fins_at_close(TCP_LAST_ACK, true, false), (true, true));
+        assert_eq!(fins_at_close(TCP_FIN_WAIT2, false, false), (true, false));
+        assert_eq!(fins_at_close(1, false, false), (false, false));
+        // A reset in LAST_ACK: the FIN went unacknowledged (a full
+        // time-wait table on the peer, seen under a burst).
+        assert_eq!(fins_at_close(TCP_LAST_ACK, true, true), (false, true));
+        assert_eq!(fins_at_close(TCP_CLOSING, true, true), (false, true));
+        assert_eq!(payload((1002, 334), DIR_OUTGOING, true, true), (1000, 333));
+        // Never below zero (a SYN_SENT socket has nothing acked).
+        assert_eq!(payload((0, 0), DIR_OUTGOING, true, true), (0, 0));
+    }
+
+    fn close_with_counters(k: ConnKey, raw: (u64, u64), left: u8, flags: u8) -> RawEvent {
+        RawEvent {
+            sk_state: left,
+            close_flags: CLOSE_COUNTERS | flags,
+            ..ev(EV_CLOSE, k, raw.0, raw.1)
+        }
+    }
+
+    #[test]
+    fn a_close_with_the_kernels_counters_reports_payload_and_finds_the_owner_less() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        // Backfilled, owned by 42; the probe never knew the socket.
+        let owned = ConnKey { tgid: 42, ..key(IPPROTO_TCP, 4000, 80) };
+        t.backfill(owned, DIR_OUTGOING, (10, 20), None, 0);
+        let nobody = ConnKey { tgid: 0, ..owned };
+        let c = t.apply(
+            &close_with_counters(
+                nobody,
+                (5557, 778),
+                TCP_FIN_WAIT2,
+                CLOSE_NO_RECORD | CLOSE_FIN_RECEIVED,
+            ),
+            SEC,
+            |_| None,
+        );
+        let [Change::Close(e)] = c.as_slice() else { panic!("{c:?}") };
+        assert_eq!((e.key.tgid, e.bytes_sent(), e.bytes_recv()), (42, 5555, 777));
+        // An owner-less close of a connection the table never listed is no news.
+        let stranger = ConnKey { tgid: 0, ..key(IPPROTO_TCP, 4001, 80) };
+        let c = t.apply(&close_with_counters(stranger, (9, 9), 1, CLOSE_NO_RECORD), SEC, |_| None);
+        assert!(c.is_empty(), "{c:?}");
+        assert!(t.get(&stranger).is_none());
+    }
+
+    #[test]
+    fn live_reads_set_totals_and_what_a_read_misses_vanishes() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let a = ConnKey { tgid: 7, ..key(IPPROTO_TCP, 5000, 80) };
+        let b = ConnKey { tgid: 7, ..key(IPPROTO_TCP, 5001, 80) };
+        t.apply(&ev(EV_CONNECT, a, 0, 0), 0, |_| None);
+        t.apply(&ev(EV_CONNECT, b, 0, 0), 0, |_| None);
+        let mark = t.last_id();
+        // The read finds `a` only (by tuple: dumps know no owner).
+        let info = TcpInfo { rtt_us: 250, ..TcpInfo::default() };
+        t.live_tcp(&ConnKey { tgid: 0, ..a }, (1001, 50), 1, info, 3, SEC);
+        // Made after the read began: not the read's to end.
+        let c = ConnKey { tgid: 7, ..key(IPPROTO_TCP, 5002, 80) };
+        t.apply(&ev(EV_CONNECT, c, 0, 0), 0, |_| None);
+        // Missed once: perhaps unhashed with its close event on the way.
+        assert!(t.end_vanished(&[a.netns], 3, mark, 2 * SEC).is_empty());
+        t.live_tcp(&ConnKey { tgid: 0, ..a }, (1001, 50), 1, info, 4, 3 * SEC);
+        let ended = t.end_vanished(&[a.netns], 4, mark, 3 * SEC);
+        let [Change::Close(e)] = ended.as_slice() else { panic!("{ended:?}") };
+        assert_eq!((e.key, e.vanished), (b, true));
+        let live = t.get(&a).unwrap();
+        assert_eq!((live.bytes_sent(), live.bytes_recv(), live.tcp.rtt_us), (1000, 50, 250));
+        assert!(live.closed_ns.is_none() && t.get(&c).unwrap().closed_ns.is_none());
+        // Another namespace's read says nothing of these.
+        assert!(t.end_vanished(&[a.netns + 1], 5, t.last_id(), 4 * SEC).is_empty());
+        assert!(t.end_vanished(&[a.netns + 1], 6, t.last_id(), 5 * SEC).is_empty());
     }
 }

@@ -14,16 +14,18 @@
 pub mod attribution;
 pub mod backfill;
 pub mod conntrack;
+mod live;
 pub mod model;
 mod owners;
 mod queue;
 mod reader;
+pub mod sock_diag;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nettop_shared::Counter;
 pub use queue::EventStream;
 
@@ -123,6 +125,7 @@ pub struct Info {
 struct Shared {
     probe: Probe,
     table: Table,
+    live: live::Live,
     owners: Owners,
     config: Config,
     lost_seen: u64,
@@ -181,8 +184,13 @@ impl Tracer {
             backfill_error: None,
             build: crate::PROVENANCE,
         };
+        let mut live = live::Live::new().context("open a sock_diag socket")?;
+        if config.backfill {
+            live.namespaces.open_every_process_namespace();
+        }
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),
+            live,
             owners: Owners::new(),
             probe,
             config,
@@ -193,9 +201,15 @@ impl Tracer {
         let mut info = info;
         if shared.config.backfill
             && let Err(e) = {
-                let Shared { probe, table, .. } = &mut shared;
-                // What the probe had counted, read once for every socket.
-                backfill::fill(table, || probe.conns().unwrap_or_default().into_iter().collect())
+                let Shared { probe, table, live, .. } = &mut shared;
+                // What the probe had counted, read once for every flow.
+                backfill::fill(table, &live.namespaces, monotonic_ns(), || {
+                    let mut flows = rustc_hash::FxHashMap::default();
+                    let _ = probe.for_each_udp_flow(|k, v| {
+                        flows.insert(*k, *v);
+                    });
+                    flows
+                })
             }
         {
             info.backfill_error =
@@ -266,10 +280,11 @@ impl Tracer {
 /// turns every end into an event.
 fn each_connection(s: &mut Shared, mut each: impl FnMut(Connection)) {
     let now_ns = monotonic_ns();
-    let Shared { probe, table, owners, config, .. } = s;
+    let Shared { probe, table, owners, config, live, .. } = s;
     // Streamed into the table, not copied first: a copy costs RSS in
     // proportion to the connections.
-    let _ = probe.for_each_conn(|k, st| table.sync_one(k, st, now_ns));
+    let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now_ns));
+    live.read(table, now_ns);
     table.expire_closed(now_ns);
     let now = Instant::now();
     let mut entries: Vec<&Entry> = table.entries().collect();

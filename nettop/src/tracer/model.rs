@@ -191,6 +191,12 @@ pub struct Connection {
     pub backfilled: bool,
     /// Totals count only since nettop started (backfilled UDP).
     pub counted_since_start: bool,
+    /// Ended because the kernel no longer had it when nettop looked (its
+    /// close event was lost), not by a close nettop saw.
+    pub vanished: bool,
+    /// TCP: the kernel's `tcp_info` at the last read (RTT, queues...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<crate::tracer::sock_diag::TcpInfo>,
     /// Monotonic clock (CLOCK_MONOTONIC ns) of the first and last activity seen.
     pub first_ns: u64,
     pub last_ns: u64,
@@ -211,6 +217,8 @@ impl Connection {
             retransmits: e.stats.retransmits,
             backfilled: e.backfilled,
             counted_since_start: e.backfilled && e.is_udp(),
+            vanished: e.vanished,
+            tcp: (!e.is_udp() && e.seen != 0).then_some(e.tcp),
             first_ns: e.stats.first_ns,
             last_ns: e.stats.last_ns,
         }
@@ -247,6 +255,10 @@ pub struct Event {
     pub errno: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<u64>,
+    /// On close: the kernel no longer had the connection when nettop
+    /// looked (its close event was lost); the totals are the last read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub vanished: bool,
     /// On close, where `Config::close_rows` asks for it: the connection's
     /// final row, as `Tracer::connections()` lists it. Never printed.
     #[serde(skip)]

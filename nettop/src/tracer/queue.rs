@@ -131,6 +131,7 @@ mod tests {
             bytes_recv: None,
             errno: None,
             lost: Some(1),
+            vanished: false,
             row: None,
         };
         vec![ev; n]

@@ -1,6 +1,7 @@
 //! The reader thread: drains the probe's ring buffer into the connection
 //! table in batches, turns each change into an event for the consumer, and
-//! twice a second refreshes the UDP flows' counters, ending idle flows and
+//! twice a second reads the kernel's TCP counters and the UDP flows',
+//! ending idle flows and connections the kernel no longer has, and
 //! reporting kernel-side event loss.
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use aya::maps::{MapData, RingBuf};
 use nettop_shared::{Counter, DIR_OUTGOING, Event as RawEvent};
 
 use super::conntrack::{Change, Entry};
+use super::live::Live;
 use super::owners::Owners;
 use super::{
     Config, Connection, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue,
@@ -49,6 +51,14 @@ pub(super) fn read_loop(
         last_drain = Instant::now();
         let mut s = lock(shared);
         let now = monotonic_ns();
+        // The kernel's TCP table is read before the ring is drained: a
+        // connection it no longer lists then has its close event in hand,
+        // unless that event was lost.
+        let refresh_due = now.saturating_sub(last_refresh) >= REFRESH_NS;
+        let live_read = refresh_due.then(|| {
+            let Shared { live, table, .. } = &mut *s;
+            live.read(table, now)
+        });
         // Sized like the last one: growing it by doubling moves every event
         // again.
         let mut batch = Vec::with_capacity(last_batch);
@@ -76,9 +86,12 @@ pub(super) fn read_loop(
                 |c| batch.extend(to_event(c, raw.ts_ns, owners, config, clock)),
             );
         }
-        if now.saturating_sub(last_refresh) >= REFRESH_NS {
+        if refresh_due {
             last_refresh = now;
-            let ended = refresh(&mut s);
+            let mut ended = refresh(&mut s);
+            if let Some(read) = &live_read {
+                ended.extend(Live::end_vanished(read, &mut s.table, now));
+            }
             let Shared { owners, config, .. } = &mut *s;
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
             let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
@@ -93,6 +106,7 @@ pub(super) fn read_loop(
                     bytes_recv: None,
                     errno: None,
                     lost: Some(lost - s.lost_seen),
+                    vanished: false,
                     row: None,
                 }])
             {
@@ -105,9 +119,7 @@ pub(super) fn read_loop(
 }
 
 /// Pull the UDP flows' counters into the table, end idle ones, forget what
-/// lingered long enough. Returns the ends it caused. TCP counters are read
-/// only when the connections are asked for: reading every socket's record
-/// here twice a second costs too much with many open connections.
+/// lingered long enough. Returns the ends it caused.
 fn refresh(s: &mut Shared) -> Vec<Change> {
     let now = monotonic_ns();
     let Shared { probe, table, .. } = &mut *s;
@@ -177,6 +189,7 @@ fn to_event(
             bytes_recv: totals.then(|| e.bytes_recv()),
             errno: None,
             lost: None,
+            vanished: kind == EventKind::Close && e.vanished,
             row,
         })
     };
@@ -196,6 +209,7 @@ fn to_event(
                     bytes_recv: None,
                     errno,
                     lost: None,
+                    vanished: false,
                     row: None,
                 },
             )

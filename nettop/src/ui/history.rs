@@ -97,6 +97,7 @@ mod tests {
             bytes_recv: None,
             errno: None,
             lost: None,
+            vanished: false,
             row: None,
         }
     }

@@ -77,6 +77,8 @@ fn conn(
         retransmits: 0,
         backfilled: false,
         counted_since_start: false,
+        vanished: false,
+        tcp: None,
         first_ns: T0 - 75 * S,
         last_ns: T0,
     }
@@ -227,6 +229,7 @@ fn timelines_of_gone_connections_are_dropped() {
         bytes_recv: None,
         errno: None,
         lost: None,
+        vanished: false,
         row: None,
     };
     a.push_events(vec![ev(3), ev(99)]);
@@ -263,6 +266,7 @@ fn details_snapshot() {
         bytes_recv: None,
         errno: None,
         lost: None,
+        vanished: false,
         row: None,
     };
     let events = [ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];

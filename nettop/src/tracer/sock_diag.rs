@@ -1,0 +1,467 @@
+//! The kernel's own table of TCP and UDP sockets, read through `sock_diag`
+//! netlink: addresses, state, queues, and for TCP the `tcp_info` counters
+//! (bytes acknowledged and received, RTT, retransmits, congestion window).
+//!
+//! A netlink socket answers for the network namespace it was made in, for
+//! good: one is opened per namespace when that namespace is first seen (by
+//! a thread that enters it, makes the socket and ends), and every dump
+//! after that needs no privilege.
+//!
+//! Framing and attributes use `netlink-packet-core`, the protocol numbers
+//! come from `netlink-packet-sock-diag`, but `inet_diag_req_v2` and
+//! `inet_diag_msg` are encoded and decoded here: that crate's message types
+//! implement the traits of `netlink-packet-core` 0.9, not those of the 0.8
+//! this crate links, so they cannot be (de)serialised from here.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use netlink_packet_core::{
+    ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NlasIterator,
+};
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, INET_DIAG_INFO, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY,
+};
+use netlink_packet_sock_diag::inet::ExtensionFlags;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketEntry {
+    pub proto: Proto,
+    /// 4 or 6; IPv4-mapped IPv6 sockets are reported as 4 with V4 addresses.
+    pub family: u8,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    /// Unspecified for listeners and unconnected UDP sockets.
+    pub raddr: IpAddr,
+    pub rport: u16,
+    /// Kernel TCP state number; UDP uses 7 (CLOSE) unconnected, 1 connected.
+    pub state: u8,
+    /// 0 for sockets no process holds any more (TIME_WAIT, SYN_RECV).
+    pub inode: u64,
+    pub uid: u32,
+    pub netns: u32,
+    /// Raw `tcpi_bytes_acked`: the kernel counts every sequence number acked,
+    /// so the active opener's SYN adds 1 (as does an acked FIN); `ss` shows
+    /// the same. `conntrack::payload` turns it into payload bytes.
+    pub bytes_acked: Option<u64>,
+    /// Raw `tcpi_bytes_received`; a received FIN adds 1.
+    pub bytes_received: Option<u64>,
+    /// The rest of `tcp_info` that diagnosis shows, for TCP sockets.
+    pub tcp: Option<TcpInfo>,
+    /// Sorted, deduplicated pids holding an fd to the socket (filled by
+    /// the backfill, which scans /proc).
+    pub owners: Vec<u32>,
+}
+
+/// A TCP socket's health as the kernel reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpInfo {
+    /// Smoothed round-trip time and its variation, µs.
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    /// Retransmitted segments over the connection's life.
+    pub total_retrans: u32,
+    /// Congestion window, segments.
+    pub snd_cwnd: u32,
+    /// Bytes sent and not yet acknowledged, plus not yet sent
+    /// (`idiag_wqueue`).
+    pub send_queue: u32,
+    /// Bytes arrived and not yet read by the application (`idiag_rqueue`).
+    pub recv_queue: u32,
+    /// Of `send_queue`, bytes not yet sent.
+    pub notsent_bytes: u32,
+    /// The most recent delivery rate estimate, bytes per second.
+    pub delivery_rate: u64,
+}
+
+/// `sizeof(struct inet_diag_msg)`; attributes follow at this (aligned) offset.
+const DIAG_MSG_LEN: usize = 72;
+/// `sizeof(struct inet_diag_req_v2)`.
+const DIAG_REQ_LEN: usize = 56;
+/// The kernel caps a dump datagram at 32 KiB; twice that leaves headroom.
+const RECV_BUF: usize = 64 * 1024;
+
+/// Every TCP state bit, not just the 11 classic ones, so that newer states
+/// (e.g. TCP_BOUND_INACTIVE, 13) are listed too.
+pub const ALL_STATES: u32 = u32::MAX;
+/// The states of a connection that is, or was, established: not listeners,
+/// half-open ones or TIME_WAIT leftovers (which carry no counters).
+pub const CONNECTED_STATES: u32 = (1 << 1) // ESTABLISHED
+    | (1 << 4) // FIN_WAIT1
+    | (1 << 5) // FIN_WAIT2
+    | (1 << 8) // CLOSE_WAIT
+    | (1 << 9) // LAST_ACK
+    | (1 << 11); // CLOSING
+
+/// A `sock_diag` socket bound to one network namespace.
+pub struct DiagSocket {
+    sock: Socket,
+    /// The namespace's inode number, as the probe reports it.
+    pub netns: u32,
+}
+
+impl DiagSocket {
+    /// In the calling thread's network namespace.
+    pub fn here() -> Result<DiagSocket> {
+        let netns = netns_of(Path::new("/proc/thread-self/ns/net"))?;
+        let mut sock =
+            Socket::new(NETLINK_SOCK_DIAG).context("opening NETLINK_SOCK_DIAG socket")?;
+        sock.bind_auto().context("binding sock_diag socket")?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .context("connecting sock_diag socket to the kernel")?;
+        Ok(DiagSocket { sock, netns })
+    }
+
+    /// In the network namespace `ns_file` names (`/proc/PID/ns/net`): a
+    /// short-lived thread enters it and makes the socket, so no thread of
+    /// nettop stays in another namespace. Needs CAP_SYS_ADMIN.
+    pub fn in_namespace(ns_file: &Path) -> Result<DiagSocket> {
+        let ns =
+            std::fs::File::open(ns_file).with_context(|| format!("open {}", ns_file.display()))?;
+        std::thread::Builder::new()
+            .name("nettop-netns".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a namespace fd we own; it affects only this
+                // thread, which ends once the socket is made.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns: {}", io::Error::last_os_error());
+                }
+                DiagSocket::here()
+            })
+            .context("spawn a thread to enter a network namespace")?
+            .join()
+            .map_err(|_| anyhow!("the namespace thread panicked"))?
+    }
+
+    /// Every socket of `proto` in this namespace whose TCP state is in
+    /// `states` (a bit per state; UDP sockets are CLOSE, 7, or
+    /// ESTABLISHED, 1, when connected), both families.
+    pub fn dump(&self, proto: Proto, states: u32, out: &mut Vec<SocketEntry>) -> Result<()> {
+        for (seq, family) in [(1, AF_INET), (2, AF_INET6)] {
+            dump_family(&self.sock, proto, family, states, seq, self.netns, out)
+                .with_context(|| format!("sock_diag dump of {proto:?} family {family}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The inode number of a namespace file, as the probe reports namespaces
+/// (nsfs inode numbers fit in 32 bits).
+pub fn netns_of(ns_file: &Path) -> Result<u32> {
+    let md = std::fs::metadata(ns_file).with_context(|| format!("stat {}", ns_file.display()))?;
+    Ok(md.ino() as u32)
+}
+
+/// All TCP and UDP sockets, IPv4 and IPv6, of the network namespace the
+/// calling thread is in, including listeners (TCP LISTEN state), without
+/// owners.
+pub fn sockets_here() -> Result<Vec<SocketEntry>> {
+    let sock = DiagSocket::here()?;
+    let mut out = Vec::new();
+    sock.dump(Proto::Tcp, ALL_STATES, &mut out)?;
+    sock.dump(Proto::Udp, ALL_STATES, &mut out)?;
+    Ok(out)
+}
+
+fn request(proto: Proto, family: u8, states: u32, seq: u32) -> [u8; 16 + DIAG_REQ_LEN] {
+    let mut buf = [0u8; 16 + DIAG_REQ_LEN];
+    let mut nl = NetlinkBuffer::new(&mut buf[..]);
+    nl.set_length((16 + DIAG_REQ_LEN) as u32);
+    nl.set_message_type(SOCK_DIAG_BY_FAMILY);
+    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+    nl.set_sequence_number(seq);
+    let req = nl.payload_mut();
+    req[0] = family;
+    (req[1], req[2]) = match proto {
+        Proto::Tcp => (IPPROTO_TCP, ExtensionFlags::INFO.bits()),
+        Proto::Udp => (IPPROTO_UDP, 0),
+    };
+    // The socket id stays zero: it is a filter only for single-socket
+    // queries.
+    req[4..8].copy_from_slice(&states.to_ne_bytes());
+    buf
+}
+
+/// One dump request, for one protocol and family; reads replies until
+/// NLMSG_DONE.
+fn dump_family(
+    sock: &Socket,
+    proto: Proto,
+    family: u8,
+    states: u32,
+    seq: u32,
+    netns: u32,
+    out: &mut Vec<SocketEntry>,
+) -> Result<()> {
+    sock.send(&request(proto, family, states, seq), 0).context("sending request")?;
+    let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+    loop {
+        buf.clear();
+        // MSG_TRUNC makes recv report the datagram's real size, so a
+        // truncated reply is detected rather than misparsed.
+        let n = match sock.recv(&mut buf, libc::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("receiving reply"),
+        };
+        if n == 0 || n > buf.len() {
+            bail!("reply of {n} bytes does not fit a {} byte buffer", buf.len());
+        }
+        if parse_replies(&buf[..n], proto, seq, netns, out)? {
+            return Ok(());
+        }
+    }
+}
+
+/// The messages of one reply datagram, into `out`. True once the dump is
+/// done.
+pub fn parse_replies(
+    buf: &[u8],
+    proto: Proto,
+    seq: u32,
+    netns: u32,
+    out: &mut Vec<SocketEntry>,
+) -> Result<bool> {
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..])
+            .map_err(|e| anyhow!("{e}"))
+            .context("malformed netlink message")?;
+        off += (msg.length() as usize + 3) & !3;
+        // Dumps are run one after another on one socket; anything else
+        // (a stray reply to an earlier request) is not ours.
+        if msg.sequence_number() != seq {
+            continue;
+        }
+        // NLM_F_DUMP_INTR (tables changed mid-dump) is ignored: this is a
+        // snapshot, and the tracer's events keep the table up to date.
+        match msg.message_type() {
+            NLMSG_DONE => {
+                let errno = msg
+                    .payload()
+                    .get(..4)
+                    .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap_or_default()));
+                if errno < 0 {
+                    return Err(io::Error::from_raw_os_error(errno.saturating_neg()))
+                        .context("kernel ended the dump with an error");
+                }
+                return Ok(true);
+            }
+            NLMSG_ERROR => {
+                let err = ErrorBuffer::new_checked(msg.payload())
+                    .map_err(|e| anyhow!("{e}"))
+                    .context("malformed NLMSG_ERROR")?;
+                if let Some(code) = err.code() {
+                    return Err(io::Error::from_raw_os_error(code.get().saturating_neg()))
+                        .context("kernel rejected the request");
+                }
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(e) = parse_diag_msg(msg.payload(), proto, netns)? {
+                    out.push(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+/// A field of `struct tcp_info` from a reply that may be shorter than
+/// this build's struct (an older kernel's).
+fn tcpi<T: Copy>(info: &[u8], offset: usize) -> Option<T> {
+    let b = info.get(offset..offset + size_of::<T>())?;
+    // SAFETY: `b` holds exactly size_of::<T>() bytes and T is a plain
+    // integer here; read_unaligned copes with any alignment.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+}
+
+macro_rules! tcpi {
+    ($info:expr, $field:ident) => {
+        tcpi($info, std::mem::offset_of!(libc::tcp_info, $field))
+    };
+}
+
+/// Decodes one `struct inet_diag_msg` and its attributes. Sockets of an
+/// unknown family are skipped rather than failing the whole dump.
+fn parse_diag_msg(p: &[u8], proto: Proto, netns: u32) -> Result<Option<SocketEntry>> {
+    if p.len() < DIAG_MSG_LEN {
+        bail!("inet_diag_msg of {} bytes, expected {DIAG_MSG_LEN}", p.len());
+    }
+    let u16_be = |o: usize| u16::from_be_bytes([p[o], p[o + 1]]);
+    let u32_ne = |o: usize| u32::from_ne_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+    let addr = |o: usize| -> Option<IpAddr> {
+        match p[0] {
+            AF_INET => Some(Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]).into()),
+            AF_INET6 => Some(Ipv6Addr::from(<[u8; 16]>::try_from(&p[o..o + 16]).ok()?).into()),
+            _ => None,
+        }
+    };
+    let (Some(l), Some(r)) = (addr(8), addr(24)) else {
+        return Ok(None);
+    };
+    let (family, laddr, raddr) = fold_mapped(l, r);
+
+    let mut info: Option<&[u8]> = None;
+    // A malformed attribute ends the walk; the socket itself is still valid.
+    for nla in NlasIterator::new(&p[DIAG_MSG_LEN..]).map_while(Result::ok) {
+        if nla.kind() == INET_DIAG_INFO {
+            // value() borrows the NlaBuffer; into_inner() keeps the reply's lifetime.
+            let end = nla.length() as usize;
+            info = nla.into_inner().get(4..end);
+        }
+    }
+    let tcp = info.map(|i| TcpInfo {
+        rtt_us: tcpi!(i, tcpi_rtt).unwrap_or(0),
+        rttvar_us: tcpi!(i, tcpi_rttvar).unwrap_or(0),
+        total_retrans: tcpi!(i, tcpi_total_retrans).unwrap_or(0),
+        snd_cwnd: tcpi!(i, tcpi_snd_cwnd).unwrap_or(0),
+        send_queue: u32_ne(60),
+        recv_queue: u32_ne(56),
+        notsent_bytes: tcpi!(i, tcpi_notsent_bytes).unwrap_or(0),
+        delivery_rate: tcpi!(i, tcpi_delivery_rate).unwrap_or(0),
+    });
+    Ok(Some(SocketEntry {
+        proto,
+        family,
+        laddr,
+        lport: u16_be(4),
+        raddr,
+        rport: u16_be(6),
+        state: p[1],
+        inode: u64::from(u32_ne(68)),
+        uid: u32_ne(64),
+        netns,
+        bytes_acked: info.and_then(|i| tcpi!(i, tcpi_bytes_acked)),
+        bytes_received: info.and_then(|i| tcpi!(i, tcpi_bytes_received)),
+        tcp,
+        owners: Vec::new(),
+    }))
+}
+
+/// Folds an IPv4-mapped IPv6 pair (`::ffff:a.b.c.d`) to IPv4, so a
+/// connection looks the same whether its socket is AF_INET or AF_INET6.
+/// `::` counts as mapped-compatible only beside a mapped address, so a
+/// dual-stack wildcard listener (`::` / `::`) stays family 6.
+pub fn fold_mapped(l: IpAddr, r: IpAddr) -> (u8, IpAddr, IpAddr) {
+    let v4 = |a: IpAddr| match a {
+        IpAddr::V4(v) => Some(v),
+        IpAddr::V6(v) if v.is_unspecified() => Some(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(v) => v.to_ipv4_mapped(),
+    };
+    match (v4(l), v4(r)) {
+        (Some(a), Some(b)) if l.is_ipv4() || !(l.is_unspecified() && r.is_unspecified()) => {
+            (4, a.into(), b.into())
+        }
+        _ => (6, l, r),
+    }
+}
+
+/// One `DiagSocket` per network namespace seen so far, keyed by the
+/// namespace's inode number.
+pub struct Namespaces {
+    sockets: rustc_hash::FxHashMap<u32, DiagSocket>,
+    /// The namespace nettop runs in: never closed.
+    pub home: u32,
+    /// Namespaces that could not be entered, and when that was last tried.
+    failed: rustc_hash::FxHashMap<u32, std::time::Instant>,
+}
+
+/// The file of process `pid`'s network namespace if it is `netns`, or of
+/// one of its threads' that is (a thread can have a namespace of its own).
+fn namespace_file(pid: u32, netns: u32) -> Option<std::path::PathBuf> {
+    let main = std::path::PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if netns_of(&main).ok()? == netns {
+        return Some(main);
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .map(|t| t.path().join("ns/net"))
+        .find(|f| netns_of(f).is_ok_and(|ns| ns == netns))
+}
+
+/// How long a namespace that could not be entered is left alone.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Namespaces {
+    pub fn new() -> Result<Namespaces> {
+        let here = DiagSocket::here()?;
+        let home = here.netns;
+        let mut sockets = rustc_hash::FxHashMap::default();
+        sockets.insert(home, here);
+        Ok(Namespaces { sockets, home, failed: Default::default() })
+    }
+
+    pub fn get(&self, netns: u32) -> Option<&DiagSocket> {
+        self.sockets.get(&netns)
+    }
+
+    /// The namespaces with a socket.
+    pub fn all(&self) -> impl Iterator<Item = &DiagSocket> {
+        self.sockets.values()
+    }
+
+    /// A socket for `netns`, entered through the first of `pids` that is in
+    /// it. None when none is (or entering fails: then not tried again for a
+    /// while).
+    pub fn open(&mut self, netns: u32, pids: impl IntoIterator<Item = u32>) -> Option<&DiagSocket> {
+        if !self.sockets.contains_key(&netns) {
+            if self.failed.get(&netns).is_some_and(|t| t.elapsed() < RETRY) {
+                return None;
+            }
+            let opened = pids.into_iter().find_map(|pid| {
+                let file = namespace_file(pid, netns)?;
+                DiagSocket::in_namespace(&file).ok()
+            });
+            match opened {
+                Some(s) => {
+                    self.failed.remove(&netns);
+                    self.sockets.insert(netns, s);
+                }
+                None => {
+                    self.failed.insert(netns, std::time::Instant::now());
+                    return None;
+                }
+            }
+        }
+        self.sockets.get(&netns)
+    }
+
+    /// A socket in every network namespace some process is in (the
+    /// backfill's reach: containers included).
+    pub fn open_every_process_namespace(&mut self) {
+        let mut first_pid: rustc_hash::FxHashMap<u32, u32> = Default::default();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for d in dir.flatten() {
+                let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if let Ok(ns) = netns_of(&d.path().join("ns/net")) {
+                    first_pid.entry(ns).or_insert(pid);
+                }
+            }
+        }
+        for (ns, pid) in first_pid {
+            self.open(ns, [pid]);
+        }
+    }
+
+    /// Close the sockets of namespaces `keep` no longer wants (a socket
+    /// holds its namespace alive), never the home one's.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        let home = self.home;
+        self.sockets.retain(|&ns, _| ns == home || keep(ns));
+    }
+}
