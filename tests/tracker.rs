@@ -628,6 +628,120 @@ fn an_older_idle_connection_ends_with_its_final_totals() {
     }
 }
 
+/// Closes lost to a full ring buffer (forced: one page of it, under
+/// churn) do not leave connections open: a refresh that no longer finds
+/// them in the kernel's table ends them, marked as such.
+#[test]
+fn a_connection_whose_close_was_lost_ends_at_a_refresh() {
+    let _g = serial();
+    let w = Watch::with(Config { ring_bytes: 4096, ..Config::default() });
+    let listener = TcpListener::bind("127.0.0.17:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    const N: usize = 3000;
+    let server = std::thread::spawn(move || {
+        for _ in 0..N {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut b = [0u8; 1];
+            c.read_exact(&mut b).unwrap();
+        }
+    });
+    let mut ports = std::collections::HashSet::new();
+    for _ in 0..N {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"x").unwrap();
+        ports.insert(c.local_addr().unwrap().port());
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+    }
+    server.join().unwrap();
+    let start = Instant::now();
+    let open_left = || {
+        w.tracer
+            .connections()
+            .into_iter()
+            .filter(|c| c.state == State::Open)
+            .filter(|c| c.tuple.rport == addr.port() || c.tuple.lport == addr.port())
+            .filter(|c| ports.contains(&c.tuple.lport) || ports.contains(&c.tuple.rport))
+            .count()
+    };
+    while open_left() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "{} still open", open_left());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (conns, events, stats) = w.finish();
+    assert!(stats.events_lost > 0, "no event was lost: the test proved nothing ({stats:?})");
+    let vanished = conns.iter().filter(|c| c.vanished).count();
+    assert!(vanished > 0, "none ended as vanished, {} lost events", stats.events_lost);
+    // Each vanished end is an event too, marked so.
+    let marked = events.iter().filter(|e| e.event == EventKind::Close && e.vanished).count();
+    assert_eq!(marked, vanished, "{stats:?}");
+    eprintln!("{} events lost, {vanished} connections ended as vanished", stats.events_lost);
+}
+
+/// A connected UDP socket older than the tracer, still in use, stays
+/// open past the idle timeout: it is alive from when it was found, and
+/// every datagram keeps it so.
+#[test]
+fn a_backfilled_udp_socket_in_use_stays_open() {
+    let _g = serial();
+    let a = UdpSocket::bind("127.0.0.18:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.18:0").unwrap();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    b.connect(a.local_addr().unwrap()).unwrap();
+    a.send(b"before").unwrap();
+    let mut buf = [0u8; 64];
+    b.recv(&mut buf).unwrap();
+    let aport = a.local_addr().unwrap().port();
+    let w = Watch::with(Config { udp_timeout: Duration::from_secs(2), ..Config::default() });
+    // Quiet through the first refreshes (less than the timeout), then a
+    // datagram each 300 ms for four seconds: never idle for 2 s.
+    std::thread::sleep(Duration::from_millis(1200));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        a.send(b"ping").unwrap();
+        b.recv(&mut buf).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (conns, events, _) = w.finish();
+    let mine = entry(&conns, "udp", aport, b.local_addr().unwrap().port());
+    assert!(mine.backfilled, "{mine:?}");
+    assert_eq!(mine.state, State::Open, "{mine:?}");
+    assert!(
+        closes(&events, aport, b.local_addr().unwrap().port()).is_empty(),
+        "ended while in use: {events:#?}"
+    );
+}
+
+/// A consumer that falls behind loses events, and is told how many with a
+/// `lost` event, as for the kernel's own loss.
+#[test]
+fn events_a_slow_consumer_missed_are_reported_lost() {
+    let _g = serial();
+    let mut tracer =
+        Tracer::start(Config { backend: backend_choice(), event_queue: 16, ..Config::default() })
+            .expect("start the tracer");
+    let mut stream = tracer.events().unwrap();
+    for _ in 0..40 {
+        exchange("127.0.0.19:0", 10, 10);
+    }
+    // Taken only now, after a refresh or two: the queue held 16.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut lost = 0;
+    let mut seen = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        match stream.try_next() {
+            Some(e) if e.event == EventKind::Lost => lost += e.lost.unwrap(),
+            Some(_) => seen += 1,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let stats = tracer.stats();
+    tracer.stop();
+    assert!(stats.events_dropped > 0, "nothing dropped: {stats:?}");
+    assert_eq!(lost, stats.events_dropped + stats.events_lost, "{stats:?}, {seen} events seen");
+}
+
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100
 /// connections with random sizes up to 1 MiB, at rest.
 #[test]

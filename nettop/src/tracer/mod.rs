@@ -61,6 +61,9 @@ pub struct Config {
     pub max_closed: usize,
     /// Event ring buffer size in bytes (power of two).
     pub ring_bytes: u32,
+    /// Events the consumer of `events()` may fall behind by; past that they
+    /// are dropped, counted, and reported with a `lost` event.
+    pub event_queue: usize,
     /// List connections that existed before the tracer started.
     pub backfill: bool,
     pub filter: Filter,
@@ -89,6 +92,7 @@ impl Default for Config {
             linger: Duration::from_secs(5),
             max_closed: DEFAULT_MAX_CLOSED,
             ring_bytes: probe.ring_bytes,
+            event_queue: EVENT_QUEUE,
             backfill: true,
             filter: Filter::default(),
             guess: probe.guess,
@@ -143,7 +147,7 @@ pub struct Tracer {
 
 /// Events waiting for the consumer before more are dropped: seconds of
 /// the heaviest churn.
-const EVENT_QUEUE: usize = 1 << 16;
+pub const EVENT_QUEUE: usize = 1 << 16;
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -215,9 +219,10 @@ impl Tracer {
             info.backfill_error =
                 Some(format!("connections older than nettop are not listed: {e:#}"));
         }
+        let event_queue = shared.config.event_queue;
         let shared = Arc::new(Mutex::new(shared));
         let dropped = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = queue::queue(EVENT_QUEUE, dropped.clone());
+        let (tx, rx) = queue::queue(event_queue, dropped.clone());
         let reader = {
             let shared = shared.clone();
             Worker::spawn("nettop-tracer", move |stop| {

@@ -38,6 +38,11 @@ impl Sender {
         queued
     }
 
+    /// Events dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Queue `batch` whole if it fits, counting nothing if not (for a
     /// report its maker will make again); true if queued.
     pub fn try_send(&self, batch: Vec<Event>) -> bool {

@@ -37,6 +37,7 @@ pub(super) fn read_loop(
     let mut last_refresh = 0;
     let mut last_drain = Instant::now();
     let mut last_batch = 0;
+    let mut dropped_seen = 0;
     while !stop.is_set() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
@@ -94,10 +95,14 @@ pub(super) fn read_loop(
             }
             let Shared { owners, config, .. } = &mut *s;
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
+            // Lost in the kernel (ring buffer full) or here (the consumer
+            // fell behind), in one report, on its own, and counted as
+            // reported only once queued: a report that finds the queue
+            // full is made again next time.
             let lost = s.probe.counters().map(|c| c[Counter::EventsLost as usize]).unwrap_or(0);
-            // On its own, and counted as reported only once queued: a
-            // report that finds the queue full is made again next time.
-            if lost > s.lost_seen
+            let dropped = tx.dropped();
+            let new = lost.saturating_sub(s.lost_seen) + dropped.saturating_sub(dropped_seen);
+            if new > 0
                 && tx.try_send(vec![Event {
                     event: EventKind::Lost,
                     ts_ns: now,
@@ -105,12 +110,13 @@ pub(super) fn read_loop(
                     bytes_sent: None,
                     bytes_recv: None,
                     errno: None,
-                    lost: Some(lost - s.lost_seen),
+                    lost: Some(new),
                     vanished: false,
                     row: None,
                 }])
             {
                 s.lost_seen = lost;
+                dropped_seen = dropped;
             }
         }
         last_batch = batch.len();
