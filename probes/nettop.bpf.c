@@ -68,12 +68,12 @@ struct {
     __uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, struct nettop_config);
-} config SEC(".maps");
+/* Settings, set by userspace at load (EbpfLoader::override_global). */
+/* The SYN_SENT state change is the connect hook (tracepoint backend). */
+const volatile __u32 tp_connect = 0;
+/* Which argument of udp_recvmsg holds the flags (4 since 5.19, 5 before):
+ * kprobes cannot tell, so userspace says, from the kernel's version. */
+const volatile __u32 recv_flags_arg = 5;
 
 /* Never read or written: it puts struct nettop_event into the object's BTF
  * (events are built in ring-buffer slots, which carry no type), so that
@@ -686,20 +686,6 @@ static __always_inline void on_retransmit(__u64 sk)
     emit(NETTOP_EV_RETRANSMIT, &k, &t, sk, 0, s->direction, s->comm);
 }
 
-static __always_inline __u32 recv_flags_arg(void)
-{
-    __u32 zero = 0;
-    struct nettop_config *c = bpf_map_lookup_elem(&config, &zero);
-    return c ? c->recv_flags_arg : 4;
-}
-
-static __always_inline int tp_connect_enabled(void)
-{
-    __u32 zero = 0;
-    struct nettop_config *c = bpf_map_lookup_elem(&config, &zero);
-    return c && c->tp_connect;
-}
-
 /* ---------------- kprobe backend ---------------- */
 
 #define KPROBE_STASH(fn, hook)                                                                     \
@@ -715,7 +701,7 @@ static __always_inline __u64 recv_flags(struct pt_regs *ctx)
 {
     __u64 a4 = *(volatile unsigned long *)&ctx->cx;
     __u64 a5 = *(volatile unsigned long *)&ctx->r8;
-    return recv_flags_arg() == 5 ? a5 : a4;
+    return recv_flags_arg == 5 ? a5 : a4;
 }
 
 /* recvmsg also keeps its flags: a MSG_PEEK read must not count. */
@@ -931,7 +917,7 @@ static __always_inline int tp_set_state(void *ctx, const int S)
     if (newstate == TCP_SYN_SENT) {
         /* connect(2)'s own context. */
         on_guess(sk, GUESS_HOOK_TRACEPOINT);
-        if (tp_connect_enabled())
+        if (tp_connect)
             on_connect(sk, 0, 0);
     } else if (newstate == TCP_ESTABLISHED) {
         on_established(sk, oldstate);

@@ -219,14 +219,6 @@ struct nettop_event {
 #define NETTOP_CLOSE_NO_RECORD 4
 #define NETTOP_CLOSE_RESET 8 /* a RST ended it in LAST_ACK or CLOSING: our FIN unacknowledged */
 
-/* Set by userspace before tracing starts. */
-struct nettop_config {
-    /* The SYN_SENT state change is the connect hook (tracepoint backend). */
-    __u32 tp_connect;
-    /* Which argument of tcp_recvmsg/udp_recvmsg holds the flags (4 since
-     * 5.19, 5 before): kprobes cannot tell, so userspace says. */
-    __u32 recv_flags_arg;
-};
 
 /* Where an fentry/fexit program finds what it reads in its context, an
  * array of u64: the function's arguments, then (fexit) its return value.

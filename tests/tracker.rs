@@ -742,6 +742,85 @@ fn events_a_slow_consumer_missed_are_reported_lost() {
     assert_eq!(lost, stats.events_dropped + stats.events_lost, "{stats:?}, {seen} events seen");
 }
 
+/// Nothing runs per TCP packet. With the kernel's BPF run-time statistics
+/// on, 10 000 round trips on an established TCP connection run none of
+/// nettop's programs on kprobe and fentry; on the tracepoint backend only
+/// the length tracepoints run, which UDP needs and TCP shares (for TCP they
+/// return at their first lookup). With UDP off (`--proto tcp`) the UDP
+/// hooks are not attached. Opening and closing one connection runs the
+/// state-change program: the positive control, without which a test that
+/// found no programs would pass.
+#[test]
+fn nothing_runs_per_tcp_packet() {
+    let _g = serial();
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    for udp in [true, false] {
+        let w = Watch::with(Config { udp, ..Config::default() });
+        let backend = w.tracer.info().backend;
+        let runs = || -> std::collections::HashMap<String, u64> {
+            w.tracer.program_runs().into_iter().collect()
+        };
+        let grown = |before: &std::collections::HashMap<String, u64>| -> Vec<(String, u64)> {
+            let mut g: Vec<_> = runs()
+                .into_iter()
+                .filter_map(|(n, r)| {
+                    let d = r - before.get(&n).copied().unwrap_or(0);
+                    (d > 0).then_some((n, d))
+                })
+                .collect();
+            g.sort();
+            g
+        };
+        let names = runs();
+        assert!(names.keys().any(|n| n.starts_with("tp_inet_sock_set_state")), "{names:?}");
+        let udp_hooks = names.keys().filter(|n| n.contains("udp")).count();
+        let listener = TcpListener::bind("127.0.0.20:0").unwrap();
+        let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        c.set_nodelay(true).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut pingpong = |n: usize| {
+            let mut b = [0u8; 1];
+            for _ in 0..n {
+                c.write_all(b"x").unwrap();
+                s.read_exact(&mut b).unwrap();
+                s.write_all(b"y").unwrap();
+                c.read_exact(&mut b).unwrap();
+            }
+        };
+        pingpong(10);
+        std::thread::sleep(Duration::from_millis(200));
+        let before = runs();
+        pingpong(10_000);
+        let grew = grown(&before);
+        let length_hook =
+            |n: &str| n.starts_with("tp_sock_send_length") || n.starts_with("tp_sock_recv_length");
+        match backend {
+            nettop::probe::Backend::Tracepoint => {
+                assert!(grew.iter().all(|(n, _)| length_hook(n)), "udp {udp}: {grew:?}")
+            }
+            _ => assert!(grew.is_empty(), "{backend} udp {udp}: {grew:?}"),
+        }
+        eprintln!("{backend}, udp {udp}: 10 000 round trips ran {grew:?}");
+        drop((c, s));
+        // The positive control.
+        let before = runs();
+        let (cp, sp) = exchange("127.0.0.20:0", 1, 1);
+        w.wait_for("the control's closes", |e| {
+            !closes(e, cp, sp).is_empty() && !closes(e, sp, cp).is_empty()
+        });
+        let grew = grown(&before);
+        assert!(
+            grew.iter().any(|(n, _)| n.starts_with("tp_inet_sock_set_state")),
+            "a connection ran no state-change program: {grew:?}"
+        );
+        let (_, _, _) = w.finish();
+        if !udp && backend != nettop::probe::Backend::Tracepoint {
+            assert_eq!(udp_hooks, 0, "--proto tcp attached UDP hooks on {backend}");
+        }
+    }
+}
+
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100
 /// connections with random sizes up to 1 MiB, at rest.
 #[test]

@@ -201,15 +201,6 @@ pub const CLOSE_NO_RECORD: u8 = 4;
 /// A reset ended it in LAST_ACK or CLOSING: our FIN was never acknowledged.
 pub const CLOSE_RESET: u8 = 8;
 
-/// Set by userspace before tracing starts (`struct nettop_config`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
-    pub tp_connect: u32,
-    /// 4 on kernels ≥ 5.19 (recvmsg lost `noblock`), 5 before.
-    pub recv_flags_arg: u32,
-}
-
 /// Where an fentry/fexit program finds what it reads in its context (an
 /// array of u64: the arguments, then the return value), by index
 /// (`struct nettop_fn_args`); set at load from the kernel's BTF.
@@ -258,6 +249,5 @@ mod pod {
     unsafe impl aya::Pod for super::ConnStats {}
     unsafe impl aya::Pod for super::SockState {}
     unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::FnArgs {}
 }

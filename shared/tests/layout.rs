@@ -92,6 +92,5 @@ fn shared_types_match_probe_btf() {
                 err, direction, cause, sk_state, close_flags, comm),
     );
     check(&ti, "nettop_event", size_of::<Event>(), &[("type", offset_of!(Event, kind))]);
-    check(&ti, "nettop_config", size_of::<Config>(), fields!(Config: tp_connect, recv_flags_arg));
     check(&ti, "nettop_fn_args", size_of::<FnArgs>(), fields!(FnArgs: sk, msg, flags, ret));
 }

@@ -202,7 +202,9 @@ const RESET_TRACEPOINT: (&str, Expect) = (
 );
 
 /// The tracepoint backend's own tracepoints, with the record offsets the
-/// probe reads (nettop.bpf.c).
+/// probe reads (nettop.bpf.c). The length tracepoints serve TCP too, even
+/// with `--proto tcp`: a TCP socket's first data there names the owner of
+/// an accepted connection. For TCP they count nothing.
 const TRACEPOINTS: &[(&str, Expect)] = &[
     (
         "tp_sock_send_length",
@@ -218,6 +220,19 @@ const TRACEPOINTS: &[(&str, Expect)] = &[
     ),
 ];
 
+/// Whether the UDP send and receive hooks are attached (`--proto tcp`
+/// leaves them out: nothing then runs per UDP datagram either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpHooks {
+    Attach,
+    Skip,
+}
+
+/// The kernel functions that only UDP traffic runs through.
+fn udp_only(function: &str) -> bool {
+    function.starts_with("udp")
+}
+
 pub struct Attached {
     pub kprobes: Option<KprobeEvents>,
     pub missing: Vec<String>,
@@ -229,11 +244,12 @@ pub fn attach(
     ebpf: &mut Ebpf,
     tracefs: &Path,
     plan: Option<&FentryPlan>,
+    udp: UdpHooks,
 ) -> Result<Attached> {
     match backend {
-        Backend::Kprobe => attach_kprobes(ebpf, tracefs),
+        Backend::Kprobe => attach_kprobes(ebpf, tracefs, udp),
         Backend::Fentry => {
-            attach_fentries(ebpf, tracefs, plan.context("the fentry backend needs its plan")?)
+            attach_fentries(ebpf, tracefs, plan.context("the fentry backend needs its plan")?, udp)
         }
         Backend::Tracepoint => attach_tracepoints(ebpf, tracefs),
     }
@@ -249,10 +265,10 @@ where
     p.try_into().with_context(|| format!("program {name} has an unexpected type"))
 }
 
-fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
+fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path, udp: UdpHooks) -> Result<Attached> {
     let mut events = KprobeEvents::new(tracefs)?;
     let mut missing = Vec::new();
-    for h in KPROBES {
+    for h in KPROBES.iter().filter(|h| udp == UdpHooks::Attach || !udp_only(h.function)) {
         let attached = (|| {
             let p: &mut KProbe = program(ebpf, h.prog)?;
             p.load().with_context(|| format!("load {}", h.prog))?;
@@ -269,12 +285,20 @@ fn attach_kprobes(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
     Ok(Attached { kprobes: Some(events), missing })
 }
 
-fn attach_fentries(ebpf: &mut Ebpf, tracefs: &Path, plan: &FentryPlan) -> Result<Attached> {
+fn attach_fentries(
+    ebpf: &mut Ebpf,
+    tracefs: &Path,
+    plan: &FentryPlan,
+    udp: UdpHooks,
+) -> Result<Attached> {
     let btf = Btf::from_sys_fs().context(
         "fentry/fexit need the kernel's BTF (/sys/kernel/btf/vmlinux is missing or unreadable)",
     )?;
     let mut missing = Vec::new();
     for (h, choice) in FENTRIES.iter().zip(&plan.0) {
+        if udp == UdpHooks::Skip && udp_only(h.function) {
+            continue;
+        }
         let attached = match choice {
             Err(why) => Err(anyhow!("{why}")),
             Ok(_) if h.reads.at_exit() => (|| {

@@ -57,6 +57,8 @@ pub struct StartConfig {
     pub ring_bytes: u32,
     /// Test and debug switches for guessing.
     pub guess: GuessSwitches,
+    /// Attach the UDP send and receive hooks.
+    pub udp: backend::UdpHooks,
 }
 
 impl Default for StartConfig {
@@ -67,6 +69,7 @@ impl Default for StartConfig {
             btf_path: None,
             max_connections: 65536,
             ring_bytes: 4 << 20,
+            udp: backend::UdpHooks::Attach,
             guess: GuessSwitches::default(),
         }
     }
@@ -270,6 +273,16 @@ impl Probe {
         total
     }
 
+    /// Each of our programs the kernel has loaded, by name, and how many
+    /// times it ran. The kernel counts only while its run-time statistics
+    /// are on (`kernel.bpf_stats_enabled`, or `aya::sys::enable_stats`).
+    pub fn program_runs(&self) -> Vec<(String, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| Some((name.to_owned(), prog.info().ok()?.run_count())))
+            .collect()
+    }
+
     /// Each UDP flow's counters (TCP connections' are the kernel's own,
     /// read through sock_diag).
     pub fn for_each_udp_flow(&self, mut each: impl FnMut(&ConnKey, &ConnStats)) -> Result<()> {
@@ -376,13 +389,24 @@ fn start_backend<'a>(
     } else {
         None
     };
+    // Settings are `const volatile` globals: the verifier sees their
+    // values, and no program looks them up per event.
+    static OFF: u32 = 0;
+    static ON: u32 = 1;
+    static FLAGS_ARG_4: u32 = 4;
+    static FLAGS_ARG_5: u32 = 5;
+    loader.override_global(
+        "tp_connect",
+        if backend == Backend::Tracepoint { &ON } else { &OFF },
+        true,
+    );
+    loader.override_global(
+        "recv_flags_arg",
+        if kernel_at_least(5, 19) { &FLAGS_ARG_4 } else { &FLAGS_ARG_5 },
+        true,
+    );
     let mut ebpf = loader.load(object).context("load the probe object")?;
-    let mut settings: Array<_, nettop_shared::Config> =
-        Array::try_from(ebpf.map_mut("config").context("map config")?)?;
-    let tp_connect = u32::from(backend == Backend::Tracepoint);
-    let recv_flags_arg = if kernel_at_least(5, 19) { 4 } else { 5 };
-    settings.set(0, nettop_shared::Config { tp_connect, recv_flags_arg }, 0)?;
-    let attached = backend::attach(backend, &mut ebpf, tracefs, plan)?;
+    let attached = backend::attach(backend, &mut ebpf, tracefs, plan, config.udp)?;
     let (guess, offsets) = if config.offsets == OffsetsMode::Btf {
         (None, Offsets::default())
     } else {

@@ -30,6 +30,7 @@ use nettop_shared::Counter;
 pub use queue::EventStream;
 
 use crate::filter::{Filter, Subject};
+use crate::probe::backend::UdpHooks;
 use crate::probe::guess::GuessSwitches;
 use crate::probe::{Backend, BackendChoice, OffsetsMode, Probe, StartConfig, Verification};
 use crate::worker::Worker;
@@ -165,6 +166,7 @@ impl Tracer {
             max_connections: config.max_connections,
             ring_bytes: config.ring_bytes,
             guess: config.guess.clone(),
+            udp: if config.udp { UdpHooks::Attach } else { UdpHooks::Skip },
         })?;
         let ring = probe.take_events()?;
         // With --offsets auto the cross-check joins a background thread; it
@@ -274,6 +276,13 @@ impl Tracer {
     }
 
     /// Detach the probes and stop the reader (dropping does the same).
+    /// Each of the probe's loaded programs, by name, and how many times the
+    /// kernel ran it: counted only while the kernel's BPF run-time
+    /// statistics are on. What proves that nothing runs per TCP packet.
+    pub fn program_runs(&self) -> Vec<(String, u64)> {
+        lock(&self.shared).probe.program_runs()
+    }
+
     pub fn stop(self) {
         self.reader.stop();
     }
