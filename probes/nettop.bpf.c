@@ -4,6 +4,7 @@
 // tracepoint): each backend's entry points are thin and all call the same
 // handlers below, which read `struct sock` only at offsets that userspace
 // guessed at run time and stored in the `offsets` map.
+#include "nettop_abi.h"
 #include "nettop.h"
 
 /* The data hook adds to a UDP flow's counters by index from bytes_sent. */
@@ -688,13 +689,6 @@ static __always_inline void on_retransmit(__u64 sk)
 
 /* ---------------- kprobe backend ---------------- */
 
-#define KPROBE_STASH(fn, hook)                                                                     \
-    SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
-    {                                                                                              \
-        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx), 0);                                                \
-        return 0;                                                                                  \
-    }
-
 /* Both registers are read before choosing: a select between two ctx field
  * addresses becomes pointer arithmetic on ctx, which the verifier refuses. */
 static __always_inline __u64 recv_flags(struct pt_regs *ctx)
@@ -703,35 +697,6 @@ static __always_inline __u64 recv_flags(struct pt_regs *ctx)
     __u64 a5 = *(volatile unsigned long *)&ctx->r8;
     return recv_flags_arg == 5 ? a5 : a4;
 }
-
-/* recvmsg also keeps its flags: a MSG_PEEK read must not count. */
-#define KPROBE_STASH_RECV(fn, hook)                                                                \
-    SEC("kprobe/" #fn) int kp_##fn(struct pt_regs *ctx)                                           \
-    {                                                                                              \
-        stash(hook, PT_ARG1(ctx), PT_ARG2(ctx), recv_flags(ctx));                                  \
-        return 0;                                                                                  \
-    }
-
-KPROBE_STASH(tcp_v4_connect, HOOK_V4_CONNECT)
-KPROBE_STASH(tcp_v6_connect, HOOK_V6_CONNECT)
-KPROBE_STASH(udp_sendmsg, HOOK_UDP_SEND)
-KPROBE_STASH_RECV(udp_recvmsg, HOOK_UDP_RECV)
-KPROBE_STASH(udpv6_sendmsg, HOOK_UDP6_SEND)
-KPROBE_STASH_RECV(udpv6_recvmsg, HOOK_UDP6_RECV)
-
-#define KRETPROBE_CONNECT(fn, hook)                                                                \
-    SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
-    {                                                                                              \
-        struct args a = unstash(hook);                                                             \
-        if (!a.sk)                                                                                 \
-            return 0;                                                                              \
-        on_guess(a.sk, GUESS_HOOK_CONNECT);                                                        \
-        on_connect(a.sk, (long)PT_RET(ctx), a.aux);                                                \
-        return 0;                                                                                  \
-    }
-
-KRETPROBE_CONNECT(tcp_v4_connect, HOOK_V4_CONNECT)
-KRETPROBE_CONNECT(tcp_v6_connect, HOOK_V6_CONNECT)
 
 /* msghdr.msg_name is its first member in every kernel. */
 static __always_inline __u64 msg_name(__u64 msg)
@@ -742,24 +707,97 @@ static __always_inline __u64 msg_name(__u64 msg)
     return name;
 }
 
-#define KRETPROBE_BYTES(fn, hook, sent)                                                             \
-    SEC("kretprobe/" #fn) int krp_##fn(struct pt_regs *ctx)                                       \
-    {                                                                                              \
-        struct args a = unstash(hook);                                                             \
-        if (a.sk && !(a.flags & MSG_PEEK))                                                         \
-            on_udp_bytes(a.sk, (long)PT_RET(ctx), sent, msg_name(a.aux));                          \
-        return 0;                                                                                  \
-    }
+/* connect() returned: the socket and address its kprobe kept. */
+static __always_inline int kretprobe_connect(struct pt_regs *ctx, __u32 hook)
+{
+    struct args a = unstash(hook);
+    if (!a.sk)
+        return 0;
+    on_guess(a.sk, GUESS_HOOK_CONNECT);
+    on_connect(a.sk, (long)PT_RET(ctx), a.aux);
+    return 0;
+}
 
-KRETPROBE_BYTES(udp_sendmsg, HOOK_UDP_SEND, 1)
-KRETPROBE_BYTES(udp_recvmsg, HOOK_UDP_RECV, 0)
-KRETPROBE_BYTES(udpv6_sendmsg, HOOK_UDP6_SEND, 1)
-KRETPROBE_BYTES(udpv6_recvmsg, HOOK_UDP6_RECV, 0)
+/* A UDP send or receive returned; recvmsg's kprobe kept its flags too (a
+ * MSG_PEEK read must not count). */
+static __always_inline int kretprobe_udp(struct pt_regs *ctx, __u32 hook, int sent)
+{
+    struct args a = unstash(hook);
+    if (a.sk && !(a.flags & MSG_PEEK))
+        on_udp_bytes(a.sk, (long)PT_RET(ctx), sent, msg_name(a.aux));
+    return 0;
+}
+
+SEC("kprobe/tcp_v4_connect") int kp_tcp_v4_connect(struct pt_regs *ctx)
+{
+    stash(HOOK_V4_CONNECT, PT_ARG1(ctx), PT_ARG2(ctx), 0);
+    return 0;
+}
+
+SEC("kretprobe/tcp_v4_connect") int krp_tcp_v4_connect(struct pt_regs *ctx)
+{
+    return kretprobe_connect(ctx, HOOK_V4_CONNECT);
+}
+
+SEC("kprobe/tcp_v6_connect") int kp_tcp_v6_connect(struct pt_regs *ctx)
+{
+    stash(HOOK_V6_CONNECT, PT_ARG1(ctx), PT_ARG2(ctx), 0);
+    return 0;
+}
+
+SEC("kretprobe/tcp_v6_connect") int krp_tcp_v6_connect(struct pt_regs *ctx)
+{
+    return kretprobe_connect(ctx, HOOK_V6_CONNECT);
+}
 
 SEC("kretprobe/inet_csk_accept") int krp_inet_csk_accept(struct pt_regs *ctx)
 {
     on_accept(PT_RET(ctx));
     return 0;
+}
+
+SEC("kprobe/udp_sendmsg") int kp_udp_sendmsg(struct pt_regs *ctx)
+{
+    stash(HOOK_UDP_SEND, PT_ARG1(ctx), PT_ARG2(ctx), 0);
+    return 0;
+}
+
+SEC("kretprobe/udp_sendmsg") int krp_udp_sendmsg(struct pt_regs *ctx)
+{
+    return kretprobe_udp(ctx, HOOK_UDP_SEND, 1);
+}
+
+SEC("kprobe/udp_recvmsg") int kp_udp_recvmsg(struct pt_regs *ctx)
+{
+    stash(HOOK_UDP_RECV, PT_ARG1(ctx), PT_ARG2(ctx), recv_flags(ctx));
+    return 0;
+}
+
+SEC("kretprobe/udp_recvmsg") int krp_udp_recvmsg(struct pt_regs *ctx)
+{
+    return kretprobe_udp(ctx, HOOK_UDP_RECV, 0);
+}
+
+SEC("kprobe/udpv6_sendmsg") int kp_udpv6_sendmsg(struct pt_regs *ctx)
+{
+    stash(HOOK_UDP6_SEND, PT_ARG1(ctx), PT_ARG2(ctx), 0);
+    return 0;
+}
+
+SEC("kretprobe/udpv6_sendmsg") int krp_udpv6_sendmsg(struct pt_regs *ctx)
+{
+    return kretprobe_udp(ctx, HOOK_UDP6_SEND, 1);
+}
+
+SEC("kprobe/udpv6_recvmsg") int kp_udpv6_recvmsg(struct pt_regs *ctx)
+{
+    stash(HOOK_UDP6_RECV, PT_ARG1(ctx), PT_ARG2(ctx), recv_flags(ctx));
+    return 0;
+}
+
+SEC("kretprobe/udpv6_recvmsg") int krp_udpv6_recvmsg(struct pt_regs *ctx)
+{
+    return kretprobe_udp(ctx, HOOK_UDP6_RECV, 0);
 }
 
 SEC("kprobe/udp_destroy_sock") int kp_udp_destroy_sock(struct pt_regs *ctx)
@@ -789,20 +827,17 @@ SEC("kprobe/tcp_retransmit_skb") int kp_tcp_retransmit_skb(struct pt_regs *ctx)
  * other values are read straight from the context, which the verifier holds
  * to the function's real arity. */
 
-#define FN_ARGS(fn)                                                                                \
-    const volatile struct nettop_fn_args args_##fn = {NETTOP_NO_ARG, NETTOP_NO_ARG, NETTOP_NO_ARG, \
-                                                      NETTOP_NO_ARG};
-
-FN_ARGS(tcp_v4_connect)
-FN_ARGS(tcp_v6_connect)
-FN_ARGS(inet_csk_accept)
-FN_ARGS(udp_sendmsg)
-FN_ARGS(udp_recvmsg)
-FN_ARGS(udpv6_sendmsg)
-FN_ARGS(udpv6_recvmsg)
-FN_ARGS(udp_destroy_sock)
-FN_ARGS(udpv6_destroy_sock)
-FN_ARGS(tcp_retransmit_skb)
+#define UNSET {NETTOP_NO_ARG, NETTOP_NO_ARG, NETTOP_NO_ARG, NETTOP_NO_ARG}
+const volatile struct nettop_fn_args args_tcp_v4_connect = UNSET;
+const volatile struct nettop_fn_args args_tcp_v6_connect = UNSET;
+const volatile struct nettop_fn_args args_inet_csk_accept = UNSET;
+const volatile struct nettop_fn_args args_udp_sendmsg = UNSET;
+const volatile struct nettop_fn_args args_udp_recvmsg = UNSET;
+const volatile struct nettop_fn_args args_udpv6_sendmsg = UNSET;
+const volatile struct nettop_fn_args args_udpv6_recvmsg = UNSET;
+const volatile struct nettop_fn_args args_udp_destroy_sock = UNSET;
+const volatile struct nettop_fn_args args_udpv6_destroy_sock = UNSET;
+const volatile struct nettop_fn_args args_tcp_retransmit_skb = UNSET;
 
 /* One load per index, each at a constant offset: the verifier refuses
  * context reads at computed ones, and inline asm keeps the compiler from
@@ -846,34 +881,35 @@ static __always_inline __u64 fentry_arg(__u64 *ctx, __u8 i)
     return v;
 }
 
-#define FEXIT_CONNECT(fn)                                                                          \
-    SEC("fexit/" #fn) int fx_##fn(__u64 *ctx)                                                     \
-    {                                                                                              \
-        __u64 sk = fentry_arg(ctx, args_##fn.sk);                                                  \
-        on_guess(sk, GUESS_HOOK_CONNECT);                                                          \
-        on_connect(sk, (long)(int)ctx_value(ctx, args_##fn.ret), fentry_arg(ctx, args_##fn.msg));  \
-        return 0;                                                                                  \
-    }
+/* connect() returned. */
+static __always_inline int fexit_connect(__u64 *ctx, const volatile struct nettop_fn_args *a)
+{
+    __u64 sk = fentry_arg(ctx, a->sk);
+    on_guess(sk, GUESS_HOOK_CONNECT);
+    on_connect(sk, (long)(int)ctx_value(ctx, a->ret), fentry_arg(ctx, a->msg));
+    return 0;
+}
 
-FEXIT_CONNECT(tcp_v4_connect)
-FEXIT_CONNECT(tcp_v6_connect)
+/* A UDP send or receive returned (a MSG_PEEK read does not count). */
+static __always_inline int fexit_udp(__u64 *ctx, const volatile struct nettop_fn_args *a, int sent)
+{
+    if (a->flags != NETTOP_NO_ARG && (ctx_value(ctx, a->flags) & MSG_PEEK))
+        return 0;
+    __u64 sk = fentry_arg(ctx, a->sk);
+    long ret = (long)(int)ctx_value(ctx, a->ret);
+    on_udp_bytes(sk, ret, sent, msg_name(fentry_arg(ctx, a->msg)));
+    return 0;
+}
 
-/* fn, sent? */
-#define FEXIT_BYTES(fn, sent)                                                                      \
-    SEC("fexit/" #fn) int fx_##fn(__u64 *ctx)                                                     \
-    {                                                                                              \
-        if (args_##fn.flags != NETTOP_NO_ARG && (ctx_value(ctx, args_##fn.flags) & MSG_PEEK))      \
-            return 0;                                                                              \
-        __u64 sk = fentry_arg(ctx, args_##fn.sk);                                                  \
-        long ret = (long)(int)ctx_value(ctx, args_##fn.ret);                                       \
-        on_udp_bytes(sk, ret, sent, msg_name(fentry_arg(ctx, args_##fn.msg)));                     \
-        return 0;                                                                                  \
-    }
+SEC("fexit/tcp_v4_connect") int fx_tcp_v4_connect(__u64 *ctx)
+{
+    return fexit_connect(ctx, &args_tcp_v4_connect);
+}
 
-FEXIT_BYTES(udp_sendmsg, 1)
-FEXIT_BYTES(udp_recvmsg, 0)
-FEXIT_BYTES(udpv6_sendmsg, 1)
-FEXIT_BYTES(udpv6_recvmsg, 0)
+SEC("fexit/tcp_v6_connect") int fx_tcp_v6_connect(__u64 *ctx)
+{
+    return fexit_connect(ctx, &args_tcp_v6_connect);
+}
 
 /* inet_csk_accept returns the new socket. */
 SEC("fexit/inet_csk_accept") int fx_inet_csk_accept(__u64 *ctx)
@@ -884,16 +920,43 @@ SEC("fexit/inet_csk_accept") int fx_inet_csk_accept(__u64 *ctx)
     return 0;
 }
 
-#define FENTRY_SK(fn, handler)                                                                     \
-    SEC("fentry/" #fn) int fe_##fn(__u64 *ctx)                                                    \
-    {                                                                                              \
-        handler(fentry_arg(ctx, args_##fn.sk));                                                    \
-        return 0;                                                                                  \
-    }
+SEC("fexit/udp_sendmsg") int fx_udp_sendmsg(__u64 *ctx)
+{
+    return fexit_udp(ctx, &args_udp_sendmsg, 1);
+}
 
-FENTRY_SK(udp_destroy_sock, on_udp_destroy)
-FENTRY_SK(udpv6_destroy_sock, on_udp_destroy)
-FENTRY_SK(tcp_retransmit_skb, on_retransmit)
+SEC("fexit/udp_recvmsg") int fx_udp_recvmsg(__u64 *ctx)
+{
+    return fexit_udp(ctx, &args_udp_recvmsg, 0);
+}
+
+SEC("fexit/udpv6_sendmsg") int fx_udpv6_sendmsg(__u64 *ctx)
+{
+    return fexit_udp(ctx, &args_udpv6_sendmsg, 1);
+}
+
+SEC("fexit/udpv6_recvmsg") int fx_udpv6_recvmsg(__u64 *ctx)
+{
+    return fexit_udp(ctx, &args_udpv6_recvmsg, 0);
+}
+
+SEC("fentry/udp_destroy_sock") int fe_udp_destroy_sock(__u64 *ctx)
+{
+    on_udp_destroy(fentry_arg(ctx, args_udp_destroy_sock.sk));
+    return 0;
+}
+
+SEC("fentry/udpv6_destroy_sock") int fe_udpv6_destroy_sock(__u64 *ctx)
+{
+    on_udp_destroy(fentry_arg(ctx, args_udpv6_destroy_sock.sk));
+    return 0;
+}
+
+SEC("fentry/tcp_retransmit_skb") int fe_tcp_retransmit_skb(__u64 *ctx)
+{
+    on_retransmit(fentry_arg(ctx, args_tcp_retransmit_skb.sk));
+    return 0;
+}
 
 /* ---------------- tracepoint backend ----------------
  * Field offsets from /sys/kernel/tracing/events/.../format; the loader checks
@@ -951,29 +1014,58 @@ static __always_inline int tp_length(void *ctx, int recv, const int S)
     return 0;
 }
 
-#define TRACEPOINTS(suffix, S)                                                                     \
-    SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state##suffix(void *ctx)      \
-    {                                                                                              \
-        return tp_set_state(ctx, S);                                                               \
-    }                                                                                              \
-    SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length##suffix(void *ctx)            \
-    {                                                                                              \
-        return tp_length(ctx, 0, S);                                                               \
-    }                                                                                              \
-    SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length##suffix(void *ctx)            \
-    {                                                                                              \
-        return tp_length(ctx, 1, S);                                                               \
-    }                                                                                              \
-    SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb##suffix(void *ctx)         \
-    {                                                                                              \
-        on_retransmit(TP_FIELD(ctx, __u64, 16 + S));                                               \
-        return 0;                                                                                  \
-    }                                                                                              \
-    SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset##suffix(void *ctx)           \
-    {                                                                                              \
-        on_receive_reset(TP_FIELD(ctx, __u64, 8 + S));                                             \
-        return 0;                                                                                  \
-    }
+/* The programs for the 8-byte header (S = 0), then for the 16-byte one
+ * (_s8). */
+SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state(void *ctx)
+{
+    return tp_set_state(ctx, 0);
+}
 
-TRACEPOINTS(, 0)
-TRACEPOINTS(_s8, 8)
+SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length(void *ctx)
+{
+    return tp_length(ctx, 0, 0);
+}
+
+SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length(void *ctx)
+{
+    return tp_length(ctx, 1, 0);
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb(void *ctx)
+{
+    on_retransmit(TP_FIELD(ctx, __u64, 16));
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset(void *ctx)
+{
+    on_receive_reset(TP_FIELD(ctx, __u64, 8));
+    return 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state_s8(void *ctx)
+{
+    return tp_set_state(ctx, 8);
+}
+
+SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length_s8(void *ctx)
+{
+    return tp_length(ctx, 0, 8);
+}
+
+SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length_s8(void *ctx)
+{
+    return tp_length(ctx, 1, 8);
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb_s8(void *ctx)
+{
+    on_retransmit(TP_FIELD(ctx, __u64, 16 + 8));
+    return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset_s8(void *ctx)
+{
+    on_receive_reset(TP_FIELD(ctx, __u64, 8 + 8));
+    return 0;
+}
