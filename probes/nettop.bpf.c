@@ -64,13 +64,29 @@ struct {
     __type(value, __u8);
 } resets SEC(".maps");
 
+/* accept()'s listening fd and peer address buffer, from its entry to its
+ * return, per thread (tracepoint backend). */
+struct accept_call {
+    __u64 listen_fd;
+    __u64 peer; /* user memory: the struct sockaddr accept() fills, or 0 */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u64);
+    __type(value, struct accept_call);
+} accepting SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
 /* Settings, set by userspace at load (EbpfLoader::override_global). */
-/* The SYN_SENT state change is the connect hook (tracepoint backend). */
+/* Tracepoint backend: the SYN_SENT state change is the connect hook, and
+ * accept()'s return (sys_exit_accept4) names an incoming connection's
+ * owner. */
 const volatile __u32 tp_connect = 0;
 /* Which argument of udp_recvmsg holds the flags (4 since 5.19, 5 before):
  * kprobes cannot tell, so userspace says, from the kernel's version. */
@@ -527,27 +543,59 @@ static __always_inline void on_established(__u64 sk, int oldstate)
         return;
     s->established = 1;
     open_tcp(o, sk, s);
+    /* No accept hook on the tracepoint backend: userspace learns the
+     * owner from accept()'s fd (on_accepted_fd). */
+    if (tp_connect && !s->has_key && s->direction == NETTOP_DIR_INCOMING) {
+        struct nettop_conn_key k;
+        char nobody[16] __attribute__((aligned(8))) = {};
+        if (read_key(o, sk, IPPROTO_TCP, 0, &k))
+            emit(NETTOP_EV_INCOMING, &k, 0, sk, 0, NETTOP_DIR_INCOMING, nobody);
+    }
 }
 
-/* A TCP socket moved data in process context (tracepoint backend): the
- * only sign there of who owns an accepted socket. Nothing is counted (the
- * kernel counts TCP bytes itself), and a socket that has its owner, or that
- * nettop never saw begin, returns at the first lookup. */
-static __always_inline void on_tcp_data(__u64 sk)
+/* accept(2) or accept4(2) is called on `listen_fd`, to fill `peer`
+ * (process context). */
+static __always_inline void on_accept_call(__u64 listen_fd, __u64 peer)
 {
-    struct nettop_offsets *o = ready_offsets();
-    if (!o)
+    __u64 id = bpf_get_current_pid_tgid();
+    struct accept_call call = {.listen_fd = listen_fd, .peer = peer};
+    bpf_map_update_elem(&accepting, &id, &call, BPF_ANY);
+}
+
+/* accept(2) or accept4(2) returned `fd` (process context): the peer's
+ * address accept() wrote names the connection (v4-mapped folded, as the
+ * probe keys connections); without one, userspace goes by the listener. */
+static __always_inline void on_accepted_fd(long fd)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct accept_call *c = bpf_map_lookup_elem(&accepting, &id);
+    if (!c)
         return;
-    struct nettop_sock_state *s = get_sock(sk);
-    if (!s || s->has_key)
+    struct accept_call call = *c;
+    bpf_map_delete_elem(&accepting, &id);
+    if (fd < 0 || !ready_offsets())
         return;
-    if (!s->owner_known)
-        set_owner(s);
-    /* Data moved: the connection is established, even if its ESTABLISHED
-     * change raced with the connect hook (threaded softirq on another CPU,
-     * as on PREEMPT_RT). */
-    s->established = 1;
-    open_tcp(o, sk, s);
+    struct nettop_conn_key k = {};
+    k.tgid = id >> 32;
+    k.proto = IPPROTO_TCP;
+    __u16 family = 0, port = 0;
+    if (call.peer && bpf_probe_read_user(&family, 2, (void *)call.peer) == 0 &&
+        bpf_probe_read_user(&port, 2, (void *)(call.peer + 2)) == 0) {
+        if (family == AF_INET && bpf_probe_read_user(k.raddr, 4, (void *)(call.peer + 4)) == 0) {
+            k.family = AF_INET;
+            k.rport = bswap16(port);
+        } else if (family == AF_INET6 &&
+                   bpf_probe_read_user(k.raddr, 16, (void *)(call.peer + 8)) == 0) {
+            k.family = AF_INET6;
+            k.rport = bswap16(port);
+            if (is_v4_mapped(k.raddr)) {
+                *(__u32 *)k.raddr = *(__u32 *)&k.raddr[12];
+                __builtin_memset(&k.raddr[4], 0, 12);
+                k.family = AF_INET;
+            }
+        }
+    }
+    emit(NETTOP_EV_ACCEPTED_FD, &k, 0, call.listen_fd, (__s32)fd, NETTOP_DIR_INCOMING, 0);
 }
 
 /* A UDP send or receive returned `ret` bytes: process context. `peer` is a
@@ -621,16 +669,16 @@ static __always_inline void on_tcp_close(__u64 sk)
         flags |= NETTOP_CLOSE_RESET;
         bpf_map_delete_elem(&resets, &sk);
     }
-    if (!s) {
+    if (!s || !s->has_key) {
+        /* Older than nettop, or accepted with its owner learnt in
+         * userspace (tracepoint backend): keyed by tuple alone. */
         struct nettop_conn_key k;
         char nobody[16] __attribute__((aligned(8))) = {};
+        if (s)
+            bpf_map_delete_elem(&socks, &skey);
         if (read_key(o, sk, IPPROTO_TCP, 0, &k))
             emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, NETTOP_DIR_UNKNOWN, nobody,
                        flags | NETTOP_CLOSE_NO_RECORD);
-        return;
-    }
-    if (!s->has_key) {
-        bpf_map_delete_elem(&socks, &skey);
         return;
     }
     /* Copied first: once deleted, the record's memory can be reused by
@@ -995,19 +1043,15 @@ static __always_inline int tp_set_state(void *ctx, const int S)
 
 static __always_inline int tp_length(void *ctx, int recv, const int S)
 {
+    __u16 proto = TP_FIELD(ctx, __u16, 18 + S);
+    if (proto != IPPROTO_UDP)
+        return 0; /* TCP: the kernel counts its bytes itself */
     __u64 sk = TP_FIELD(ctx, __u64, 8 + S);
     __u16 family = TP_FIELD(ctx, __u16, 16 + S);
-    __u16 proto = TP_FIELD(ctx, __u16, 18 + S);
     int ret = TP_FIELD(ctx, int, 20 + S);
     int flags = TP_FIELD(ctx, int, 24 + S);
     if (family != AF_INET && family != AF_INET6)
         return 0;
-    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-        return 0;
-    if (proto == IPPROTO_TCP) {
-        on_tcp_data(sk);
-        return 0;
-    }
     if (recv && (flags & MSG_PEEK))
         return 0;
     on_udp_bytes(sk, ret, !recv, 0);
@@ -1043,6 +1087,30 @@ SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset(void *ctx)
     return 0;
 }
 
+SEC("tracepoint/syscalls/sys_enter_accept4") int tp_sys_enter_accept4(void *ctx)
+{
+    on_accept_call(TP_FIELD(ctx, __u64, 16), TP_FIELD(ctx, __u64, 24));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4") int tp_sys_exit_accept4(void *ctx)
+{
+    on_accepted_fd(TP_FIELD(ctx, long, 16));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept") int tp_sys_enter_accept(void *ctx)
+{
+    on_accept_call(TP_FIELD(ctx, __u64, 16), TP_FIELD(ctx, __u64, 24));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept") int tp_sys_exit_accept(void *ctx)
+{
+    on_accepted_fd(TP_FIELD(ctx, long, 16));
+    return 0;
+}
+
 SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state_s8(void *ctx)
 {
     return tp_set_state(ctx, 8);
@@ -1067,5 +1135,29 @@ SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb_s8(void *ctx)
 SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset_s8(void *ctx)
 {
     on_receive_reset(TP_FIELD(ctx, __u64, 8 + 8));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept4") int tp_sys_enter_accept4_s8(void *ctx)
+{
+    on_accept_call(TP_FIELD(ctx, __u64, 16 + 8), TP_FIELD(ctx, __u64, 24 + 8));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4") int tp_sys_exit_accept4_s8(void *ctx)
+{
+    on_accepted_fd(TP_FIELD(ctx, long, 16 + 8));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_accept") int tp_sys_enter_accept_s8(void *ctx)
+{
+    on_accept_call(TP_FIELD(ctx, __u64, 16 + 8), TP_FIELD(ctx, __u64, 24 + 8));
+    return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept") int tp_sys_exit_accept_s8(void *ctx)
+{
+    on_accepted_fd(TP_FIELD(ctx, long, 16 + 8));
     return 0;
 }

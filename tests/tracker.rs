@@ -746,8 +746,8 @@ fn events_a_slow_consumer_missed_are_reported_lost() {
 /// on, 10 000 round trips on an established TCP connection run none of
 /// nettop's programs on kprobe and fentry; on the tracepoint backend only
 /// the length tracepoints run, which UDP needs and TCP shares (for TCP they
-/// return at their first lookup). With UDP off (`--proto tcp`) the UDP
-/// hooks are not attached. Opening and closing one connection runs the
+/// return at once). With UDP off (`--proto tcp`) no UDP hook is attached,
+/// and nothing runs on any backend. Opening and closing one connection runs the
 /// state-change program: the positive control, without which a test that
 /// found no programs would pass.
 #[test]
@@ -773,7 +773,9 @@ fn nothing_runs_per_tcp_packet() {
         };
         let names = runs();
         assert!(names.keys().any(|n| n.starts_with("tp_inet_sock_set_state")), "{names:?}");
-        let udp_hooks = names.keys().filter(|n| n.contains("udp")).count();
+        let length_hook =
+            |n: &str| n.starts_with("tp_sock_send_length") || n.starts_with("tp_sock_recv_length");
+        let udp_hooks = names.keys().filter(|n| n.contains("udp") || length_hook(n)).count();
         let listener = TcpListener::bind("127.0.0.20:0").unwrap();
         let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut s, _) = listener.accept().unwrap();
@@ -793,13 +795,10 @@ fn nothing_runs_per_tcp_packet() {
         let before = runs();
         pingpong(10_000);
         let grew = grown(&before);
-        let length_hook =
-            |n: &str| n.starts_with("tp_sock_send_length") || n.starts_with("tp_sock_recv_length");
-        match backend {
-            nettop::probe::Backend::Tracepoint => {
-                assert!(grew.iter().all(|(n, _)| length_hook(n)), "udp {udp}: {grew:?}")
-            }
-            _ => assert!(grew.is_empty(), "{backend} udp {udp}: {grew:?}"),
+        if backend == nettop::probe::Backend::Tracepoint && udp {
+            assert!(grew.iter().all(|(n, _)| length_hook(n)), "udp {udp}: {grew:?}")
+        } else {
+            assert!(grew.is_empty(), "{backend} udp {udp}: {grew:?}")
         }
         eprintln!("{backend}, udp {udp}: 10 000 round trips ran {grew:?}");
         drop((c, s));
@@ -815,10 +814,41 @@ fn nothing_runs_per_tcp_packet() {
             "a connection ran no state-change program: {grew:?}"
         );
         let (_, _, _) = w.finish();
-        if !udp && backend != nettop::probe::Backend::Tracepoint {
+        if !udp {
             assert_eq!(udp_hooks, 0, "--proto tcp attached UDP hooks on {backend}");
         }
     }
+}
+
+/// An accepted connection that never carries data is listed and owned on
+/// every backend (the tracepoint backend learns its owner from accept()'s
+/// fd), and ends with its close.
+#[test]
+fn an_accepted_connection_without_data_is_listed_with_its_owner() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.21:0").unwrap();
+    let sport = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let (server, _) = listener.accept().unwrap();
+    w.wait_for("the accept", |e| {
+        e.iter().any(|e| {
+            e.event == EventKind::Accept
+                && e.conn.as_ref().is_some_and(|c| (c.tuple.lport, c.tuple.rport) == (sport, cport))
+        })
+    });
+    let listed = w.tracer.connections();
+    let s = entry(&listed, "tcp", sport, cport);
+    assert_eq!(
+        (s.owner.pid, s.direction, s.state),
+        (std::process::id(), Direction::Incoming, State::Open)
+    );
+    drop((client, server));
+    w.wait_for("its close", |e| !closes(e, sport, cport).is_empty());
+    let (_, events, _) = w.finish();
+    let close = closes(&events, sport, cport);
+    assert_eq!((close.len(), close[0].bytes_sent, close[0].bytes_recv), (1, Some(0), Some(0)));
 }
 
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100

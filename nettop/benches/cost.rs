@@ -281,17 +281,23 @@ fn overhead() {
     println!("\n## traced-host overhead (median of traced/untraced over interleaved pairs)");
     let dur = Duration::from_millis(1500);
     type Work = Box<dyn Fn() -> f64>;
-    let works: Vec<(&str, &str, Work)> = vec![
-        ("ping-pong 1 B (one CPU)", "round trips/s", Box::new(move || pingpong(1, dur))),
-        ("ping-pong 1 KiB (one CPU)", "round trips/s", Box::new(move || pingpong(1024, dur))),
-        ("bulk 64 KiB writes", "MiB/s", Box::new(move || bulk(dur) / (1 << 20) as f64)),
+    let works: Vec<(&str, &str, &[&str], Work)> = vec![
+        ("ping-pong 1 B (one CPU)", "round trips/s", &[], Box::new(move || pingpong(1, dur))),
+        (
+            "ping-pong 1 B, --proto tcp",
+            "round trips/s",
+            &["--proto", "tcp"],
+            Box::new(move || pingpong(1, dur)),
+        ),
+        ("ping-pong 1 KiB (one CPU)", "round trips/s", &[], Box::new(move || pingpong(1024, dur))),
+        ("bulk 64 KiB writes", "MiB/s", &[], Box::new(move || bulk(dur) / (1 << 20) as f64)),
     ];
     let mut backend = String::new();
-    for (name, unit, work) in &works {
+    for (name, unit, flags, work) in &works {
         let (mut ratios, mut offs, mut ons) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..7 {
             let off = work();
-            let t = Trace::start(&[], Arc::new(Vec::new()));
+            let t = Trace::start(flags, Arc::new(Vec::new()));
             let on = work();
             backend = t.stop().backend;
             ratios.push(on / off);

@@ -164,6 +164,9 @@ impl Args {
             )));
         }
         Ok(nettop::Config {
+            // `--proto tcp` attaches no UDP hook at all, not just a filter.
+            tcp: self.proto != Some(Proto::Udp),
+            udp: self.proto != Some(Proto::Tcp),
             ipv6: !self.no_ipv6,
             backend: self.backend,
             offsets: self.offsets,

@@ -202,10 +202,42 @@ const RESET_TRACEPOINT: (&str, Expect) = (
 );
 
 /// The tracepoint backend's own tracepoints, with the record offsets the
-/// probe reads (nettop.bpf.c). The length tracepoints serve TCP too, even
-/// with `--proto tcp`: a TCP socket's first data there names the owner of
-/// an accepted connection. For TCP they count nothing.
+/// probe reads (nettop.bpf.c). accept()'s return names the owner of an
+/// incoming connection (there is no accept hook).
 const TRACEPOINTS: &[(&str, Expect)] = &[
+    (
+        "tp_tcp_retransmit_skb",
+        Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
+    ),
+    (
+        "tp_sys_enter_accept4",
+        Expect {
+            category: "syscalls",
+            name: "sys_enter_accept4",
+            fields: &[("fd", 16), ("upeer_sockaddr", 24)],
+        },
+    ),
+    (
+        "tp_sys_enter_accept",
+        Expect {
+            category: "syscalls",
+            name: "sys_enter_accept",
+            fields: &[("fd", 16), ("upeer_sockaddr", 24)],
+        },
+    ),
+    (
+        "tp_sys_exit_accept4",
+        Expect { category: "syscalls", name: "sys_exit_accept4", fields: &[("ret", 16)] },
+    ),
+    (
+        "tp_sys_exit_accept",
+        Expect { category: "syscalls", name: "sys_exit_accept", fields: &[("ret", 16)] },
+    ),
+];
+
+/// The length tracepoints, for UDP: they fire for every TCP packet too, and
+/// return at once for those. Not attached with `--proto tcp`.
+const UDP_TRACEPOINTS: &[(&str, Expect)] = &[
     (
         "tp_sock_send_length",
         Expect { category: "sock", name: "sock_send_length", fields: SOCK_LENGTH_FIELDS },
@@ -213,10 +245,6 @@ const TRACEPOINTS: &[(&str, Expect)] = &[
     (
         "tp_sock_recv_length",
         Expect { category: "sock", name: "sock_recv_length", fields: SOCK_LENGTH_FIELDS },
-    ),
-    (
-        "tp_tcp_retransmit_skb",
-        Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
     ),
 ];
 
@@ -251,7 +279,7 @@ pub fn attach(
         Backend::Fentry => {
             attach_fentries(ebpf, tracefs, plan.context("the fentry backend needs its plan")?, udp)
         }
-        Backend::Tracepoint => attach_tracepoints(ebpf, tracefs),
+        Backend::Tracepoint => attach_tracepoints(ebpf, tracefs, udp),
     }
 }
 
@@ -340,11 +368,16 @@ fn attach_tracepoint(
     Ok(())
 }
 
-fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path) -> Result<Attached> {
+fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path, udp: UdpHooks) -> Result<Attached> {
     attach_tracepoint(ebpf, tracefs, &STATE_TRACEPOINT)?;
     attach_tracepoint(ebpf, tracefs, &RESET_TRACEPOINT)?;
     for tp in TRACEPOINTS {
         attach_tracepoint(ebpf, tracefs, tp)?;
+    }
+    if udp == UdpHooks::Attach {
+        for tp in UDP_TRACEPOINTS {
+            attach_tracepoint(ebpf, tracefs, tp)?;
+        }
     }
     Ok(Attached { kprobes: None, missing: Vec::new() })
 }

@@ -11,6 +11,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+mod accepts;
 pub mod attribution;
 pub mod backfill;
 pub mod conntrack;
@@ -130,7 +131,7 @@ pub struct Info {
 struct Shared {
     probe: Probe,
     table: Table,
-    live: live::Live,
+    accepts: accepts::Accepts,
     owners: Owners,
     config: Config,
     lost_seen: u64,
@@ -140,6 +141,9 @@ struct Shared {
 /// error path (the probe detaches when dropped).
 pub struct Tracer {
     shared: Arc<Mutex<Shared>>,
+    /// The sock_diag reads, apart: a dump holds no lock the reader of
+    /// events needs.
+    live: Arc<Mutex<live::Live>>,
     reader: Worker,
     events: Option<EventStream>,
     dropped: Arc<AtomicU64>,
@@ -196,7 +200,7 @@ impl Tracer {
         }
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),
-            live,
+            accepts: accepts::Accepts::new().context("open a sock_diag socket")?,
             owners: Owners::new(),
             probe,
             config,
@@ -207,7 +211,7 @@ impl Tracer {
         let mut info = info;
         if shared.config.backfill
             && let Err(e) = {
-                let Shared { probe, table, live, .. } = &mut shared;
+                let Shared { probe, table, .. } = &mut shared;
                 // What the probe had counted, read once for every flow.
                 backfill::fill(table, &live.namespaces, monotonic_ns(), || {
                     let mut flows = rustc_hash::FxHashMap::default();
@@ -223,15 +227,16 @@ impl Tracer {
         }
         let event_queue = shared.config.event_queue;
         let shared = Arc::new(Mutex::new(shared));
+        let live = Arc::new(Mutex::new(live));
         let dropped = Arc::new(AtomicU64::new(0));
         let (tx, rx) = queue::queue(event_queue, dropped.clone());
         let reader = {
-            let shared = shared.clone();
+            let (shared, live) = (shared.clone(), live.clone());
             Worker::spawn("nettop-tracer", move |stop| {
-                reader::read_loop(ring, &shared, &stop, &tx)
+                reader::read_loop(ring, &shared, &live, &stop, &tx)
             })?
         };
-        Ok(Tracer { shared, reader, events: Some(rx), dropped, info })
+        Ok(Tracer { shared, live, reader, events: Some(rx), dropped, info })
     }
 
     pub fn info(&self) -> &Info {
@@ -247,7 +252,7 @@ impl Tracer {
     /// the order nettop first saw them (by `Connection::id`).
     pub fn connections(&self) -> Vec<Connection> {
         let mut all = Vec::new();
-        each_connection(&mut lock(&self.shared), |c| all.push(c));
+        each_connection(&self.shared, &self.live, |c| all.push(c));
         all
     }
 
@@ -255,7 +260,7 @@ impl Tracer {
     /// list; the tracer stays locked meanwhile, so `each` must be quick and
     /// must not call the tracer.
     pub fn for_each_connection(&self, mut each: impl FnMut(&Connection)) {
-        each_connection(&mut lock(&self.shared), |c| each(&c));
+        each_connection(&self.shared, &self.live, |c| each(&c));
     }
 
     pub fn stats(&self) -> Stats {
@@ -292,13 +297,20 @@ impl Tracer {
 /// whoever keeps only some (serve's label sets, past `--max-series`) keeps
 /// the same ones every time. Ending idle flows stays with the reader, which
 /// turns every end into an event.
-fn each_connection(s: &mut Shared, mut each: impl FnMut(Connection)) {
+fn each_connection(
+    shared: &Mutex<Shared>,
+    live: &Mutex<live::Live>,
+    mut each: impl FnMut(Connection),
+) {
+    let plan = live::plan(&lock(shared).table);
+    let read = lock_live(live).dump(plan);
+    let mut s = lock(shared);
     let now_ns = monotonic_ns();
-    let Shared { probe, table, owners, config, live, .. } = s;
+    let Shared { probe, table, owners, config, .. } = &mut *s;
     // Streamed into the table, not copied first: a copy costs RSS in
     // proportion to the connections.
     let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now_ns));
-    live.read(table, now_ns);
+    read.apply(table, now_ns);
     table.expire_closed(now_ns);
     let now = Instant::now();
     let mut entries: Vec<&Entry> = table.entries().collect();
@@ -314,6 +326,10 @@ fn each_connection(s: &mut Shared, mut each: impl FnMut(Connection)) {
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_live(m: &Mutex<live::Live>) -> MutexGuard<'_, live::Live> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

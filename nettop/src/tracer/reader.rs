@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
-use nettop_shared::{Counter, DIR_OUTGOING, Event as RawEvent};
+use nettop_shared::{
+    Counter, DIR_INCOMING, DIR_OUTGOING, EV_ACCEPT, EV_ACCEPTED_FD, EV_INCOMING, Event as RawEvent,
+};
 
 use super::conntrack::{Change, Entry};
 use super::live::Live;
@@ -30,6 +32,7 @@ const REFRESH_NS: u64 = 500_000_000;
 pub(super) fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
+    live: &Mutex<Live>,
     stop: &StopFlag,
     tx: &queue::Sender,
 ) {
@@ -50,16 +53,16 @@ pub(super) fn read_loop(
             std::thread::sleep(BATCH - since);
         }
         last_drain = Instant::now();
-        let mut s = lock(shared);
-        let now = monotonic_ns();
         // The kernel's TCP table is read before the ring is drained: a
         // connection it no longer lists then has its close event in hand,
-        // unless that event was lost.
-        let refresh_due = now.saturating_sub(last_refresh) >= REFRESH_NS;
+        // unless that event was lost. The dump holds no lock of the table.
+        let refresh_due = monotonic_ns().saturating_sub(last_refresh) >= REFRESH_NS;
         let live_read = refresh_due.then(|| {
-            let Shared { live, table, .. } = &mut *s;
-            live.read(table, now)
+            let plan = super::live::plan(&lock(shared).table);
+            live.lock().unwrap_or_else(|e| e.into_inner()).dump(plan)
         });
+        let mut s = lock(shared);
+        let now = monotonic_ns();
         // Sized like the last one: growing it by doubling moves every event
         // again.
         let mut batch = Vec::with_capacity(last_batch);
@@ -72,10 +75,30 @@ pub(super) fn read_loop(
             // checked by shared/tests/layout.rs); read_unaligned copes with
             // any alignment.
             let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            let Shared { table, probe, owners, config, .. } = &mut *s;
+            let Shared { table, probe, owners, config, accepts, .. } = &mut *s;
             if config.debug_events {
                 eprintln!("{}", debug_line(&raw));
             }
+            // The tracepoint backend's accepts: an incoming connection and
+            // the fd accept() gave, met through the socket's inode.
+            let owned = match raw.kind {
+                EV_INCOMING => accepts.incoming(raw.key, raw.sk),
+                EV_ACCEPTED_FD => accepts.accepted(raw.key.tgid, raw.sk, &raw.key, raw.comm),
+                _ => None,
+            };
+            let raw = match (raw.kind, owned) {
+                (EV_INCOMING | EV_ACCEPTED_FD, None) => continue,
+                (EV_INCOMING | EV_ACCEPTED_FD, Some(o)) => RawEvent {
+                    kind: EV_ACCEPT,
+                    key: o.key,
+                    sk: o.sk,
+                    comm: o.comm,
+                    direction: DIR_INCOMING,
+                    err: 0,
+                    ..raw
+                },
+                _ => raw,
+            };
             table.apply_into(
                 &raw,
                 now,
@@ -91,7 +114,8 @@ pub(super) fn read_loop(
             last_refresh = now;
             let mut ended = refresh(&mut s);
             if let Some(read) = &live_read {
-                ended.extend(Live::end_vanished(read, &mut s.table, now));
+                read.apply(&mut s.table, now);
+                ended.extend(read.end_vanished(&mut s.table, now));
             }
             let Shared { owners, config, .. } = &mut *s;
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
