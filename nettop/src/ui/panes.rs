@@ -9,7 +9,7 @@ use super::app::App;
 use super::table::{proto_text, state_text};
 use super::view::Line as ViewLine;
 use crate::text::{age, bytes, escape};
-use crate::tracer::{Connection, Event, EventKind, Owner};
+use crate::tracer::{Connection, Event, EventKind, Owner, Proto};
 
 fn field<'a>(app: &App, name: &'a str, value: String) -> Line<'a> {
     Line::from(vec![Span::styled(format!("{name:<10}"), app.theme.key()), Span::raw(value)])
@@ -94,16 +94,38 @@ fn conn_lines<'a>(app: &App, c: &Connection, age_s: u64) -> Vec<Line<'a>> {
         field(
             app,
             "bytes",
-            format!(
-                "sent {} in {} msgs   received {} in {} msgs   retransmits {}",
-                bytes(c.bytes_sent),
-                c.msgs_sent,
-                bytes(c.bytes_recv),
-                c.msgs_recv,
-                c.retransmits
-            ),
+            match c.tuple.proto {
+                // The kernel's own TCP counters: acknowledged, in order.
+                Proto::Tcp => format!(
+                    "sent {} (acknowledged)   received {}   retransmits {}",
+                    bytes(c.bytes_sent),
+                    bytes(c.bytes_recv),
+                    c.retransmits
+                ),
+                Proto::Udp => format!(
+                    "sent {} in {} datagrams   received {} in {} datagrams",
+                    bytes(c.bytes_sent),
+                    c.msgs_sent,
+                    bytes(c.bytes_recv),
+                    c.msgs_recv
+                ),
+            },
         ),
     ];
+    if let Some(t) = &c.tcp {
+        v.push(field(
+            app,
+            "tcp",
+            format!(
+                "rtt {:.1} ms (±{:.1})   cwnd {}   send queue {}   receive queue {}",
+                f64::from(t.rtt_us) / 1e3,
+                f64::from(t.rttvar_us) / 1e3,
+                t.snd_cwnd,
+                bytes(u64::from(t.send_queue)),
+                bytes(u64::from(t.recv_queue))
+            ),
+        ));
+    }
     if c.backfilled {
         v.push(field(
             app,

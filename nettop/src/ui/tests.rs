@@ -78,7 +78,16 @@ fn conn(
         backfilled: false,
         counted_since_start: false,
         vanished: false,
-        tcp: None,
+        tcp: (proto == Proto::Tcp).then_some(crate::tracer::sock_diag::TcpInfo {
+            rtt_us: 1250,
+            rttvar_us: 300,
+            total_retrans: 0,
+            snd_cwnd: 10,
+            send_queue: 0,
+            recv_queue: 2048,
+            notsent_bytes: 0,
+            delivery_rate: 1 << 20,
+        }),
         first_ns: T0 - 75 * S,
         last_ns: T0,
     }
