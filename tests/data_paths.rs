@@ -41,6 +41,8 @@ enum Send {
     Vmsplice,
     /// send(2) with MSG_ZEROCOPY on a SO_ZEROCOPY socket.
     Zerocopy,
+    /// io_uring's IORING_OP_SEND.
+    IoUring,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +51,30 @@ enum Recv {
     Readv,
     /// splice(2) from the socket into a pipe, read from the pipe.
     SplicePipe,
+    /// io_uring's IORING_OP_RECV.
+    IoUring,
+}
+
+/// One io_uring operation on a socket, waited for; its result.
+fn uring_op(entry: io_uring::squeue::Entry) -> isize {
+    let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
+    // SAFETY: the entry's buffer outlives this call, which waits for it.
+    unsafe { ring.submission().push(&entry).expect("a free submission slot") };
+    ring.submit_and_wait(1).expect("io_uring_enter");
+    let cqe = ring.completion().next().expect("a completion");
+    let res = cqe.result() as isize;
+    if res < 0 {
+        // The check() below reports errno.
+        // SAFETY: sets this thread's errno to what the operation returned.
+        unsafe { *libc::__errno_location() = -res as i32 };
+        return -1;
+    }
+    res
+}
+
+/// Whether this kernel lets us use io_uring (5.1+; a sysctl can turn it off).
+fn io_uring_available() -> bool {
+    io_uring::IoUring::new(2).is_ok()
 }
 
 fn check(rc: isize, what: &str) -> usize {
@@ -123,6 +149,15 @@ fn send_payload(how: Send, sock: &mut TcpStream, data: &[u8]) {
                     pw.write_all(chunk).unwrap();
                 }
                 splice_all(r.as_raw_fd(), fd, chunk.len());
+            }
+        }
+        Send::IoUring => {
+            let mut off = 0;
+            while off < data.len() {
+                let rest = &data[off..];
+                let len = rest.len().min(1 << 20) as u32;
+                let op = io_uring::opcode::Send::new(io_uring::types::Fd(fd), rest.as_ptr(), len);
+                off += check(uring_op(op.build()), "io_uring send");
             }
         }
         Send::Zerocopy => {
@@ -213,6 +248,14 @@ fn recv_some(how: Recv, sock: &mut TcpStream, want: Option<usize>) -> usize {
                 n
             }
             (Recv::SplicePipe, None) => unreachable!(),
+            (Recv::IoUring, _) => {
+                let op = io_uring::opcode::Recv::new(
+                    io_uring::types::Fd(fd),
+                    buf.as_mut_ptr(),
+                    room as u32,
+                );
+                check(uring_op(op.build()), "io_uring recv")
+            }
         };
         if n == 0 {
             return total;
@@ -300,7 +343,7 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
             sink.lock().unwrap().push(ev);
         }
     });
-    let cases = [
+    let mut cases = vec![
         (Send::Write, Recv::Read),
         (Send::Writev, Recv::Readv),
         (Send::Sendfile, Recv::Read),
@@ -309,6 +352,12 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
         (Send::Vmsplice, Recv::Read),
         (Send::Zerocopy, Recv::Read),
     ];
+    // Where the kernel has them.
+    if io_uring_available() {
+        cases.push((Send::IoUring, Recv::IoUring));
+    } else {
+        eprintln!("io_uring is not available here: its case is left out");
+    }
     let open: Vec<Case> = cases.iter().map(|&(s, r)| Case::open(s, r)).collect();
     let (up, down) = (PAYLOAD as u64, REPLY as u64);
     // Open, at rest (every byte acknowledged; the client's count has its
