@@ -494,8 +494,15 @@ static __always_inline void on_connect(__u64 sk, long ret, __u64 uaddr)
      * peers): the inner call made it. */
     if (!s || !s->owner_known || s->tgid != bpf_get_current_pid_tgid() >> 32 || stale(o, sk, s))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_OUTGOING, 0, 1, s);
-    if (!s)
+    if (!s) {
+        /* No record (the map busy on this CPU, or full): report it anyway
+         * if it is up; its close comes keyed by tuple alone. */
+        struct nettop_conn_key k;
+        if (ret == 0 && sk_state(o, sk) == TCP_ESTABLISHED &&
+            read_key(o, sk, IPPROTO_TCP, bpf_get_current_pid_tgid() >> 32, &k))
+            emit(NETTOP_EV_CONNECT, &k, 0, sk, 0, NETTOP_DIR_OUTGOING, 0);
         return;
+    }
     /* Over loopback the handshake can complete inside connect(), before
      * this hook made the record that ESTABLISHED would have found. */
     if (ret == 0 && sk_state(o, sk) == TCP_ESTABLISHED) {
@@ -513,8 +520,14 @@ static __always_inline void on_accept(__u64 sk)
     struct nettop_sock_state *s = get_sock(sk);
     if (!s || stale(o, sk, s))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 1, s);
-    if (!s)
+    if (!s) {
+        /* No record (the map busy on this CPU, or full): report it anyway;
+         * its close comes keyed by tuple alone. */
+        struct nettop_conn_key k;
+        if (read_key(o, sk, IPPROTO_TCP, bpf_get_current_pid_tgid() >> 32, &k))
+            emit(NETTOP_EV_ACCEPT, &k, 0, sk, 0, NETTOP_DIR_INCOMING, 0);
         return;
+    }
     if (!s->owner_known)
         set_owner(s);
     s->direction = NETTOP_DIR_INCOMING;
@@ -669,9 +682,10 @@ static __always_inline void on_tcp_close(__u64 sk)
         flags |= NETTOP_CLOSE_RESET;
         bpf_map_delete_elem(&resets, &sk);
     }
-    if (!s || !s->has_key) {
-        /* Older than nettop, or accepted with its owner learnt in
-         * userspace (tracepoint backend): keyed by tuple alone. */
+    if (!s || !s->has_key || stale(o, sk, s)) {
+        /* Older than nettop, accepted with its owner learnt in userspace
+         * (tracepoint backend), or its record not made (or left by an
+         * earlier socket at this address): keyed by tuple alone. */
         struct nettop_conn_key k;
         char nobody[16] __attribute__((aligned(8))) = {};
         if (s)
@@ -688,8 +702,10 @@ static __always_inline void on_tcp_close(__u64 sk)
     __u8 direction = s->direction;
     char comm[16] __attribute__((aligned(8)));
     __builtin_memcpy(comm, s->comm, sizeof(comm));
-    if (bpf_map_delete_elem(&socks, &skey) == 0)
-        emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, flags);
+    /* Reported even if the delete fails (the map busy on this CPU): the
+     * change to CLOSE comes once per connection. */
+    bpf_map_delete_elem(&socks, &skey);
+    emit_flags(NETTOP_EV_CLOSE, &k, &final, sk, 0, direction, comm, flags);
 }
 
 /* A reset arrived (tcp:tcp_receive_reset, before the change to CLOSE). */
