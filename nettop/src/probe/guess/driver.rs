@@ -231,6 +231,26 @@ fn random_loopback() -> Ipv4Addr {
     Ipv4Addr::new(127, fastrand::u8(1..=254), fastrand::u8(..), fastrand::u8(1..=254))
 }
 
+/// Two different random loopback addresses: the client's and the listener's.
+fn loopback_pair() -> (Ipv4Addr, Ipv4Addr) {
+    let saddr = random_loopback();
+    loop {
+        let d = random_loopback();
+        if d != saddr {
+            return (saddr, d);
+        }
+    }
+}
+
+/// The calling thread's network namespace, as the probe reports it.
+fn thread_netns() -> Result<u32> {
+    Ok(
+        std::fs::metadata("/proc/thread-self/ns/net")
+            .context("stat /proc/thread-self/ns/net")?
+            .ino() as u32,
+    )
+}
+
 /// Ports whose two bytes differ, so network and host byte order never agree.
 fn random_port() -> u16 {
     loop {
@@ -265,13 +285,7 @@ fn bound_socket(domain: Domain, addr: impl Fn(u16) -> SocketAddr) -> Result<(Soc
 /// client bound to another, connect, then reset both (SO_LINGER 0), so that
 /// nothing lingers in TIME_WAIT.
 fn connect_once(v6: bool) -> Result<Expected> {
-    let saddr = random_loopback();
-    let daddr = loop {
-        let d = random_loopback();
-        if d != saddr {
-            break d;
-        }
-    };
+    let (saddr, daddr) = loopback_pair();
     let (listener, dport) =
         bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(daddr, p)))?;
     listener.listen(4).context("listen")?;
@@ -290,9 +304,7 @@ fn connect_once(v6: bool) -> Result<Expected> {
     if let Ok((conn, _)) = listener.accept() {
         let _ = conn.set_linger(Some(std::time::Duration::ZERO));
     }
-    let netns_ino = std::fs::metadata("/proc/thread-self/ns/net")
-        .context("stat /proc/thread-self/ns/net")?
-        .ino() as u32;
+    let netns_ino = thread_netns()?;
     Ok(Expected {
         saddr: saddr.octets(),
         daddr: daddr.octets(),
@@ -313,13 +325,7 @@ fn connect_once(v6: bool) -> Result<Expected> {
 /// peer acknowledged as one byte acked, and nothing else but payload.
 fn transfer_once(t: Transfer) -> Result<Expected> {
     use std::io::{Read, Write};
-    let saddr = random_loopback();
-    let daddr = loop {
-        let d = random_loopback();
-        if d != saddr {
-            break d;
-        }
-    };
+    let (saddr, daddr) = loopback_pair();
     let (listener, dport) =
         bound_socket(Domain::IPV4, |p| SocketAddr::V4(SocketAddrV4::new(daddr, p)))?;
     listener.listen(4).context("listen")?;
@@ -362,9 +368,7 @@ fn transfer_once(t: Transfer) -> Result<Expected> {
         );
     }
     client.shutdown(std::net::Shutdown::Write).context("shutdown a counting connection")?;
-    let netns_ino = std::fs::metadata("/proc/thread-self/ns/net")
-        .context("stat /proc/thread-self/ns/net")?
-        .ino() as u32;
+    let netns_ino = thread_netns()?;
     Ok(Expected {
         saddr: saddr.octets(),
         daddr: daddr.octets(),
