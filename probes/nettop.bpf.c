@@ -670,7 +670,7 @@ static __always_inline void on_tcp_close(__u64 sk)
         return;
     }
     struct totals final = {};
-    __u8 flags = NETTOP_CLOSE_COUNTERS;
+    __u8 flags = 0;
     bpf_probe_read_kernel(&final.bytes_sent, 8, (void *)(sk + o->bytes_acked));
     bpf_probe_read_kernel(&final.bytes_recv, 8, (void *)(sk + o->bytes_received));
     __u8 sk_flags = 0;

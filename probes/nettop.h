@@ -155,11 +155,10 @@ struct nettop_event {
     char comm[16]; /* the calling thread's name at the event, or at the socket's birth */
 };
 
-/* close_flags: bytes_sent/bytes_recv are tcp_sock's raw bytes_acked and
- * bytes_received; a FIN had come (SOCK_DONE); the probe had no record of
- * the socket (older than nettop: tgid 0, direction unknown); a reset came
- * while our FIN waited for its acknowledgement. */
-#define NETTOP_CLOSE_COUNTERS 1
+/* A close's bytes_sent/bytes_recv are tcp_sock's raw bytes_acked and
+ * bytes_received. close_flags: a FIN had come (SOCK_DONE); the probe had no
+ * record of the socket (older than nettop: tgid 0, direction unknown); a
+ * reset came while our FIN waited for its acknowledgement. */
 #define NETTOP_CLOSE_FIN_RECEIVED 2
 #define NETTOP_CLOSE_NO_RECORD 4
 #define NETTOP_CLOSE_RESET 8 /* a RST ended it in LAST_ACK or CLOSING: our FIN unacknowledged */

@@ -189,16 +189,14 @@ pub struct Event {
     /// CLOSE, the state it leaves: the kernel stores the new one after the
     /// tracepoint).
     pub sk_state: u8,
-    /// A close carries the kernel's own counters (`CLOSE_COUNTERS`), and
-    /// whether a FIN was received (`CLOSE_FIN_RECEIVED`, SOCK_DONE).
+    /// `CLOSE_*`: what a close's raw counters (`bytes_sent`/`bytes_recv`
+    /// are `tcp_sock`'s `bytes_acked`/`bytes_received`) hold, and whether the
+    /// probe knew the socket.
     pub close_flags: u8,
     pub _pad: [u8; 3],
     pub comm: [u8; 16],
 }
 
-/// `Event::close_flags`: `bytes_sent`/`bytes_recv` are `tcp_sock`'s raw
-/// `bytes_acked`/`bytes_received` at the change to CLOSE.
-pub const CLOSE_COUNTERS: u8 = 1;
 /// The socket had received its peer's FIN (counted in `bytes_received`).
 pub const CLOSE_FIN_RECEIVED: u8 = 2;
 /// The probe had no record of the socket (older than nettop): the key's

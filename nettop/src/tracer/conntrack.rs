@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::sock_diag::TcpInfo;
 
 use nettop_shared::{
-    CLOSE_COUNTERS, CLOSE_FIN_RECEIVED, CLOSE_NO_RECORD, CLOSE_RESET, ConnKey, ConnStats,
-    DIR_OUTGOING, DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED, EV_RETRANSMIT,
-    EV_SOCK_CLOSE, Event as RawEvent, IPPROTO_TCP, IPPROTO_UDP,
+    CLOSE_FIN_RECEIVED, CLOSE_NO_RECORD, CLOSE_RESET, ConnKey, ConnStats, DIR_OUTGOING,
+    DIR_UNKNOWN, EV_ACCEPT, EV_CLOSE, EV_CONNECT, EV_CONNECT_FAILED, EV_RETRANSMIT, EV_SOCK_CLOSE,
+    Event as RawEvent, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Where the table files a connection: a TCP tuple is one socket whatever
@@ -242,21 +242,16 @@ impl Table {
                     return;
                 }
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
-                if ev.close_flags & CLOSE_COUNTERS != 0 {
-                    // The kernel's totals over the socket's whole life.
-                    let (fin_acked, fin_received) = fins_at_close(
-                        ev.sk_state,
-                        ev.close_flags & CLOSE_FIN_RECEIVED != 0,
-                        ev.close_flags & CLOSE_RESET != 0,
-                    );
-                    let raw = (ev.bytes_sent, ev.bytes_recv);
-                    (e.stats.bytes_sent, e.stats.bytes_recv) =
-                        payload(raw, e.direction, fin_acked, fin_received);
-                    (e.base_sent, e.base_recv) = (0, 0);
-                } else {
-                    e.stats.bytes_sent = ev.bytes_sent;
-                    e.stats.bytes_recv = ev.bytes_recv;
-                }
+                // The kernel's raw counters over the socket's whole life.
+                let (fin_acked, fin_received) = fins_at_close(
+                    ev.sk_state,
+                    ev.close_flags & CLOSE_FIN_RECEIVED != 0,
+                    ev.close_flags & CLOSE_RESET != 0,
+                );
+                let raw = (ev.bytes_sent, ev.bytes_recv);
+                (e.stats.bytes_sent, e.stats.bytes_recv) =
+                    payload(raw, e.direction, fin_acked, fin_received);
+                (e.base_sent, e.base_recv) = (0, 0);
                 if ev.close_flags & CLOSE_NO_RECORD != 0 {
                     self.close(&ev.key, None, now_ns).into_iter().for_each(out);
                     return;
@@ -477,11 +472,13 @@ mod tests {
         ConnKey { netns: 1, tgid: 42, proto, family: 2, lport, rport, ..Default::default() }
     }
 
+    /// A raw event; a close's counts as the kernel's counters have them
+    /// (this outgoing connection's acknowledged SYN included).
     fn ev(kind: u8, key: ConnKey, sent: u64, recv: u64) -> RawEvent {
         RawEvent {
             key,
             kind,
-            bytes_sent: sent,
+            bytes_sent: if kind == EV_CLOSE { sent + 1 } else { sent },
             bytes_recv: recv,
             direction: DIR_OUTGOING,
             sk: 7,
@@ -674,7 +671,8 @@ mod tests {
     fn close_with_counters(k: ConnKey, raw: (u64, u64), left: u8, flags: u8) -> RawEvent {
         RawEvent {
             sk_state: left,
-            close_flags: CLOSE_COUNTERS | flags,
+            close_flags: flags,
+            bytes_sent: raw.0,
             ..ev(EV_CLOSE, k, raw.0, raw.1)
         }
     }
