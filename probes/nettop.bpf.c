@@ -64,20 +64,6 @@ struct {
     __type(value, __u8);
 } resets SEC(".maps");
 
-/* accept()'s listening fd and peer address buffer, from its entry to its
- * return, per thread (tracepoint backend). */
-struct accept_call {
-    __u64 listen_fd;
-    __u64 peer; /* user memory: the struct sockaddr accept() fills, or 0 */
-};
-
-struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 4096);
-    __type(key, __u64);
-    __type(value, struct accept_call);
-} accepting SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 1 << 22);
@@ -85,8 +71,8 @@ struct {
 
 /* Settings, set by userspace at load (EbpfLoader::override_global). */
 /* Tracepoint backend: the SYN_SENT state change is the connect hook, and
- * accept()'s return (sys_exit_accept4) names an incoming connection's
- * owner. */
+ * an incoming connection is reported without its owner, which userspace
+ * finds (or the owner's close names, below). */
 const volatile __u32 tp_connect = 0;
 /* Which argument of udp_recvmsg holds the flags (4 since 5.19, 5 before):
  * kprobes cannot tell, so userspace says, from the kernel's version. */
@@ -548,7 +534,7 @@ static __always_inline void on_established(__u64 sk, int oldstate)
      * would make the first data open it again, a second accept (seen on
      * 5.10 under emulation). So an incoming record is kept unless its key
      * is another socket's. Otherwise, in softirq, the owner comes with
-     * accept() or with the first send or receive. */
+     * accept(), or from userspace, or with the owner's close. */
     if (oldstate == TCP_SYN_RECV &&
         (!s || s->direction != NETTOP_DIR_INCOMING || (s->has_key && stale(o, sk, s))))
         s = new_sock(sk, IPPROTO_TCP, NETTOP_DIR_INCOMING, 1, 0, s);
@@ -556,8 +542,8 @@ static __always_inline void on_established(__u64 sk, int oldstate)
         return;
     s->established = 1;
     open_tcp(o, sk, s);
-    /* No accept hook on the tracepoint backend: userspace learns the
-     * owner from accept()'s fd (on_accepted_fd). */
+    /* No accept hook on the tracepoint backend: userspace finds the
+     * process that holds the accepted socket (tracer/accepts.rs). */
     if (tp_connect && !s->has_key && s->direction == NETTOP_DIR_INCOMING) {
         struct nettop_conn_key k;
         char nobody[16] __attribute__((aligned(8))) = {};
@@ -566,49 +552,20 @@ static __always_inline void on_established(__u64 sk, int oldstate)
     }
 }
 
-/* accept(2) or accept4(2) is called on `listen_fd`, to fill `peer`
- * (process context). */
-static __always_inline void on_accept_call(__u64 listen_fd, __u64 peer)
+/* The owner closes or shuts down its end: close(2), shutdown(2) or its
+ * exit, in its own context. An incoming connection nobody has named the
+ * owner of yet (tracepoint backend: accepted and closed before userspace
+ * looked) is opened in its name, so that its close has an owner. */
+static __always_inline void on_owner_close(__u64 sk)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct accept_call call = {.listen_fd = listen_fd, .peer = peer};
-    bpf_map_update_elem(&accepting, &id, &call, BPF_ANY);
-}
-
-/* accept(2) or accept4(2) returned `fd` (process context): the peer's
- * address accept() wrote names the connection (v4-mapped folded, as the
- * probe keys connections); without one, userspace goes by the listener. */
-static __always_inline void on_accepted_fd(long fd)
-{
-    __u64 id = bpf_get_current_pid_tgid();
-    struct accept_call *c = bpf_map_lookup_elem(&accepting, &id);
-    if (!c)
+    struct nettop_offsets *o = ready_offsets();
+    if (!o)
         return;
-    struct accept_call call = *c;
-    bpf_map_delete_elem(&accepting, &id);
-    if (fd < 0 || !ready_offsets())
+    struct nettop_sock_state *s = get_sock(sk);
+    if (!s || s->owner_known || s->has_key || s->direction != NETTOP_DIR_INCOMING)
         return;
-    struct nettop_conn_key k = {};
-    k.tgid = id >> 32;
-    k.proto = IPPROTO_TCP;
-    __u16 family = 0, port = 0;
-    if (call.peer && bpf_probe_read_user(&family, 2, (void *)call.peer) == 0 &&
-        bpf_probe_read_user(&port, 2, (void *)(call.peer + 2)) == 0) {
-        if (family == AF_INET && bpf_probe_read_user(k.raddr, 4, (void *)(call.peer + 4)) == 0) {
-            k.family = AF_INET;
-            k.rport = bswap16(port);
-        } else if (family == AF_INET6 &&
-                   bpf_probe_read_user(k.raddr, 16, (void *)(call.peer + 8)) == 0) {
-            k.family = AF_INET6;
-            k.rport = bswap16(port);
-            if (is_v4_mapped(k.raddr)) {
-                *(__u32 *)k.raddr = *(__u32 *)&k.raddr[12];
-                __builtin_memset(&k.raddr[4], 0, 12);
-                k.family = AF_INET;
-            }
-        }
-    }
-    emit(NETTOP_EV_ACCEPTED_FD, &k, 0, call.listen_fd, (__s32)fd, NETTOP_DIR_INCOMING, 0);
+    set_owner(s);
+    open_tcp(o, sk, s);
 }
 
 /* A UDP send or receive returned `ret` bytes: process context. `peer` is a
@@ -1051,8 +1008,11 @@ static __always_inline int tp_set_state(void *ctx, const int S)
     } else if (newstate == TCP_CLOSE) {
         on_tcp_close(sk);
     } else if (newstate == TCP_FIN_WAIT1 && oldstate == TCP_ESTABLISHED) {
-        /* shutdown(2)'s or close(2)'s own context. */
+        /* shutdown(2)'s or close(2)'s own context, as below. */
         on_guess(sk, GUESS_HOOK_SHUTDOWN);
+        on_owner_close(sk);
+    } else if (newstate == TCP_LAST_ACK && oldstate == TCP_CLOSE_WAIT) {
+        on_owner_close(sk);
     }
     return 0;
 }
@@ -1103,30 +1063,6 @@ SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset(void *ctx)
     return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept4") int tp_sys_enter_accept4(void *ctx)
-{
-    on_accept_call(TP_FIELD(ctx, __u64, 16), TP_FIELD(ctx, __u64, 24));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4") int tp_sys_exit_accept4(void *ctx)
-{
-    on_accepted_fd(TP_FIELD(ctx, long, 16));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept") int tp_sys_enter_accept(void *ctx)
-{
-    on_accept_call(TP_FIELD(ctx, __u64, 16), TP_FIELD(ctx, __u64, 24));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept") int tp_sys_exit_accept(void *ctx)
-{
-    on_accepted_fd(TP_FIELD(ctx, long, 16));
-    return 0;
-}
-
 SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state_s8(void *ctx)
 {
     return tp_set_state(ctx, 8);
@@ -1154,26 +1090,3 @@ SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset_s8(void *ctx)
     return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_accept4") int tp_sys_enter_accept4_s8(void *ctx)
-{
-    on_accept_call(TP_FIELD(ctx, __u64, 16 + 8), TP_FIELD(ctx, __u64, 24 + 8));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept4") int tp_sys_exit_accept4_s8(void *ctx)
-{
-    on_accepted_fd(TP_FIELD(ctx, long, 16 + 8));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_enter_accept") int tp_sys_enter_accept_s8(void *ctx)
-{
-    on_accept_call(TP_FIELD(ctx, __u64, 16 + 8), TP_FIELD(ctx, __u64, 24 + 8));
-    return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_accept") int tp_sys_exit_accept_s8(void *ctx)
-{
-    on_accepted_fd(TP_FIELD(ctx, long, 16 + 8));
-    return 0;
-}

@@ -126,10 +126,7 @@ enum nettop_event_type {
     /* Tracepoint backend: an incoming connection is established, in softirq,
      * with no owner known yet (tgid 0). */
     NETTOP_EV_INCOMING = 7,
-    /* Tracepoint backend: accept() on the listening fd `sk` returned in
-     * process `key.tgid` (`err` is the new fd); userspace gives it the
-     * oldest incoming connection on that listener's port. */
-    NETTOP_EV_ACCEPTED_FD = 8,
+    /* 8 was accept()'s return (the accept syscall tracepoints, now gone). */
 };
 
 /* What made the probe report a connection's end: only the change to

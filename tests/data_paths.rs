@@ -365,6 +365,19 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
     let at_rest: Vec<_> =
         open.iter().flat_map(|c| [(c.ports, up + 1), ((c.ports.1, c.ports.0), down)]).collect();
     exactness::wait_acked(&at_rest);
+    // Each server end is listed once its owner is known: at once where the
+    // backend has an accept hook, at the next refresh on the tracepoint one.
+    let start = Instant::now();
+    while !open.iter().all(|c| {
+        let server = (c.ports.1, c.ports.0);
+        (events.lock().unwrap().iter()).any(|e| {
+            e.event == EventKind::Accept
+                && e.conn.as_ref().is_some_and(|x| (x.tuple.lport, x.tuple.rport) == server)
+        })
+    }) && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let listed = tracer.connections();
     let mut wrong = Vec::new();
     for c in &open {

@@ -109,6 +109,19 @@ impl Watch {
         }
     }
 
+    /// Wait until each (server port, client port) has been accepted: on
+    /// the tracepoint backend that is told up to a refresh later.
+    fn wait_accepted(&self, ends: &[(u16, u16)]) {
+        self.wait_for("the accepts", |e| {
+            ends.iter().all(|&end| {
+                e.iter().any(|e| {
+                    e.event == EventKind::Accept
+                        && e.conn.as_ref().is_some_and(|c| (c.tuple.lport, c.tuple.rport) == end)
+                })
+            })
+        });
+    }
+
     fn finish(self) -> (Vec<Connection>, Vec<Event>, nettop::Stats) {
         let conns = self.tracer.connections();
         let stats = self.tracer.stats();
@@ -832,12 +845,7 @@ fn an_accepted_connection_without_data_is_listed_with_its_owner() {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let cport = client.local_addr().unwrap().port();
     let (server, _) = listener.accept().unwrap();
-    w.wait_for("the accept", |e| {
-        e.iter().any(|e| {
-            e.event == EventKind::Accept
-                && e.conn.as_ref().is_some_and(|c| (c.tuple.lport, c.tuple.rport) == (sport, cport))
-        })
-    });
+    w.wait_accepted(&[(sport, cport)]);
     let listed = w.tracer.connections();
     let s = entry(&listed, "tcp", sport, cport);
     assert_eq!(
@@ -849,6 +857,52 @@ fn an_accepted_connection_without_data_is_listed_with_its_owner() {
     let (_, events, _) = w.finish();
     let close = closes(&events, sport, cport);
     assert_eq!((close.len(), close[0].bytes_sent, close[0].bytes_recv), (1, Some(0), Some(0)));
+}
+
+/// A server that accepts and closes at once, before the tracer's next
+/// refresh could find the socket in /proc (the tracepoint backend's way of
+/// naming owners): its connections still come with their owner, named at
+/// its close, whichever end closes first.
+#[test]
+fn connections_accepted_and_closed_at_once_have_their_owner() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.22:0").unwrap();
+    let sport = listener.local_addr().unwrap().port();
+    let mut cports = Vec::new();
+    for i in 0..20 {
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        cports.push(client.local_addr().unwrap().port());
+        let (server, _) = listener.accept().unwrap();
+        if i % 2 == 1 {
+            // The client first: the server's close is then from CLOSE_WAIT.
+            drop(client);
+            std::thread::sleep(Duration::from_millis(5));
+            drop(server);
+        } else {
+            drop(server);
+            let _ = client.read(&mut [0u8; 1]);
+        }
+    }
+    w.wait_for("every close", |e| cports.iter().all(|&c| !closes(e, sport, c).is_empty()));
+    let (_, events, _) = w.finish();
+    let pid = std::process::id();
+    for &c in &cports {
+        let at_server = |kind: EventKind| {
+            let evs: Vec<_> = (events.iter())
+                .filter(|e| e.event == kind)
+                .filter_map(|e| e.conn.as_ref())
+                .filter(|conn| (conn.tuple.lport, conn.tuple.rport) == (sport, c))
+                .map(|conn| conn.owner.pid)
+                .collect();
+            evs
+        };
+        assert_eq!(
+            (at_server(EventKind::Accept), at_server(EventKind::Close)),
+            (vec![pid], vec![pid]),
+            "the connection from port {c}"
+        );
+    }
 }
 
 /// The kernel's own tcp_info (through sock_diag) as an oracle for 100
@@ -888,6 +942,8 @@ fn counters_equal_the_kernels_tcp_info_on_100_connections() {
         want.push(((sp, cp), down as u64));
     }
     wait_acked(&want);
+    let servers: Vec<_> = want.iter().skip(1).step_by(2).map(|w| w.0).collect();
+    w.wait_accepted(&servers);
     let kernel = nettop::tracer::backfill::sockets().unwrap();
     let (conns, _, stats) = w.finish();
     let mut checked = 0;

@@ -162,9 +162,6 @@ pub const EV_SOCK_CLOSE: u8 = 6;
 /// Tracepoint backend: an incoming connection is established, owner not
 /// yet known (`key.tgid` 0).
 pub const EV_INCOMING: u8 = 7;
-/// Tracepoint backend: accept() on the listening fd `sk` returned in
-/// `key.tgid` (`err` is the new fd).
-pub const EV_ACCEPTED_FD: u8 = 8;
 
 /// One ring-buffer record (`struct nettop_event`).
 #[repr(C)]

@@ -202,38 +202,12 @@ const RESET_TRACEPOINT: (&str, Expect) = (
 );
 
 /// The tracepoint backend's own tracepoints, with the record offsets the
-/// probe reads (nettop.bpf.c). accept()'s return names the owner of an
-/// incoming connection (there is no accept hook).
-const TRACEPOINTS: &[(&str, Expect)] = &[
-    (
-        "tp_tcp_retransmit_skb",
-        Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
-    ),
-    (
-        "tp_sys_enter_accept4",
-        Expect {
-            category: "syscalls",
-            name: "sys_enter_accept4",
-            fields: &[("fd", 16), ("upeer_sockaddr", 24)],
-        },
-    ),
-    (
-        "tp_sys_enter_accept",
-        Expect {
-            category: "syscalls",
-            name: "sys_enter_accept",
-            fields: &[("fd", 16), ("upeer_sockaddr", 24)],
-        },
-    ),
-    (
-        "tp_sys_exit_accept4",
-        Expect { category: "syscalls", name: "sys_exit_accept4", fields: &[("ret", 16)] },
-    ),
-    (
-        "tp_sys_exit_accept",
-        Expect { category: "syscalls", name: "sys_exit_accept", fields: &[("ret", 16)] },
-    ),
-];
+/// probe reads (nettop.bpf.c). There is no accept hook: userspace finds
+/// who accepted each incoming connection (tracer/accepts.rs).
+const TRACEPOINTS: &[(&str, Expect)] = &[(
+    "tp_tcp_retransmit_skb",
+    Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
+)];
 
 /// The length tracepoints, for UDP: they fire for every TCP packet too, and
 /// return at once for those. Not attached with `--proto tcp`.

@@ -375,8 +375,6 @@ fn start_backend<'a>(
     // Only kprobes pass arguments to their return probes through the `args`
     // map: elsewhere its preallocated 1.7 MB would sit unused.
     loader.map_max_entries("args", if backend == Backend::Kprobe { ARGS_ENTRIES } else { 1 });
-    // Only the tracepoint backend follows accept() from entry to return.
-    loader.map_max_entries("accepting", if backend == Backend::Tracepoint { 4096 } else { 1 });
     let plan = if backend == Backend::Fentry {
         let plan = fentry_plan
             .get_or_init(|| FentryPlan::from_kernel().map_err(|e| format!("{e:#}")))

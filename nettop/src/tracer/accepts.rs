@@ -1,60 +1,46 @@
 //! Who accepted each incoming TCP connection, on the tracepoint backend,
-//! which has no accept hook. The probe reports the connection when it is
-//! established (in softirq: no owner), and each accept() with the peer
-//! address it returned and its listening fd. The peer's address and port,
-//! in the accepting process's network namespace, name the connection.
-//! An accept() that asked for no address takes the oldest connection
-//! waiting on its listener's port, as the kernel's accept queue hands them
-//! out (the port from the listening socket's inode in `/proc/PID/fd` and a
-//! sock_diag dump of the listeners). Either report can come first: the
-//! kernel queues a connection for accept() just before it marks it
-//! established.
+//! which has no accept hook. (The accept syscall tracepoints would name
+//! the owner, but enabling any syscall tracepoint slows every system call
+//! on the host.) The probe reports each incoming connection when it is
+//! established, in softirq, without an owner. At each refresh the waiting
+//! ones are looked up with sock_diag: once accept() has given one a file,
+//! it has an inode, and the process holding that inode owns it. Only the
+//! processes holding a listener on its port are searched (learned by one
+//! scan of `/proc` per new listener); every process is, at most every few
+//! seconds, when none of them holds it (a descriptor passed on). A
+//! connection accepted and closed between two refreshes is named by the
+//! probe instead, at its owner's close.
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use nettop_shared::ConnKey;
-use rustc_hash::FxHashMap;
+use nettop_shared::{ConnKey, Event as RawEvent};
+use procfs::process::{FDTarget, Process};
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::sock_diag::{Namespaces, Proto, netns_of};
+use super::backfill::{key_of, socket_owners};
+use super::sock_diag::{Namespaces, Proto};
 
-/// What is not matched within this long is dropped (an accept() on a
-/// unix socket, a connection closed before anyone accepted it).
-const PATIENCE: Duration = Duration::from_secs(10);
-/// At most this many of each kind wait.
-const MAX_WAITING: usize = 4096;
-/// sock_diag's state bit for listeners.
-const LISTEN_STATE: u32 = 1 << 10;
-
-struct Waiting {
-    key: ConnKey,
-    sk: u64,
-    since: Instant,
-}
-
-struct Accepted {
-    netns: u32,
-    /// The peer accept() returned (family, address, port; port 0 when it
-    /// asked for none), else the listener's port.
-    peer: Option<(u8, [u8; 16], u16)>,
-    port: u16,
-    tgid: u32,
-    comm: [u8; 16],
-    since: Instant,
-}
-
-/// An incoming connection and who accepted it.
-pub struct Owned {
-    pub key: ConnKey,
-    pub sk: u64,
-    pub comm: [u8; 16],
-}
+/// A connection not accepted within this long (a full accept queue, a
+/// server that stopped accepting) is no longer looked for here: its close
+/// still comes, named by its owner if one took it.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// At most this many wait.
+const MAX_WAITING: usize = 16384;
+/// Every process is searched at most this often.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
+/// The states of an accepted connection still open, and of a listener.
+const STATES: u32 = (1 << 1) // ESTABLISHED
+    | (1 << 8) // CLOSE_WAIT
+    | (1 << 10); // LISTEN
+const TCP_LISTEN: u8 = 10;
 
 pub struct Accepts {
-    waiting: VecDeque<Waiting>,
-    accepted: VecDeque<Accepted>,
-    /// A listening socket's inode → its namespace and port.
-    listeners: FxHashMap<u64, (u32, u16)>,
-    /// Its own sock_diag sockets: matching never waits on a listing's dump.
+    /// The probe's incoming events, oldest first.
+    waiting: VecDeque<(RawEvent, Instant)>,
+    /// A listening socket's inode → the processes holding it.
+    holders: FxHashMap<u64, Vec<u32>>,
+    last_full_scan: Option<Instant>,
+    /// Its own sock_diag sockets, opened when a namespace is first seen.
     namespaces: Namespaces,
 }
 
@@ -62,115 +48,167 @@ impl Accepts {
     pub fn new() -> anyhow::Result<Accepts> {
         Ok(Accepts {
             waiting: VecDeque::new(),
-            accepted: VecDeque::new(),
-            listeners: FxHashMap::default(),
+            holders: FxHashMap::default(),
+            last_full_scan: None,
             namespaces: Namespaces::new()?,
         })
     }
 
-    /// The probe reported an incoming connection (`key.tgid` is 0).
-    pub fn incoming(&mut self, key: ConnKey, sk: u64) -> Option<Owned> {
-        self.expire();
-        let first = self.accepted.iter().position(|a| {
-            a.netns == key.netns
-                && match a.peer {
-                    Some(p) => p == peer_of(&key),
-                    None => a.port == key.lport,
-                }
-        });
-        if let Some(a) = first.and_then(|i| self.accepted.remove(i)) {
-            return Some(owned(key, sk, a.tgid, a.comm));
-        }
+    /// The probe reported an incoming connection (`key.tgid` 0).
+    pub fn incoming(&mut self, ev: RawEvent) {
         if self.waiting.len() >= MAX_WAITING {
             self.waiting.pop_front();
         }
-        self.waiting.push_back(Waiting { key, sk, since: Instant::now() });
-        None
+        self.waiting.push_back((ev, Instant::now()));
     }
 
-    /// accept() on `listen_fd` returned in process `tgid`; `peer` holds
-    /// the address it returned (`rport` 0 when it asked for none).
-    pub fn accepted(
-        &mut self,
-        tgid: u32,
-        listen_fd: u64,
-        peer: &ConnKey,
-        comm: [u8; 16],
-    ) -> Option<Owned> {
-        self.expire();
-        let (netns, peer, port) = if peer.rport != 0 {
-            let ns = netns_of(std::path::Path::new(&format!("/proc/{tgid}/ns/net"))).ok()?;
-            (ns, Some(peer_of(peer)), 0)
-        } else {
-            let (ns, port) = self.listener(tgid, listen_fd)?;
-            (ns, None, port)
-        };
-        let first = self.waiting.iter().position(|w| {
-            w.key.netns == netns
-                && match peer {
-                    Some(p) => p == peer_of(&w.key),
-                    None => w.key.lport == port,
+    /// The probe named the owner of socket `sk` itself.
+    pub fn named(&mut self, sk: u64) {
+        if !self.waiting.is_empty() {
+            self.waiting.retain(|(w, _)| w.sk != sk);
+        }
+    }
+
+    /// Each waiting connection that a process has accepted by now, as the
+    /// probe's incoming event with the owner's pid and name in it.
+    pub fn resolve(&mut self) -> Vec<RawEvent> {
+        self.waiting.retain(|(_, since)| since.elapsed() < PATIENCE);
+        let mut netns: Vec<u32> = self.waiting.iter().map(|(w, _)| w.key.netns).collect();
+        netns.sort_unstable();
+        netns.dedup();
+        // A socket holds its namespace alive: keep only those still needed.
+        self.namespaces.retain(|ns| netns.binary_search(&ns).is_ok());
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        if netns.iter().any(|ns| self.namespaces.get(*ns).is_none()) {
+            self.namespaces.open_every_process_namespace();
+        }
+        // What the kernel has now: each open connection's inode (0 until
+        // accepted), and the listeners' inodes by namespace and port.
+        let mut inodes: FxHashMap<ConnKey, u64> = FxHashMap::default();
+        let mut listeners: FxHashMap<(u32, u16), Vec<u64>> = FxHashMap::default();
+        let mut dumped = Vec::new();
+        for &ns in &netns {
+            let Some(sock) = self.namespaces.get(ns) else { continue };
+            let mut found = Vec::new();
+            if sock.dump(Proto::Tcp, STATES, &mut found).is_err() {
+                continue;
+            }
+            dumped.push(ns);
+            for e in found {
+                if e.state == TCP_LISTEN {
+                    listeners.entry((ns, e.lport)).or_default().push(e.inode);
+                } else {
+                    inodes.insert(slot(&key_of(&e)), e.inode);
                 }
+            }
+        }
+        // Gone before anyone accepted it (or its namespace with it): its
+        // close comes from the probe.
+        self.waiting
+            .retain(|(w, _)| !dumped.contains(&w.key.netns) || inodes.contains_key(&slot(&w.key)));
+        let accepted: Vec<(usize, u64, Vec<u64>)> = (self.waiting.iter().enumerate())
+            .filter_map(|(i, (w, _))| {
+                let inode = *inodes.get(&slot(&w.key)).filter(|&&n| n != 0)?;
+                let on_port =
+                    listeners.get(&(w.key.netns, w.key.lport)).cloned().unwrap_or_default();
+                Some((i, inode, on_port))
+            })
+            .collect();
+        if accepted.is_empty() {
+            return Vec::new();
+        }
+        let wanted: FxHashSet<u64> = accepted.iter().map(|a| a.1).collect();
+        let mut owners: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        if accepted.iter().any(|a| a.2.iter().any(|l| !self.holders.contains_key(l))) {
+            self.full_scan(&mut owners, &listeners);
+        } else {
+            let mut pids: Vec<u32> = accepted
+                .iter()
+                .flat_map(|a| &a.2)
+                .flat_map(|l| &self.holders[l])
+                .copied()
+                .collect();
+            pids.sort_unstable();
+            pids.dedup();
+            for pid in pids {
+                sockets_of(pid, &wanted, &mut owners);
+            }
+            if wanted.iter().any(|i| !owners.contains_key(i))
+                && self.last_full_scan.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY)
+            {
+                self.full_scan(&mut owners, &listeners);
+            }
+        }
+        let mut out = Vec::new();
+        let mut taken = FxHashSet::default();
+        for (i, inode, on_port) in &accepted {
+            let Some(pids) = owners.get(inode) else { continue };
+            // Several hold it after a fork: the one that holds the listener
+            // accepted it, as an accept hook would say.
+            let listening = |p: &u32| {
+                on_port.iter().any(|l| self.holders.get(l).is_some_and(|h| h.contains(p)))
+            };
+            let pid = pids.iter().copied().find(listening).unwrap_or(pids[0]);
+            let Some(comm) = comm_of(pid) else { continue };
+            let (ev, _) = self.waiting[*i];
+            out.push(RawEvent {
+                kind: nettop_shared::EV_ACCEPT,
+                key: ConnKey { tgid: pid, ..ev.key },
+                comm,
+                ..ev
+            });
+            taken.insert(*i);
+        }
+        let mut i = 0;
+        self.waiting.retain(|_| {
+            i += 1;
+            !taken.contains(&(i - 1))
         });
-        if let Some(w) = first.and_then(|i| self.waiting.remove(i)) {
-            return Some(owned(w.key, w.sk, tgid, comm));
-        }
-        if self.accepted.len() >= MAX_WAITING {
-            self.accepted.pop_front();
-        }
-        self.accepted.push_back(Accepted { netns, peer, port, tgid, comm, since: Instant::now() });
-        None
+        out
     }
 
-    /// The namespace and port of the listening socket `fd` of `tgid`.
-    fn listener(&mut self, tgid: u32, fd: u64) -> Option<(u32, u16)> {
-        let link = std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")).ok()?;
-        let inode = socket_inode(link.to_str()?)?;
-        if let Some(&known) = self.listeners.get(&inode) {
-            return Some(known);
+    /// Every process's sockets: who holds each listener, and each wanted
+    /// inode (into `owners`).
+    fn full_scan(
+        &mut self,
+        owners: &mut FxHashMap<u64, Vec<u32>>,
+        listeners: &FxHashMap<(u32, u16), Vec<u64>>,
+    ) {
+        let all = socket_owners();
+        self.last_full_scan = Some(Instant::now());
+        self.holders.clear();
+        for l in listeners.values().flatten() {
+            self.holders.insert(*l, all.get(l).cloned().unwrap_or_default());
         }
-        // A listener not seen yet: learn every listener of its namespace.
-        let netns = netns_of(std::path::Path::new(&format!("/proc/{tgid}/ns/net"))).ok()?;
-        let sock = self.namespaces.open(netns, [tgid])?;
-        let mut found = Vec::new();
-        sock.dump(Proto::Tcp, LISTEN_STATE, &mut found).ok()?;
-        if self.listeners.len() > 4 * MAX_WAITING {
-            self.listeners.clear();
-        }
-        for l in found.iter().filter(|l| l.inode != 0) {
-            self.listeners.insert(l.inode, (netns, l.lport));
-        }
-        self.listeners.get(&inode).copied()
-    }
-
-    fn expire(&mut self) {
-        self.waiting.retain(|c| c.since.elapsed() < PATIENCE);
-        self.accepted.retain(|a| a.since.elapsed() < PATIENCE);
+        owners.extend(all);
     }
 }
 
-fn peer_of(k: &ConnKey) -> (u8, [u8; 16], u16) {
-    (k.family, k.raddr, k.rport)
+/// The tuple alone: whose it is is what is being looked for.
+fn slot(k: &ConnKey) -> ConnKey {
+    ConnKey { tgid: 0, ..*k }
 }
 
-fn owned(key: ConnKey, sk: u64, tgid: u32, comm: [u8; 16]) -> Owned {
-    Owned { key: ConnKey { tgid, ..key }, sk, comm }
-}
-
-/// "socket:[1234]" → 1234.
-fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_links_name_an_inode() {
-        assert_eq!(socket_inode("socket:[4026532]"), Some(4_026_532));
-        assert_eq!(socket_inode("pipe:[12]"), None);
-        assert_eq!(socket_inode("socket:[x]"), None);
-        assert_eq!(socket_inode("/dev/null"), None);
+/// Which of `wanted` process `pid` holds.
+fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec<u32>>) {
+    let Ok(fds) = Process::new(pid as i32).and_then(|p| p.fd()) else { return };
+    for fd in fds.flatten() {
+        if let FDTarget::Socket(inode) = fd.target
+            && wanted.contains(&inode)
+        {
+            owners.entry(inode).or_default().push(pid);
+        }
     }
+}
+
+/// The process's name as the kernel keeps it (`comm`, 15 bytes at most).
+fn comm_of(pid: u32) -> Option<[u8; 16]> {
+    let text = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
+    let name = text.strip_suffix(b"\n").unwrap_or(&text);
+    let mut comm = [0u8; 16];
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    Some(comm)
 }

@@ -229,6 +229,11 @@ impl Table {
     ) {
         match ev.kind {
             EV_CONNECT | EV_ACCEPT => {
+                // Told twice (the tracepoint backend's accepts: found by
+                // userspace, then named by the probe at the owner's close).
+                if self.open.get(&slot(&ev.key)).is_some_and(|e| e.born && e.stats.sk == ev.sk) {
+                    return;
+                }
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
                 e.born = true;
                 let e = e.clone();
@@ -633,6 +638,21 @@ mod tests {
         assert_eq!((e.bytes_sent(), e.bytes_recv()), (1050, 3010));
         assert!(e.backfilled);
         assert_eq!(e.direction, DIR_INCOMING);
+    }
+
+    #[test]
+    fn an_accept_told_twice_is_one_accept() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let k = key(IPPROTO_TCP, 80, 3000);
+        let accept = RawEvent { direction: DIR_INCOMING, ..ev(EV_ACCEPT, k, 0, 0) };
+        assert!(matches!(t.apply(&accept, 0, |_| None)[..], [Change::Accept(_)]));
+        // The probe names it again at its owner's close: not news.
+        let again = RawEvent { key: ConnKey { tgid: 9, ..k }, ..accept };
+        assert!(t.apply(&again, SEC, |_| None).is_empty());
+        // Another socket on the same tuple (its predecessor's close lost)
+        // is still told.
+        let other = RawEvent { sk: 8, ..accept };
+        assert!(matches!(t.apply(&other, 2 * SEC, |_| None)[..], [Change::Accept(_)]));
     }
 
     #[test]

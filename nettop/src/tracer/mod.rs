@@ -131,7 +131,6 @@ pub struct Info {
 struct Shared {
     probe: Probe,
     table: Table,
-    accepts: accepts::Accepts,
     owners: Owners,
     config: Config,
     lost_seen: u64,
@@ -200,7 +199,6 @@ impl Tracer {
         }
         let mut shared = Shared {
             table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),
-            accepts: accepts::Accepts::new().context("open a sock_diag socket")?,
             owners: Owners::new(),
             probe,
             config,
@@ -230,10 +228,11 @@ impl Tracer {
         let live = Arc::new(Mutex::new(live));
         let dropped = Arc::new(AtomicU64::new(0));
         let (tx, rx) = queue::queue(event_queue, dropped.clone());
+        let accepts = accepts::Accepts::new().context("open a sock_diag socket")?;
         let reader = {
             let (shared, live) = (shared.clone(), live.clone());
             Worker::spawn("nettop-tracer", move |stop| {
-                reader::read_loop(ring, &shared, &live, &stop, &tx)
+                reader::read_loop(ring, &shared, &live, accepts, &stop, &tx)
             })?
         };
         Ok(Tracer { shared, live, reader, events: Some(rx), dropped, info })

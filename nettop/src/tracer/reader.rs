@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
-use nettop_shared::{
-    Counter, DIR_INCOMING, DIR_OUTGOING, EV_ACCEPT, EV_ACCEPTED_FD, EV_INCOMING, Event as RawEvent,
-};
+use nettop_shared::{Counter, DIR_OUTGOING, EV_ACCEPT, EV_INCOMING, Event as RawEvent};
 
+use super::accepts::Accepts;
 use super::conntrack::{Change, Entry};
 use super::live::Live;
 use super::owners::Owners;
@@ -33,6 +32,7 @@ pub(super) fn read_loop(
     mut ring: RingBuf<MapData>,
     shared: &Mutex<Shared>,
     live: &Mutex<Live>,
+    mut accepts: Accepts,
     stop: &StopFlag,
     tx: &queue::Sender,
 ) {
@@ -61,44 +61,32 @@ pub(super) fn read_loop(
             let plan = super::live::plan(&lock(shared).table);
             live.lock().unwrap_or_else(|e| e.into_inner()).dump(plan)
         });
+        // Who accepted what (tracepoint backend): /proc and sock_diag, also
+        // outside the table's lock, and applied before the events that
+        // follow (a close).
+        let accepted = if refresh_due { accepts.resolve() } else { Vec::new() };
         let mut s = lock(shared);
         let now = monotonic_ns();
         // Sized like the last one: growing it by doubling moves every event
         // again.
         let mut batch = Vec::with_capacity(last_batch);
         let clock = Instant::now();
-        while let Some(item) = ring.next() {
-            if item.len() < size_of::<RawEvent>() {
-                continue;
-            }
-            // SAFETY: the probe writes whole `struct nettop_event`s (layout
-            // checked by shared/tests/layout.rs); read_unaligned copes with
-            // any alignment.
-            let raw: RawEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            let Shared { table, probe, owners, config, accepts, .. } = &mut *s;
+        let mut accepted = accepted.into_iter();
+        while let Some(raw) = accepted.next().or_else(|| next_event(&mut ring)) {
+            let Shared { table, probe, owners, config, .. } = &mut *s;
             if config.debug_events {
                 eprintln!("{}", debug_line(&raw));
             }
-            // The tracepoint backend's accepts: an incoming connection and
-            // the fd accept() gave, met through the socket's inode.
-            let owned = match raw.kind {
-                EV_INCOMING => accepts.incoming(raw.key, raw.sk),
-                EV_ACCEPTED_FD => accepts.accepted(raw.key.tgid, raw.sk, &raw.key, raw.comm),
-                _ => None,
-            };
-            let raw = match (raw.kind, owned) {
-                (EV_INCOMING | EV_ACCEPTED_FD, None) => continue,
-                (EV_INCOMING | EV_ACCEPTED_FD, Some(o)) => RawEvent {
-                    kind: EV_ACCEPT,
-                    key: o.key,
-                    sk: o.sk,
-                    comm: o.comm,
-                    direction: DIR_INCOMING,
-                    err: 0,
-                    ..raw
-                },
-                _ => raw,
-            };
+            // The tracepoint backend's incoming connections wait for their
+            // owner: listed once it is found.
+            match raw.kind {
+                EV_INCOMING => {
+                    accepts.incoming(raw);
+                    continue;
+                }
+                EV_ACCEPT => accepts.named(raw.sk),
+                _ => {}
+            }
             table.apply_into(
                 &raw,
                 now,
@@ -145,6 +133,18 @@ pub(super) fn read_loop(
         }
         last_batch = batch.len();
         tx.send(batch);
+    }
+}
+
+fn next_event(ring: &mut RingBuf<MapData>) -> Option<RawEvent> {
+    loop {
+        let item = ring.next()?;
+        if item.len() >= size_of::<RawEvent>() {
+            // SAFETY: the probe writes whole `struct nettop_event`s (layout
+            // checked by shared/tests/layout.rs); read_unaligned copes with
+            // any alignment.
+            return Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+        }
     }
 }
 
