@@ -129,6 +129,7 @@ enum hook_id {
 #define GUESS_HOOK_CONNECT 1
 #define GUESS_HOOK_TRACEPOINT 2
 #define GUESS_HOOK_SHUTDOWN 3
+#define GUESS_HOOK_UDP 4
 
 static __always_inline void count(__u32 idx)
 {
@@ -170,15 +171,16 @@ static __always_inline struct args unstash(__u32 hook)
 /* Guessing: when userspace has armed the status and the connecting thread
  * carries the guesser's unique name, copy a window of the socket (and of its
  * network namespace) for userspace to search. An armed status says when:
- * at connect (addresses, ports, namespace) or at shutdown, after a transfer
- * of known size (the byte counters). */
+ * at connect (addresses, ports, namespace), at shutdown, after a transfer
+ * of known size (the byte counters), or at a UDP send (the protocol). */
 static __always_inline void on_guess(__u64 sk, __u32 hook)
 {
     __u32 zero = 0;
     struct nettop_guess_status *st = bpf_map_lookup_elem(&guess_status, &zero);
     if (!st || st->state != NETTOP_GUESS_ARMED)
         return;
-    if ((st->at == 1) != (hook == GUESS_HOOK_SHUTDOWN))
+    __u32 at = hook == GUESS_HOOK_SHUTDOWN ? 1 : hook == GUESS_HOOK_UDP ? 2 : 0;
+    if (st->at != at)
         return;
     char comm[16] __attribute__((aligned(8))) = {};
     bpf_get_current_comm(comm, sizeof(comm));
@@ -573,7 +575,12 @@ static __always_inline void on_owner_close(__u64 sk)
 static __always_inline void on_udp_bytes(__u64 sk, long ret, int sent, __u64 peer)
 {
     struct nettop_offsets *o = ready_offsets();
-    if (!o || ret <= 0)
+    if (!o) {
+        if (sent)
+            on_guess(sk, GUESS_HOOK_UDP);
+        return;
+    }
+    if (ret <= 0)
         return;
     struct nettop_sock_state *s = get_sock(sk);
     if (!s)
@@ -1017,38 +1024,11 @@ static __always_inline int tp_set_state(void *ctx, const int S)
     return 0;
 }
 
-static __always_inline int tp_length(void *ctx, int recv, const int S)
-{
-    __u16 proto = TP_FIELD(ctx, __u16, 18 + S);
-    if (proto != IPPROTO_UDP)
-        return 0; /* TCP: the kernel counts its bytes itself */
-    __u64 sk = TP_FIELD(ctx, __u64, 8 + S);
-    __u16 family = TP_FIELD(ctx, __u16, 16 + S);
-    int ret = TP_FIELD(ctx, int, 20 + S);
-    int flags = TP_FIELD(ctx, int, 24 + S);
-    if (family != AF_INET && family != AF_INET6)
-        return 0;
-    if (recv && (flags & MSG_PEEK))
-        return 0;
-    on_udp_bytes(sk, ret, !recv, 0);
-    return 0;
-}
-
 /* The programs for the 8-byte header (S = 0), then for the 16-byte one
  * (_s8). */
 SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state(void *ctx)
 {
     return tp_set_state(ctx, 0);
-}
-
-SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length(void *ctx)
-{
-    return tp_length(ctx, 0, 0);
-}
-
-SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length(void *ctx)
-{
-    return tp_length(ctx, 1, 0);
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb(void *ctx)
@@ -1068,16 +1048,6 @@ SEC("tracepoint/sock/inet_sock_set_state") int tp_inet_sock_set_state_s8(void *c
     return tp_set_state(ctx, 8);
 }
 
-SEC("tracepoint/sock/sock_send_length") int tp_sock_send_length_s8(void *ctx)
-{
-    return tp_length(ctx, 0, 8);
-}
-
-SEC("tracepoint/sock/sock_recv_length") int tp_sock_recv_length_s8(void *ctx)
-{
-    return tp_length(ctx, 1, 8);
-}
-
 SEC("tracepoint/tcp/tcp_retransmit_skb") int tp_tcp_retransmit_skb_s8(void *ctx)
 {
     on_retransmit(TP_FIELD(ctx, __u64, 16 + 8));
@@ -1090,3 +1060,64 @@ SEC("tracepoint/tcp/tcp_receive_reset") int tp_tcp_receive_reset_s8(void *ctx)
     return 0;
 }
 
+/* ---------------- the length tracepoints, on raw_tp ----------------
+ * sock_send_length and sock_recv_length (6.3+) fire for every send and
+ * receive of every protocol. Only UDP is counted here (the kernel counts
+ * TCP's bytes itself), so a TCP packet must cost as little as can be: a
+ * raw_tp program gets the tracepoint's arguments (sk, ret, flags) without
+ * the record a perf tracepoint builds, and tells UDP by the socket's
+ * guessed sk_protocol. Reading that is a helper call, as costly as the rest
+ * together (docs/performance.md), so the TCP sockets it found are
+ * remembered, in a direct-mapped table of socket addresses: a socket is
+ * entered by a send or receive that moved bytes, and leaves when it is
+ * destroyed (tcp_destroy_sock), before its memory can be another socket's. */
+#define TCP_SEEN_SLOTS 1024
+__u64 tcp_seen[TCP_SEEN_SLOTS];
+
+static __always_inline __u32 tcp_seen_slot(__u64 sk)
+{
+    return (__u32)((sk * 0x9E3779B97F4A7C15ULL) >> 54) & (TCP_SEEN_SLOTS - 1);
+}
+
+static __always_inline int raw_length(__u64 sk, long ret, int flags, int recv)
+{
+    __u32 slot = tcp_seen_slot(sk);
+    if (tcp_seen[slot] == sk)
+        return 0;
+    struct nettop_offsets *o = ready_offsets();
+    if (!o) {
+        /* Guessing the protocol: the guesser's UDP send. */
+        if (!recv)
+            on_guess(sk, GUESS_HOOK_UDP);
+        return 0;
+    }
+    __u16 proto = 0;
+    bpf_probe_read_kernel(&proto, sizeof(proto), (void *)(sk + o->sk_protocol));
+    if (proto == IPPROTO_TCP && ret > 0)
+        tcp_seen[slot] = sk;
+    if (proto != IPPROTO_UDP)
+        return 0;
+    if (recv && (flags & MSG_PEEK))
+        return 0;
+    on_udp_bytes(sk, ret, !recv, 0);
+    return 0;
+}
+
+SEC("raw_tp/sock_send_length") int raw_sock_send_length(struct bpf_raw_tracepoint_args *ctx)
+{
+    return raw_length(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], 0);
+}
+
+SEC("raw_tp/sock_recv_length") int raw_sock_recv_length(struct bpf_raw_tracepoint_args *ctx)
+{
+    return raw_length(ctx->args[0], (int)ctx->args[1], (int)ctx->args[2], 1);
+}
+
+SEC("raw_tp/tcp_destroy_sock") int raw_tcp_destroy_sock(struct bpf_raw_tracepoint_args *ctx)
+{
+    __u64 sk = ctx->args[0];
+    __u32 slot = tcp_seen_slot(sk);
+    if (tcp_seen[slot] == sk)
+        tcp_seen[slot] = 0;
+    return 0;
+}

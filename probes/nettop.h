@@ -26,10 +26,11 @@ struct nettop_guess_status {
     __u32 deref_net;
     __u32 net_ptr_offset;
     /* 1 kprobe/fexit on connect, 2 tracepoint SYN_SENT, 3 the change to
-     * FIN_WAIT1: tells which hook fired. */
+     * FIN_WAIT1, 4 a UDP send: tells which hook fired. */
     __u32 hook;
     /* When to copy: 0 at connect, 1 at shutdown (FIN_WAIT1), after a
-     * transfer of known size, for the byte counters. */
+     * transfer of known size, for the byte counters; 2 at a UDP send, for
+     * the protocol. */
     __u32 at;
     __u32 _pad;
     __u64 sk;
@@ -56,7 +57,7 @@ struct nettop_offsets {
     __u32 bytes_received;
     __u32 bytes_acked;
     __u32 sk_flags; /* struct sock's sk_flags: SOCK_DONE (bit 1) says a FIN came */
-    __u32 _pad;
+    __u32 sk_protocol; /* struct sock's sk_protocol (u16): UDP from TCP on raw_tp */
 };
 
 /* The connection table's key: one entry per (namespace, process, tuple).

@@ -34,6 +34,11 @@ typedef signed long long __s64;
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define MSG_PEEK 2
+
+/* A raw_tp program's context: the tracepoint's arguments, as u64s. */
+struct bpf_raw_tracepoint_args {
+    __u64 args[0];
+};
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3

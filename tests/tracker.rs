@@ -758,8 +758,8 @@ fn events_a_slow_consumer_missed_are_reported_lost() {
 /// Nothing runs per TCP packet. With the kernel's BPF run-time statistics
 /// on, 10 000 round trips on an established TCP connection run none of
 /// nettop's programs on kprobe and fentry; on the tracepoint backend only
-/// the length tracepoints run, which UDP needs and TCP shares (for TCP they
-/// return at once). With UDP off (`--proto tcp`) no UDP hook is attached,
+/// the length tracepoints run (raw_tp), which UDP needs and TCP shares (for
+/// TCP they return at once). With UDP off (`--proto tcp`) no UDP hook is attached,
 /// and nothing runs on any backend. Opening and closing one connection runs the
 /// state-change program: the positive control, without which a test that
 /// found no programs would pass.
@@ -786,8 +786,7 @@ fn nothing_runs_per_tcp_packet() {
         };
         let names = runs();
         assert!(names.keys().any(|n| n.starts_with("tp_inet_sock_set_state")), "{names:?}");
-        let length_hook =
-            |n: &str| n.starts_with("tp_sock_send_length") || n.starts_with("tp_sock_recv_length");
+        let length_hook = |n: &str| n == "raw_sock_send_length" || n == "raw_sock_recv_length";
         let udp_hooks = names.keys().filter(|n| n.contains("udp") || length_hook(n)).count();
         let listener = TcpListener::bind("127.0.0.20:0").unwrap();
         let mut c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -834,8 +833,8 @@ fn nothing_runs_per_tcp_packet() {
 }
 
 /// An accepted connection that never carries data is listed and owned on
-/// every backend (the tracepoint backend learns its owner from accept()'s
-/// fd), and ends with its close.
+/// every backend (the tracepoint backend learns its owner from /proc at its
+/// next refresh), and ends with its close.
 #[test]
 fn an_accepted_connection_without_data_is_listed_with_its_owner() {
     let _g = serial();

@@ -272,6 +272,53 @@ fn churn_listeners(n: usize) -> (Vec<TcpListener>, Arc<Vec<u16>>) {
     (ls, Arc::new(ports))
 }
 
+/// The floor for the length tracepoints: a 2-instruction raw_tp program
+/// ("return 0") on `sock_send_length` and `sock_recv_length`, loaded by hand,
+/// no nettop. What merely entering a program there costs.
+struct EmptyRawTp {
+    _links: Vec<std::os::fd::OwnedFd>,
+}
+
+impl EmptyRawTp {
+    fn attach() -> Result<EmptyRawTp, String> {
+        use std::os::fd::FromRawFd;
+        // mov64 r0, 0; exit.
+        let insns: [u64; 2] = [u64::from_le_bytes([0xb7, 0, 0, 0, 0, 0, 0, 0]), 0x95];
+        let license = c"GPL";
+        let mut fds = Vec::new();
+        for tp in [c"sock_send_length", c"sock_recv_length"] {
+            // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns,
+            // license (BPF_PROG_TYPE_RAW_TRACEPOINT is 17).
+            let mut attr = [0u64; 16];
+            attr[0] = 17 | (insns.len() as u64) << 32;
+            attr[1] = insns.as_ptr() as u64;
+            attr[2] = license.as_ptr() as u64;
+            // SAFETY: bpf(2) reads `size` bytes of the attr we own.
+            let prog = unsafe { libc::syscall(libc::SYS_bpf, 5, attr.as_ptr(), 128) };
+            if prog < 0 {
+                return Err(format!("BPF_PROG_LOAD: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: a new fd that nothing else owns.
+            fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(prog as i32) });
+            // BPF_RAW_TRACEPOINT_OPEN (17): name, prog_fd.
+            let mut attr = [0u64; 16];
+            attr[0] = tp.as_ptr() as u64;
+            attr[1] = prog as u64;
+            // SAFETY: as above.
+            let link = unsafe { libc::syscall(libc::SYS_bpf, 17, attr.as_ptr(), 128) };
+            if link < 0 {
+                return Err(format!(
+                    "BPF_RAW_TRACEPOINT_OPEN: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // SAFETY: as above.
+            fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(link as i32) });
+        }
+        Ok(EmptyRawTp { _links: fds })
+    }
+}
+
 /// connect, accept and a close at each end.
 const EVENTS_PER_CONNECTION: u64 = 4;
 
@@ -292,6 +339,32 @@ fn overhead() {
         ("ping-pong 1 KiB (one CPU)", "round trips/s", &[], Box::new(move || pingpong(1024, dur))),
         ("bulk 64 KiB writes", "MiB/s", &[], Box::new(move || bulk(dur) / (1 << 20) as f64)),
     ];
+    // The floor the UDP-on figure is held to, in the same run.
+    let (mut ratios, mut offs, mut ons) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..7 {
+        let off = pingpong(1, dur);
+        let floor = match EmptyRawTp::attach() {
+            Ok(f) => f,
+            Err(why) => {
+                println!("{:<28} skipped: {why}", "ping-pong 1 B, empty raw_tp");
+                break;
+            }
+        };
+        let on = pingpong(1, dur);
+        drop(floor);
+        ratios.push(on / off);
+        offs.push(off);
+        ons.push(on);
+    }
+    if !ratios.is_empty() {
+        println!(
+            "{:<28} untraced {:>12.0} round trips/s, with it {:>12.0}, ratio {:.3} (the floor for the first row: goal within 0.01)",
+            "ping-pong 1 B, empty raw_tp",
+            median(&mut offs),
+            median(&mut ons),
+            median(&mut ratios)
+        );
+    }
     let mut backend = String::new();
     for (name, unit, flags, work) in &works {
         let (mut ratios, mut offs, mut ons) = (Vec::new(), Vec::new(), Vec::new());

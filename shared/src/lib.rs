@@ -19,10 +19,13 @@ pub const GUESS_HOOK_CONNECT: u32 = 1;
 pub const GUESS_HOOK_TRACEPOINT: u32 = 2;
 /// The change to FIN_WAIT1 (shutdown), for the byte counters.
 pub const GUESS_HOOK_SHUTDOWN: u32 = 3;
+/// A UDP send, for the protocol.
+pub const GUESS_HOOK_UDP: u32 = 4;
 
 /// When an armed guess copies its windows (`GuessStatus::at`).
 pub const GUESS_AT_CONNECT: u32 = 0;
 pub const GUESS_AT_SHUTDOWN: u32 = 1;
+pub const GUESS_AT_UDP_SEND: u32 = 2;
 
 /// The one-entry status map through which userspace drives guessing.
 #[repr(C)]
@@ -32,7 +35,7 @@ pub struct GuessStatus {
     pub deref_net: u32,
     pub net_ptr_offset: u32,
     pub hook: u32,
-    /// GUESS_AT_CONNECT or GUESS_AT_SHUTDOWN.
+    /// GUESS_AT_CONNECT, GUESS_AT_SHUTDOWN or GUESS_AT_UDP_SEND.
     pub at: u32,
     pub _pad: u32,
     pub sk: u64,
@@ -78,7 +81,9 @@ pub struct Offsets {
     pub bytes_acked: u32,
     /// `struct sock`'s `sk_flags` (its low byte: SOCK_DONE is bit 1).
     pub sk_flags: u32,
-    pub _pad: u32,
+    /// `struct sock`'s `sk_protocol` (u16): UDP from TCP where a hook sees
+    /// both (the length tracepoints, on raw_tp).
+    pub sk_protocol: u32,
 }
 
 /// The connection table's key (`struct nettop_conn_key`). Addresses are

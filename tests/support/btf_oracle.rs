@@ -130,6 +130,7 @@ impl Oracle {
             "saddr_v6" => ("sock", "__sk_common.skc_v6_rcv_saddr"),
             "daddr_v6" => ("sock", "__sk_common.skc_v6_daddr"),
             "sk_flags" => ("sock", "__sk_common.skc_flags"),
+            "sk_protocol" => ("sock", "sk_protocol"),
             "bytes_received" => ("tcp_sock", "bytes_received"),
             "bytes_acked" => ("tcp_sock", "bytes_acked"),
             other => panic!("unknown field {other}"),
@@ -138,7 +139,7 @@ impl Oracle {
     }
 }
 
-pub const FIELDS: [&str; 12] = [
+pub const FIELDS: [&str; 13] = [
     "saddr",
     "daddr",
     "sport",
@@ -149,6 +150,7 @@ pub const FIELDS: [&str; 12] = [
     "saddr_v6",
     "daddr_v6",
     "sk_flags",
+    "sk_protocol",
     "bytes_received",
     "bytes_acked",
 ];

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use aya::Btf;
 use aya::Ebpf;
-use aya::programs::{FEntry, FExit, KProbe, TracePoint};
+use aya::programs::{FEntry, FExit, KProbe, RawTracePoint, TracePoint};
 
 use nettop_shared::FnArgs;
 
@@ -180,9 +180,6 @@ impl FentryPlan {
     }
 }
 
-const SOCK_LENGTH_FIELDS: &[(&str, u32)] =
-    &[("sk", 8), ("family", 16), ("protocol", 18), ("ret", 20), ("flags", 24)];
-
 /// The state-change tracepoint, attached on every backend: it is how a
 /// connection becomes established, fails, or ends.
 const STATE_TRACEPOINT: (&str, Expect) = (
@@ -209,17 +206,15 @@ const TRACEPOINTS: &[(&str, Expect)] = &[(
     Expect { category: "tcp", name: "tcp_retransmit_skb", fields: &[("skaddr", 16)] },
 )];
 
-/// The length tracepoints, for UDP: they fire for every TCP packet too, and
-/// return at once for those. Not attached with `--proto tcp`.
-const UDP_TRACEPOINTS: &[(&str, Expect)] = &[
-    (
-        "tp_sock_send_length",
-        Expect { category: "sock", name: "sock_send_length", fields: SOCK_LENGTH_FIELDS },
-    ),
-    (
-        "tp_sock_recv_length",
-        Expect { category: "sock", name: "sock_recv_length", fields: SOCK_LENGTH_FIELDS },
-    ),
+/// The length tracepoints, for UDP, as raw tracepoints (their arguments,
+/// not a record: the cheapest way to enter a program): they fire for every
+/// TCP packet too, and return at once for those. Not attached with
+/// `--proto tcp`. A TCP socket's destruction takes it out of the table of
+/// sockets they know to be TCP.
+const UDP_RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("raw_tcp_destroy_sock", "tcp_destroy_sock"),
+    ("raw_sock_send_length", "sock_send_length"),
+    ("raw_sock_recv_length", "sock_recv_length"),
 ];
 
 /// Whether the UDP send and receive hooks are attached (`--proto tcp`
@@ -349,8 +344,10 @@ fn attach_tracepoints(ebpf: &mut Ebpf, tracefs: &Path, udp: UdpHooks) -> Result<
         attach_tracepoint(ebpf, tracefs, tp)?;
     }
     if udp == UdpHooks::Attach {
-        for tp in UDP_TRACEPOINTS {
-            attach_tracepoint(ebpf, tracefs, tp)?;
+        for (prog, name) in UDP_RAW_TRACEPOINTS {
+            let p: &mut RawTracePoint = program(ebpf, prog)?;
+            p.load().with_context(|| format!("load {prog}"))?;
+            p.attach(name).with_context(|| format!("attach raw tracepoint {name}"))?;
         }
     }
     Ok(Attached { kprobes: None, missing: Vec::new() })

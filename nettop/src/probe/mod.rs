@@ -412,7 +412,7 @@ fn start_backend<'a>(
     } else {
         let mut status: Array<_, GuessStatus> =
             Array::try_from(ebpf.map_mut("guess_status").context("map guess_status")?)?;
-        let run = guess::driver::run(&mut status, ipv6, &config.guess)
+        let run = guess::driver::run(&mut status, ipv6, config.udp, &config.guess)
             .with_context(|| format!("guessing offsets on the {backend} backend"))?;
         let offsets = write_offsets(&mut ebpf, run.offsets.to_offsets())?;
         (Some(run), offsets)

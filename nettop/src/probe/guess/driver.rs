@@ -17,9 +17,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::maps::{Array, MapData};
-use nettop_shared::{GUESS_ARMED, GUESS_AT_SHUTDOWN, GUESS_CHECKED, GUESS_IDLE, GuessStatus};
+use nettop_shared::{
+    GUESS_ARMED, GUESS_AT_SHUTDOWN, GUESS_AT_UDP_SEND, GUESS_CHECKED, GUESS_IDLE, GuessStatus,
+};
 use socket2::{Domain, Socket, Type};
 
+use super::super::backend::UdpHooks;
 use super::solver::{
     CounterValues, Expected, GuessConfig, Guessed, Guesser, Next, Observation, Request, Transfer,
 };
@@ -61,6 +64,7 @@ pub struct GuessSwitches {
 pub fn run(
     status: &mut Array<&mut MapData, GuessStatus>,
     ipv6: bool,
+    udp: UdpHooks,
     switches: &GuessSwitches,
 ) -> Result<GuessRun> {
     let started = Instant::now();
@@ -68,7 +72,11 @@ pub fn run(
     let host = Connector::spawn(comm, false)?;
     let private = Connector::spawn(comm, true).ok();
     let connectors: Vec<&Connector> = std::iter::once(&host).chain(private.as_ref()).collect();
-    let mut guesser = Guesser::new(GuessConfig { ipv6, namespaces: connectors.len() });
+    let mut guesser = Guesser::new(GuessConfig {
+        ipv6,
+        namespaces: connectors.len(),
+        udp: udp == UdpHooks::Attach,
+    });
 
     let result = loop {
         let req = match guesser.next() {
@@ -86,6 +94,9 @@ pub fn run(
             }
             if req.transfer.is_some() {
                 st.at = GUESS_AT_SHUTDOWN;
+            }
+            if req.udp {
+                st.at = GUESS_AT_UDP_SEND;
             }
             status.set(0, st, 0).context("arm the guess status map")?;
             let expected = connectors[req.ns].connect(req)?;
@@ -105,7 +116,8 @@ pub fn run(
         }
         let Some(obs) = observed else {
             break Err(anyhow!(
-                "the probe's connect hook never fired for a guessing connection ({TRIES} tries)"
+                "the probe's {} hook never fired for a guessing connection ({TRIES} tries)",
+                if req.udp { "UDP send" } else { "connect" }
             ));
         };
         guesser.feed(obs);
@@ -129,7 +141,14 @@ pub fn run(
 /// (`GuessSwitches::dump_dir`).
 fn write_observation(dir: &Path, n: usize, req: &Request, obs: &Observation) {
     let _ = std::fs::create_dir_all(dir);
-    let name = format!("{n:02}-ns{}-{}", req.ns, if req.v6 { "v6" } else { "v4" });
+    let kind = if req.udp {
+        "udp"
+    } else if req.v6 {
+        "v6"
+    } else {
+        "v4"
+    };
+    let name = format!("{n:02}-ns{}-{kind}", req.ns);
     let _ = std::fs::write(dir.join(format!("{name}.sk")), &obs.sk);
     if let Some(net) = &obs.net {
         let _ = std::fs::write(
@@ -175,6 +194,7 @@ impl Connector {
                 for (req, reply) in rx {
                     let _ = reply.send(match req.transfer {
                         Some(t) => transfer_once(t),
+                        None if req.udp => udp_once(),
                         None => connect_once(req.v6),
                     });
                 }
@@ -266,10 +286,14 @@ fn mapped(a: Ipv4Addr) -> Ipv6Addr {
 }
 
 fn bound_socket(domain: Domain, addr: impl Fn(u16) -> SocketAddr) -> Result<(Socket, u16)> {
+    bound(domain, Type::STREAM, addr)
+}
+
+fn bound(domain: Domain, ty: Type, addr: impl Fn(u16) -> SocketAddr) -> Result<(Socket, u16)> {
     let mut last = None;
     for _ in 0..16 {
         let port = random_port();
-        let s = Socket::new(domain, Type::STREAM, None).context("guessing socket")?;
+        let s = Socket::new(domain, ty, None).context("guessing socket")?;
         if domain == Domain::IPV6 {
             s.set_only_v6(false).context("IPV6_V6ONLY")?;
         }
@@ -315,6 +339,7 @@ fn connect_once(v6: bool) -> Result<Expected> {
         family: if v6 { libc::AF_INET6 as u16 } else { libc::AF_INET as u16 },
         netns_ino,
         counters: None,
+        protocol: libc::IPPROTO_TCP as u16,
     })
 }
 
@@ -362,7 +387,8 @@ fn transfer_once(t: Transfer) -> Result<Expected> {
     };
     if (acked, received) != (t.send as u64 + 1, t.recv as u64) {
         bail!(
-            "after sending {} and receiving {} bytes, TCP_INFO says {acked} acked and {received}              received: this kernel does not count as nettop expects (payload, plus 1 for the SYN)",
+            "after sending {} and receiving {} bytes, TCP_INFO says {acked} acked and {received} \
+             received: this kernel does not count as nettop expects (payload, plus 1 for the SYN)",
             t.send,
             t.recv
         );
@@ -383,6 +409,32 @@ fn transfer_once(t: Transfer) -> Result<Expected> {
             bytes_received: received,
             flags_byte: t.flags_byte(),
         }),
+        protocol: libc::IPPROTO_TCP as u16,
+    })
+}
+
+/// One UDP datagram (IPv4) from one random loopback address to another:
+/// the probe copies the sending socket.
+fn udp_once() -> Result<Expected> {
+    let (saddr, daddr) = loopback_pair();
+    let v4 = |a: Ipv4Addr| move |p| SocketAddr::V4(SocketAddrV4::new(a, p));
+    let (receiver, dport) = bound(Domain::IPV4, Type::DGRAM, v4(daddr))?;
+    let (sender, sport) = bound(Domain::IPV4, Type::DGRAM, v4(saddr))?;
+    let peer = SocketAddr::V4(SocketAddrV4::new(daddr, dport));
+    sender.connect(&peer.into()).with_context(|| format!("guessing UDP connect to {peer}"))?;
+    sender.send(b"nettop").context("guessing UDP send")?;
+    drop(receiver);
+    Ok(Expected {
+        saddr: saddr.octets(),
+        daddr: daddr.octets(),
+        saddr_v6: None,
+        daddr_v6: None,
+        sport,
+        dport,
+        family: libc::AF_INET as u16,
+        netns_ino: thread_netns()?,
+        counters: None,
+        protocol: libc::IPPROTO_UDP as u16,
     })
 }
 

@@ -34,6 +34,8 @@ pub enum Field {
     Sport,
     /// `struct sock`'s `sk_flags` (its low byte).
     SkFlags,
+    /// `struct sock`'s `sk_protocol` (u16).
+    Protocol,
     /// `struct tcp_sock`'s byte counters.
     BytesReceived,
     BytesAcked,
@@ -53,7 +55,7 @@ pub struct FieldDef {
 
 /// Every field, in the order `offsets --json` lists them.
 #[rustfmt::skip]
-pub const FIELDS: [FieldDef; 12] = [
+pub const FIELDS: [FieldDef; 13] = [
     FieldDef { field: Field::Saddr, name: "saddr", btf: ("sock", "__sk_common.skc_rcv_saddr"), slot: |o| &mut o.saddr },
     FieldDef { field: Field::Daddr, name: "daddr", btf: ("sock", "__sk_common.skc_daddr"), slot: |o| &mut o.daddr },
     FieldDef { field: Field::Sport, name: "sport", btf: ("inet_sock", "inet_sport"), slot: |o| &mut o.sport },
@@ -64,6 +66,7 @@ pub const FIELDS: [FieldDef; 12] = [
     FieldDef { field: Field::SaddrV6, name: "saddr_v6", btf: ("sock", "__sk_common.skc_v6_rcv_saddr"), slot: |o| &mut o.saddr_v6 },
     FieldDef { field: Field::DaddrV6, name: "daddr_v6", btf: ("sock", "__sk_common.skc_v6_daddr"), slot: |o| &mut o.daddr_v6 },
     FieldDef { field: Field::SkFlags, name: "sk_flags", btf: ("sock", "sk_flags|__sk_common.skc_flags"), slot: |o| &mut o.sk_flags },
+    FieldDef { field: Field::Protocol, name: "sk_protocol", btf: ("sock", "sk_protocol"), slot: |o| &mut o.sk_protocol },
     FieldDef { field: Field::BytesReceived, name: "bytes_received", btf: ("tcp_sock", "bytes_received"), slot: |o| &mut o.bytes_received },
     FieldDef { field: Field::BytesAcked, name: "bytes_acked", btf: ("tcp_sock", "bytes_acked"), slot: |o| &mut o.bytes_acked },
 ];
@@ -122,6 +125,9 @@ pub struct Request {
     /// Move data both ways, then shut down: the probe copies the socket
     /// at the change to FIN_WAIT1, for the byte counters and flags.
     pub transfer: Option<Transfer>,
+    /// Send a UDP datagram instead: the probe copies the socket at the
+    /// send, for the protocol.
+    pub udp: bool,
 }
 
 /// One counting connection: bytes each way, and the socket options whose
@@ -177,6 +183,8 @@ pub struct Expected {
     pub netns_ino: u32,
     /// For `Request::transfer` connections.
     pub counters: Option<CounterValues>,
+    /// IPPROTO_TCP, or IPPROTO_UDP for `Request::udp` sends.
+    pub protocol: u16,
 }
 
 /// What the probe copied for one connection.
@@ -234,6 +242,9 @@ pub struct GuessConfig {
     /// must then differ between namespaces, which rules out global objects
     /// and the low-entropy inode of the initial namespace.
     pub namespaces: usize,
+    /// The UDP hooks are attached: guess the protocol through them (only
+    /// hooks that see TCP and UDP alike need it).
+    pub udp: bool,
 }
 
 /// Fields of `struct sock` solved from the first stage.
@@ -253,6 +264,7 @@ enum Stage {
     Sockets,
     Netns { fields: SockFields, candidates: Vec<u32>, index: usize, seen: Vec<Observation> },
     Counters { sock: Guessed, seen: Vec<Observation> },
+    Protocol { sock: Guessed, seen: Vec<Observation> },
     Done(Result<Guessed, GuessError>),
 }
 
@@ -277,13 +289,20 @@ impl Guesser {
         let namespaces = config.namespaces.clamp(1, 2);
         let mut plan = Vec::new();
         for i in 0..CONFIRMATIONS.max(namespaces) {
-            plan.push(Request { v6: false, ns: i % namespaces, deref_net: None, transfer: None });
+            plan.push(Request {
+                v6: false,
+                ns: i % namespaces,
+                deref_net: None,
+                transfer: None,
+                udp: false,
+            });
             if config.ipv6 {
                 plan.push(Request {
                     v6: true,
                     ns: i % namespaces,
                     deref_net: None,
                     transfer: None,
+                    udp: false,
                 });
             }
         }
@@ -309,12 +328,21 @@ impl Guesser {
                 ns: seen.len() % self.config.namespaces,
                 deref_net: Some(candidates[*index]),
                 transfer: None,
+                udp: false,
             }),
             Stage::Counters { seen, .. } => Next::Connect(Request {
                 v6: false,
                 ns: 0,
                 deref_net: None,
                 transfer: Some(TRANSFERS[seen.len()]),
+                udp: false,
+            }),
+            Stage::Protocol { .. } => Next::Connect(Request {
+                v6: false,
+                ns: 0,
+                deref_net: None,
+                transfer: None,
+                udp: true,
             }),
             Stage::Done(result) => Next::Done(result.clone()),
         }
@@ -341,7 +369,18 @@ impl Guesser {
                 if seen.len() < TRANSFERS.len() {
                     Stage::Counters { sock, seen }
                 } else {
-                    Stage::Done(solve_counters(sock, &seen))
+                    match solve_counters(sock, &seen) {
+                        Ok(sock) if self.config.udp => Stage::Protocol { sock, seen: Vec::new() },
+                        done => Stage::Done(done),
+                    }
+                }
+            }
+            Stage::Protocol { sock, mut seen } => {
+                seen.push(obs);
+                if seen.len() < CONFIRMATIONS {
+                    Stage::Protocol { sock, seen }
+                } else {
+                    Stage::Done(solve_protocol(sock, &self.sockets, &seen))
                 }
             }
             done @ Stage::Done(_) => done,
@@ -383,7 +422,9 @@ impl Guesser {
                     Field::NetnsIno => Some(ino),
                     Field::SaddrV6 => fields.saddr_v6,
                     Field::DaddrV6 => fields.daddr_v6,
-                    Field::SkFlags | Field::BytesReceived | Field::BytesAcked => None,
+                    Field::SkFlags | Field::Protocol | Field::BytesReceived | Field::BytesAcked => {
+                        None
+                    }
                 }),
                 seen: Vec::new(),
             },
@@ -475,6 +516,28 @@ fn solve_counters(sock: Guessed, seen: &[Observation]) -> Result<Guessed, GuessE
     g.0[Field::SkFlags.index()] = Some(flags);
     g.0[Field::BytesReceived.index()] = Some(received);
     g.0[Field::BytesAcked.index()] = Some(acked);
+    Ok(g)
+}
+
+/// `sk_protocol` between the socket's family and its source port: 6 in
+/// every TCP socket of the first stage, 17 in the UDP ones.
+fn solve_protocol(
+    sock: Guessed,
+    tcp: &[Observation],
+    udp: &[Observation],
+) -> Result<Guessed, GuessError> {
+    let (Some(family), Some(sport)) = (sock.get(Field::Family), sock.get(Field::Sport)) else {
+        return Err(GuessError::NotFound(Field::Protocol));
+    };
+    let all: Vec<Observation> = tcp.iter().chain(udp).cloned().collect();
+    let protocol = find(&all, Field::Protocol, family + 2, 2, |o| {
+        Some(o.expected.protocol.to_ne_bytes().to_vec())
+    })
+    .ok()
+    .filter(|&off| off < sport)
+    .ok_or(GuessError::NotFound(Field::Protocol))?;
+    let mut g = sock;
+    g.0[Field::Protocol.index()] = Some(protocol);
     Ok(g)
 }
 

@@ -18,6 +18,8 @@ struct Layout {
     sport: u32,
     netns_ino: u32,
     sk_flags: u32,
+    /// sk_protocol; sk_type (1 for TCP, 2 for UDP) lies just before it.
+    protocol: u32,
     bytes_received: u32,
     bytes_acked: u32,
     decoys: Vec<Decoy>,
@@ -40,6 +42,8 @@ enum Decoy {
     ReceivedU32(u32),
     /// The flags byte, in the first counting connection only.
     FlagsOnce(u32),
+    /// A u16 that holds 6 (IPPROTO_TCP) in every socket, UDP ones too.
+    ConstSix(u32),
 }
 
 /// 6.18 as measured here: sock_common offsets from the design notes.
@@ -57,6 +61,7 @@ fn layout_618() -> Layout {
         sport: 814,
         netns_ino: 176,
         sk_flags: 560,
+        protocol: 586,
         bytes_received: 1784,
         bytes_acked: 1640,
         decoys: vec![],
@@ -69,6 +74,7 @@ fn layout_rt() -> Layout {
         sport: 1190,
         netns_ino: 304,
         sk_flags: 896,
+        protocol: 922,
         bytes_received: 1824,
         bytes_acked: 1872,
         ..layout_618()
@@ -133,6 +139,7 @@ impl Sim {
                 bytes_received: t.recv as u64,
                 flags_byte: t.flags_byte(),
             }),
+            protocol: if req.udp { 17 } else { 6 },
         }
     }
 
@@ -157,6 +164,7 @@ impl Sim {
                 Decoy::MisalignedDaddr(off) => put(&mut sk, off, &e.daddr),
                 Decoy::DaddrOnce(off) if self.connections == 0 => put(&mut sk, off, &e.daddr),
                 Decoy::ConstTwo(off) => put(&mut sk, off, &2u16.to_ne_bytes()),
+                Decoy::ConstSix(off) => put(&mut sk, off, &6u16.to_ne_bytes()),
                 Decoy::ReceivedU32(off) => {
                     if let Some(c) = e.counters {
                         put(&mut sk, off, &(c.bytes_received as u32).to_ne_bytes())
@@ -182,6 +190,8 @@ impl Sim {
             put_field(&mut sk, Field::SaddrV6, l.saddr_v6, &s);
         }
         put_field(&mut sk, Field::Sport, l.sport, &e.sport.to_be_bytes());
+        put(&mut sk, l.protocol - 2, &(e.protocol / 6).to_ne_bytes());
+        put_field(&mut sk, Field::Protocol, l.protocol, &e.protocol.to_ne_bytes());
         if let Some(c) = e.counters {
             put_field(&mut sk, Field::SkFlags, l.sk_flags, &[c.flags_byte]);
             put_field(
@@ -241,19 +251,20 @@ fn expect_layout(l: &Layout, ipv6: bool) -> Guessed {
         Field::SaddrV6 => ipv6.then_some(l.saddr_v6),
         Field::DaddrV6 => ipv6.then_some(l.daddr_v6),
         Field::SkFlags => Some(l.sk_flags),
+        Field::Protocol => Some(l.protocol),
         Field::BytesReceived => Some(l.bytes_received),
         Field::BytesAcked => Some(l.bytes_acked),
     })
 }
 
-const BOTH: GuessConfig = GuessConfig { ipv6: true, namespaces: 2 };
+const BOTH: GuessConfig = GuessConfig { ipv6: true, namespaces: 2, udp: true };
 
 #[test]
 fn guesses_the_618_layout_in_few_connections() {
     for seed in 0..200 {
         let (r, n) = run(layout_618(), BOTH, seed);
         assert_eq!(r, Ok(expect_layout(&layout_618(), true)), "seed {seed}");
-        assert!(n <= 12, "seed {seed}: {n} connections");
+        assert!(n <= 14, "seed {seed}: {n} connections");
     }
 }
 
@@ -280,6 +291,7 @@ fn decoys_do_not_fool_it() {
         Decoy::InodeOnce(64),
         Decoy::ReceivedU32(1600),
         Decoy::FlagsOnce(544),
+        Decoy::ConstSix(30),
     ];
     for seed in 0..200 {
         assert_eq!(run(l.clone(), BOTH, seed).0, Ok(expect_layout(&l, true)), "seed {seed}");
@@ -288,7 +300,7 @@ fn decoys_do_not_fool_it() {
 
 #[test]
 fn one_namespace_still_finds_netns_past_global_pointers() {
-    let config = GuessConfig { ipv6: true, namespaces: 1 };
+    let config = GuessConfig { ipv6: true, namespaces: 1, udp: true };
     for seed in 0..50 {
         assert_eq!(run(layout_618(), config, seed).0, Ok(expect_layout(&layout_618(), true)));
     }
@@ -296,9 +308,21 @@ fn one_namespace_still_finds_netns_past_global_pointers() {
 
 #[test]
 fn without_ipv6_the_v6_fields_are_unavailable_and_the_rest_is_found() {
-    let config = GuessConfig { ipv6: false, namespaces: 2 };
+    let config = GuessConfig { ipv6: false, namespaces: 2, udp: true };
     for seed in 0..50 {
         assert_eq!(run(layout_618(), config, seed).0, Ok(expect_layout(&layout_618(), false)));
+    }
+}
+
+#[test]
+fn without_udp_hooks_the_protocol_is_not_guessed() {
+    let config = GuessConfig { udp: false, ..BOTH };
+    let want = Guessed::from_fn(|f| match f {
+        Field::Protocol => None,
+        f => expect_layout(&layout_618(), true).get(f),
+    });
+    for seed in 0..20 {
+        assert_eq!(run(layout_618(), config, seed).0, Ok(want));
     }
 }
 
@@ -315,6 +339,7 @@ fn a_missing_field_is_named_never_faked() {
         Field::SaddrV6,
         Field::Sport,
         Field::SkFlags,
+        Field::Protocol,
         Field::BytesReceived,
         Field::BytesAcked,
     ] {
@@ -349,10 +374,11 @@ fn every_field_is_in_the_table_once() {
         | Field::SaddrV6
         | Field::Sport
         | Field::SkFlags
+        | Field::Protocol
         | Field::BytesReceived
         | Field::BytesAcked => FIELDS.iter().filter(|d| d.field == f).count(),
     };
-    assert_eq!(FIELDS.len(), 12);
+    assert_eq!(FIELDS.len(), 13);
     for f in Field::ALL {
         assert_eq!(listed(f), 1, "{f}");
     }
