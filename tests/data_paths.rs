@@ -11,19 +11,18 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use nettop::probe::BackendChoice;
-use nettop::tracer::{Event, EventKind};
-use nettop::{Config, Tracer};
+use nettop::tracer::Event;
 
 #[path = "support/common.rs"]
 mod common;
 use common::serial;
-#[allow(dead_code)] // only wait_acked here
 #[path = "support/exactness.rs"]
 mod exactness;
+#[allow(dead_code)] // not every helper is used here
+#[path = "support/watch.rs"]
+mod watch;
+use watch::{Watch, closes};
 
 /// Odd, and more than 1 MiB: no path's chunking divides it.
 const PAYLOAD: usize = 1_052_897;
@@ -312,37 +311,15 @@ impl Case {
     }
 }
 
-fn backend_choice() -> BackendChoice {
-    <BackendChoice as clap::ValueEnum>::from_str(&common::backend(), false)
-        .unwrap_or(BackendChoice::Auto)
-}
-
 /// (bytes_sent, bytes_recv) of the close event of (lport, rport), if any.
 fn closed(evs: &[Event], lport: u16, rport: u16) -> Option<(Option<u64>, Option<u64>)> {
-    evs.iter()
-        .filter(|e| e.event == EventKind::Close)
-        .find(|e| e.conn.as_ref().is_some_and(|c| (c.tuple.lport, c.tuple.rport) == (lport, rport)))
-        .map(|e| (e.bytes_sent, e.bytes_recv))
+    closes(evs, lport, rport).first().map(|e| (e.bytes_sent, e.bytes_recv))
 }
 
 #[test]
 fn every_data_path_is_counted_exactly_at_both_ends() {
     let _g = serial();
-    let mut tracer = Tracer::start(Config {
-        backend: backend_choice(),
-        linger: Duration::from_secs(600),
-        debug_events: common::debug_events(),
-        ..Config::default()
-    })
-    .expect("start the tracer");
-    let mut stream = tracer.events().unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let collector = std::thread::spawn(move || {
-        while let Some(ev) = stream.blocking_next() {
-            sink.lock().unwrap().push(ev);
-        }
-    });
+    let w = Watch::start();
     let mut cases = vec![
         (Send::Write, Recv::Read),
         (Send::Writev, Recv::Readv),
@@ -367,18 +344,9 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
     exactness::wait_acked(&at_rest);
     // Each server end is listed once its owner is known: at once where the
     // backend has an accept hook, at the next refresh on the tracepoint one.
-    let start = Instant::now();
-    while !open.iter().all(|c| {
-        let server = (c.ports.1, c.ports.0);
-        (events.lock().unwrap().iter()).any(|e| {
-            e.event == EventKind::Accept
-                && e.conn.as_ref().is_some_and(|x| (x.tuple.lport, x.tuple.rport) == server)
-        })
-    }) && start.elapsed() < Duration::from_secs(60)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let listed = tracer.connections();
+    let servers: Vec<_> = open.iter().map(|c| (c.ports.1, c.ports.0)).collect();
+    w.wait_accepted(&servers);
+    let listed = w.tracer.connections();
     let mut wrong = Vec::new();
     for c in &open {
         let (cp, sp) = c.ports;
@@ -397,23 +365,18 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
     let ports: Vec<_> = open.iter().map(|c| ((c.send, c.recv), c.ports)).collect();
     open.into_iter().for_each(Case::close);
     let (up, down) = (Some(up), Some(down));
-    let start = Instant::now();
+    w.wait_for("every close", |evs| {
+        ports
+            .iter()
+            .all(|(_, (c, s))| !closes(evs, *c, *s).is_empty() && !closes(evs, *s, *c).is_empty())
+    });
+    let (_, events, _) = w.finish();
     for ((send, recv), (c, s)) in &ports {
-        let got = loop {
-            let evs = events.lock().unwrap();
-            let got = (closed(&evs, *c, *s), closed(&evs, *s, *c));
-            if got.0.is_some() && got.1.is_some() || start.elapsed() > Duration::from_secs(60) {
-                break got;
-            }
-            drop(evs);
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let got = (closed(&events, *c, *s), closed(&events, *s, *c));
         if got != (Some((up, down)), Some((down, up))) {
             wrong.push(format!("{send:?} -> {recv:?}, closes: client, server {got:?}"));
         }
     }
-    tracer.stop();
-    collector.join().unwrap();
     assert!(
         wrong.is_empty(),
         "want the client's ({up:?}, {down:?}) and the server's the other way:\n{}",
