@@ -42,6 +42,9 @@ enum Send {
     Zerocopy,
     /// io_uring's IORING_OP_SEND.
     IoUring,
+    /// write(2) on a kTLS socket (TLS_TX, AES-GCM-128), in 16 KiB writes:
+    /// the kernel encrypts, and one TLS record goes out per write.
+    Ktls,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +55,141 @@ enum Recv {
     SplicePipe,
     /// io_uring's IORING_OP_RECV.
     IoUring,
+    /// read(2) on a kTLS socket (TLS_RX): the kernel decrypts.
+    Ktls,
+    /// getsockopt(TCP_ZEROCOPY_RECEIVE) into a mapping of the socket, and
+    /// read(2) for what the kernel cannot map.
+    ZerocopyReceive,
+}
+
+/// TLS 1.2, AES-GCM-128 (include/uapi/linux/tls.h).
+const SOL_TLS: libc::c_int = 282;
+const TLS_TX: libc::c_int = 1;
+const TLS_RX: libc::c_int = 2;
+const TLS_PLAINTEXT_MAX: usize = 16 * 1024;
+/// What each record adds on the wire: header 5, explicit nonce 8, tag 16.
+const TLS_RECORD_OVERHEAD: usize = 5 + 8 + 16;
+
+/// `struct tls12_crypto_info_aes_gcm_128`: fixed keys, no handshake.
+#[repr(C)]
+struct TlsCryptoInfo {
+    version: u16,
+    cipher_type: u16,
+    iv: [u8; 8],
+    key: [u8; 16],
+    salt: [u8; 4],
+    rec_seq: [u8; 8],
+}
+
+/// Make `fd` a kTLS socket in one direction (`TLS_TX` or `TLS_RX`).
+fn ktls(fd: RawFd, direction: libc::c_int) -> std::io::Result<()> {
+    let set = |level, name, value: *const libc::c_void, len: usize| {
+        // SAFETY: `value` points at `len` bytes that outlive the call.
+        let rc = unsafe { libc::setsockopt(fd, level, name, value, len as libc::socklen_t) };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    };
+    set(libc::SOL_TCP, libc::TCP_ULP, c"tls".as_ptr().cast(), 3)?;
+    let info = TlsCryptoInfo {
+        version: 0x0303,
+        cipher_type: 51,
+        iv: [1; 8],
+        key: [2; 16],
+        salt: [3; 4],
+        rec_seq: [0; 8],
+    };
+    set(SOL_TLS, direction, (&raw const info).cast(), size_of::<TlsCryptoInfo>())
+}
+
+/// Whether this kernel does kTLS (the `tls` module, loaded: nettop's VMs
+/// have no modprobe), and if not, why.
+fn ktls_available() -> Result<(), String> {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    ktls(c.as_raw_fd(), TLS_TX).map_err(|e| format!("TLS_TX: {e}"))?;
+    ktls(s.as_raw_fd(), TLS_RX).map_err(|e| format!("TLS_RX: {e}"))
+}
+
+/// `struct tcp_zerocopy_receive` as of 5.11 (the kernel takes the length
+/// we pass as the fields we know).
+#[repr(C)]
+#[derive(Default)]
+struct ZerocopyReceive {
+    address: u64,
+    length: u32,
+    recv_skip_hint: u32,
+    inq: u32,
+    err: i32,
+    copybuf_address: u64,
+    copybuf_len: i32,
+    flags: u32,
+}
+const TCP_ZEROCOPY_RECEIVE: libc::c_int = 35;
+
+/// Bytes moved by TCP_ZEROCOPY_RECEIVE mappings, in this process (the
+/// rest of that case's bytes came by read(2)): printed, for the record.
+static ZEROCOPY_MAPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Up to `buf.len()` bytes by TCP_ZEROCOPY_RECEIVE (blocking until some
+/// come, 0 at the peer's FIN), copied into `buf` as the application would
+/// use them.
+fn zerocopy_receive(fd: RawFd, buf: &mut [u8]) -> usize {
+    const MAP: usize = 1 << 20;
+    let page = 4096;
+    // SAFETY: a fresh shared read-only mapping of the socket; unmapped below.
+    let map =
+        unsafe { libc::mmap(std::ptr::null_mut(), MAP, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+    assert_ne!(map, libc::MAP_FAILED, "mmap a TCP socket: {}", std::io::Error::last_os_error());
+    let mut got = 0;
+    loop {
+        let whole_pages = (buf.len() - got).min(MAP) / page * page;
+        let mut zc = ZerocopyReceive {
+            address: map as u64,
+            length: whole_pages as u32,
+            ..Default::default()
+        };
+        let mut len = size_of::<ZerocopyReceive>() as libc::socklen_t;
+        if whole_pages > 0 {
+            // SAFETY: the kernel reads and writes `len` bytes of `zc`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_TCP,
+                    TCP_ZEROCOPY_RECEIVE,
+                    (&raw mut zc).cast(),
+                    &mut len,
+                )
+            };
+            if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EIO) {
+                // Nothing left and the peer's FIN in: the end.
+                break;
+            }
+            check(rc as isize, "getsockopt TCP_ZEROCOPY_RECEIVE");
+            let mapped = zc.length as usize;
+            // SAFETY: the kernel mapped `mapped` bytes at `map`.
+            let bytes = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), mapped) };
+            buf[got..got + mapped].copy_from_slice(bytes);
+            got += mapped;
+            ZEROCOPY_MAPPED.fetch_add(mapped, std::sync::atomic::Ordering::Relaxed);
+        }
+        // What cannot be mapped (not whole pages), or nothing yet: read(2),
+        // which also blocks until data or the FIN comes.
+        let room = buf.len() - got;
+        let skip =
+            if zc.recv_skip_hint > 0 { (zc.recv_skip_hint as usize).min(room) } else { room };
+        if got > 0 && zc.recv_skip_hint == 0 || room == 0 {
+            break;
+        }
+        // SAFETY: reads into `buf`'s free part.
+        let n = check(unsafe { libc::read(fd, buf[got..].as_mut_ptr().cast(), skip) }, "read");
+        got += n;
+        if n == 0 || got > 0 {
+            break;
+        }
+    }
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(map, MAP) };
+    got
 }
 
 /// One io_uring operation on a socket, waited for; its result.
@@ -103,6 +241,11 @@ fn send_payload(how: Send, sock: &mut TcpStream, data: &[u8]) {
     let fd = sock.as_raw_fd();
     match how {
         Send::Write => sock.write_all(data).unwrap(),
+        Send::Ktls => {
+            for record in data.chunks(TLS_PLAINTEXT_MAX) {
+                sock.write_all(record).unwrap();
+            }
+        }
         Send::Writev => {
             let mut off = 0;
             while off < data.len() {
@@ -219,7 +362,8 @@ fn recv_some(how: Recv, sock: &mut TcpStream, want: Option<usize>) -> usize {
             return total;
         }
         let n = match (how, &pipe) {
-            (Recv::Read, _) => sock.read(&mut buf[..room]).unwrap(),
+            (Recv::Read | Recv::Ktls, _) => sock.read(&mut buf[..room]).unwrap(),
+            (Recv::ZerocopyReceive, _) => zerocopy_receive(fd, &mut buf[..room]),
             (Recv::Readv, _) => {
                 let (a, b) = buf[..room].split_at_mut(room.min(1000));
                 let iov = [
@@ -263,6 +407,36 @@ fn recv_some(how: Recv, sock: &mut TcpStream, want: Option<usize>) -> usize {
     }
 }
 
+/// The payload, in whole pages of its own: MSG_ZEROCOPY then hands the
+/// kernel whole pages, which TCP_ZEROCOPY_RECEIVE can map at the other end.
+struct PageAligned(*mut u8, std::alloc::Layout);
+
+impl PageAligned {
+    fn new(len: usize) -> PageAligned {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: a non-zero size; filled below before any read.
+        let p = unsafe { std::alloc::alloc(layout) };
+        assert!(!p.is_null());
+        for i in 0..len {
+            // SAFETY: within the allocation.
+            unsafe { *p.add(i) = (i % 251) as u8 };
+        }
+        PageAligned(p, layout)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `new` allocated and filled this many bytes.
+        unsafe { std::slice::from_raw_parts(self.0, self.1.size()) }
+    }
+}
+
+impl Drop for PageAligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `new` with this layout.
+        unsafe { std::alloc::dealloc(self.0, self.1) }
+    }
+}
+
 /// One case, in two steps. First the client sends PAYLOAD by `send`, the
 /// server takes it by `recv` and answers REPLY plainly; both stay open.
 /// Then (`Case::close`) the client shuts down, the server reads the FIN,
@@ -274,6 +448,9 @@ struct Case {
     server: std::thread::JoinHandle<usize>,
     close_server: std::sync::mpsc::Sender<()>,
     ports: (u16, u16),
+    /// What the payload is on the wire: the kernel's counters count TCP
+    /// payload, so kTLS's record framing is in it.
+    wire: u64,
 }
 
 impl Case {
@@ -281,8 +458,13 @@ impl Case {
         let listener = TcpListener::bind("127.0.0.7:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let (close_server, closing) = std::sync::mpsc::channel::<()>();
+        let (ready, server_ready) = std::sync::mpsc::channel::<()>();
         let server = std::thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
+            if matches!(recv, Recv::Ktls) {
+                ktls(c.as_raw_fd(), TLS_RX).unwrap();
+            }
+            ready.send(()).unwrap();
             let got = recv_some(recv, &mut c, Some(PAYLOAD));
             c.write_all(&[3u8; REPLY]).unwrap();
             closing.recv().unwrap();
@@ -292,11 +474,18 @@ impl Case {
         });
         let mut client = TcpStream::connect(addr).unwrap();
         let cport = client.local_addr().unwrap().port();
-        let data: Vec<u8> = (0..PAYLOAD).map(|i| (i % 251) as u8).collect();
-        send_payload(send, &mut client, &data);
+        let mut wire = PAYLOAD as u64;
+        if matches!(send, Send::Ktls) {
+            ktls(client.as_raw_fd(), TLS_TX).unwrap();
+            wire += (PAYLOAD.div_ceil(TLS_PLAINTEXT_MAX) * TLS_RECORD_OVERHEAD) as u64;
+        }
+        server_ready.recv().unwrap();
+        // Page-aligned, as zero-copy senders and receivers want it.
+        let data = PageAligned::new(PAYLOAD);
+        send_payload(send, &mut client, data.bytes());
         let mut answer = vec![0u8; REPLY];
         client.read_exact(&mut answer).unwrap();
-        Case { send, recv, client, server, close_server, ports: (cport, addr.port()) }
+        Case { send, recv, client, server, close_server, ports: (cport, addr.port()), wire }
     }
 
     fn close(self) {
@@ -328,6 +517,7 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
         (Send::SplicePipe, Recv::Read),
         (Send::Vmsplice, Recv::Read),
         (Send::Zerocopy, Recv::Read),
+        (Send::Zerocopy, Recv::ZerocopyReceive),
     ];
     // Where the kernel has them.
     if io_uring_available() {
@@ -335,12 +525,17 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
     } else {
         eprintln!("io_uring is not available here: its case is left out");
     }
+    match ktls_available() {
+        Ok(()) => cases.push((Send::Ktls, Recv::Ktls)),
+        Err(why) => eprintln!("kTLS is not available here ({why}): its case is left out"),
+    }
     let open: Vec<Case> = cases.iter().map(|&(s, r)| Case::open(s, r)).collect();
-    let (up, down) = (PAYLOAD as u64, REPLY as u64);
+    let down = REPLY as u64;
     // Open, at rest (every byte acknowledged; the client's count has its
     // SYN): what the tracer lists now is exact.
-    let at_rest: Vec<_> =
-        open.iter().flat_map(|c| [(c.ports, up + 1), ((c.ports.1, c.ports.0), down)]).collect();
+    let at_rest: Vec<_> = (open.iter())
+        .flat_map(|c| [(c.ports, c.wire + 1), ((c.ports.1, c.ports.0), down)])
+        .collect();
     exactness::wait_acked(&at_rest);
     // Each server end is listed once its owner is known: at once where the
     // backend has an accept hook, at the next refresh on the tracepoint one.
@@ -357,29 +552,38 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
                 .map(|x| (x.bytes_sent, x.bytes_recv))
         };
         let got = (row(cp, sp), row(sp, cp));
+        let up = c.wire;
         if got != (Some((up, down)), Some((down, up))) {
-            wrong
-                .push(format!("{:?} -> {:?}, listed open: client, server {got:?}", c.send, c.recv));
+            wrong.push(format!(
+                "{:?} -> {:?}, listed open: client, server {got:?}, not ({up}, {down})",
+                c.send, c.recv
+            ));
         }
     }
-    let ports: Vec<_> = open.iter().map(|c| ((c.send, c.recv), c.ports)).collect();
+    let ports: Vec<_> = open.iter().map(|c| ((c.send, c.recv), c.ports, c.wire)).collect();
     open.into_iter().for_each(Case::close);
-    let (up, down) = (Some(up), Some(down));
     w.wait_for("every close", |evs| {
-        ports
-            .iter()
-            .all(|(_, (c, s))| !closes(evs, *c, *s).is_empty() && !closes(evs, *s, *c).is_empty())
+        ports.iter().all(|(_, (c, s), _)| {
+            !closes(evs, *c, *s).is_empty() && !closes(evs, *s, *c).is_empty()
+        })
     });
     let (_, events, _) = w.finish();
-    for ((send, recv), (c, s)) in &ports {
+    for ((send, recv), (c, s), up) in &ports {
         let got = (closed(&events, *c, *s), closed(&events, *s, *c));
+        let (up, down) = (Some(*up), Some(down));
         if got != (Some((up, down)), Some((down, up))) {
-            wrong.push(format!("{send:?} -> {recv:?}, closes: client, server {got:?}"));
+            wrong.push(format!(
+                "{send:?} -> {recv:?}, closes: client, server {got:?}, not ({up:?}, {down:?})"
+            ));
         }
     }
+    eprintln!(
+        "TCP_ZEROCOPY_RECEIVE mapped {} of its case's {PAYLOAD} bytes (read(2) took the rest)",
+        ZEROCOPY_MAPPED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     assert!(
         wrong.is_empty(),
-        "want the client's ({up:?}, {down:?}) and the server's the other way:\n{}",
+        "the client's sent and received, the server's the other way:\n{}",
         wrong.join("\n")
     );
 }

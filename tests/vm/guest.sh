@@ -8,10 +8,11 @@ export NETTOP_BIN=/payload/nettop
 # shellcheck disable=SC1091 # written by tests/vm/run for variants and narrowed runs
 [ -f env.sh ] && . ./env.sh
 
-# sock_diag (backfill) is modular in Debian's kernels and there is no modprobe.
-for m in inet_diag tcp_diag udp_diag; do
-    [ -f modules/$m.ko ] && insmod modules/$m.ko
-done
+# There is no modprobe: the modules tests/vm/run chose (sock_diag for the
+# backfill, kTLS for the data-path test), dependencies first.
+while read -r m; do
+    insmod modules/"$m".ko 2>/dev/null
+done <modules/order
 
 # A check that hangs is killed after NETTOP_VM_CHECK_TIMEOUT seconds and
 # fails on its own, so the checks after it still run and the VM's results
