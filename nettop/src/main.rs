@@ -132,7 +132,7 @@ enum Command {
 struct Switches {
     /// NETTOP_DEBUG_EVENTS: log every raw probe event on stderr.
     debug_events: bool,
-    /// NETTOP_TEST_SKEW=FIELD, NETTOP_GUESS_DUMP=DIR.
+    /// NETTOP_TEST_SKEW=FIELD[,FIELD…], NETTOP_GUESS_DUMP=DIR.
     guess: GuessSwitches,
     /// NETTOP_TEST_PANIC: the TUI panics after its first frame.
     test_panic: bool,

@@ -212,11 +212,14 @@ impl Guessed {
         self.0[field.index()]
     }
 
-    /// Move the field named `name` by 4 bytes (NETTOP_TEST_SKEW, tests only).
-    pub fn skew(&mut self, name: &str) {
-        if let Some(d) = FIELDS.iter().find(|d| d.name == name) {
-            let v = &mut self.0[d.field.index()];
-            *v = Some(v.unwrap_or(0) + 4);
+    /// Move each field named in `names` (comma-separated) by 4 bytes
+    /// (NETTOP_TEST_SKEW, tests only).
+    pub fn skew(&mut self, names: &str) {
+        for name in names.split(',') {
+            if let Some(d) = FIELDS.iter().find(|d| d.name == name) {
+                let v = &mut self.0[d.field.index()];
+                *v = Some(v.unwrap_or(0) + 4);
+            }
         }
     }
 
