@@ -10,7 +10,6 @@
 //! seconds, when none of them holds it (a descriptor passed on). A
 //! connection accepted and closed between two refreshes is named by the
 //! probe instead, at its owner's close.
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use nettop_shared::{ConnKey, Event as RawEvent};
@@ -24,8 +23,9 @@ use super::sock_diag::{Namespaces, Proto};
 /// server that stopped accepting) is no longer looked for here: its close
 /// still comes, named by its owner if one took it.
 const PATIENCE: Duration = Duration::from_secs(30);
-/// At most this many wait.
-const MAX_WAITING: usize = 16384;
+/// At most this many wait (about 150 bytes each): a burst of this many
+/// accepts between two refreshes is still named here; past it, at close.
+const MAX_WAITING: usize = 1 << 18;
 /// Every process is searched at most this often.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
 /// The states of an accepted connection still open, and of a listener.
@@ -35,8 +35,8 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
 const TCP_LISTEN: u8 = 10;
 
 pub struct Accepts {
-    /// The probe's incoming events, oldest first.
-    waiting: VecDeque<(RawEvent, Instant)>,
+    /// The probe's incoming events, by socket.
+    waiting: FxHashMap<u64, (RawEvent, Instant)>,
     /// A listening socket's inode → the processes holding it.
     holders: FxHashMap<u64, Vec<u32>>,
     last_full_scan: Option<Instant>,
@@ -47,7 +47,7 @@ pub struct Accepts {
 impl Accepts {
     pub fn new() -> anyhow::Result<Accepts> {
         Ok(Accepts {
-            waiting: VecDeque::new(),
+            waiting: FxHashMap::default(),
             holders: FxHashMap::default(),
             last_full_scan: None,
             namespaces: Namespaces::new()?,
@@ -56,24 +56,21 @@ impl Accepts {
 
     /// The probe reported an incoming connection (`key.tgid` 0).
     pub fn incoming(&mut self, ev: RawEvent) {
-        if self.waiting.len() >= MAX_WAITING {
-            self.waiting.pop_front();
+        if self.waiting.len() < MAX_WAITING {
+            self.waiting.insert(ev.sk, (ev, Instant::now()));
         }
-        self.waiting.push_back((ev, Instant::now()));
     }
 
     /// The probe named the owner of socket `sk` itself.
     pub fn named(&mut self, sk: u64) {
-        if !self.waiting.is_empty() {
-            self.waiting.retain(|(w, _)| w.sk != sk);
-        }
+        self.waiting.remove(&sk);
     }
 
     /// Each waiting connection that a process has accepted by now, as the
     /// probe's incoming event with the owner's pid and name in it.
     pub fn resolve(&mut self) -> Vec<RawEvent> {
-        self.waiting.retain(|(_, since)| since.elapsed() < PATIENCE);
-        let mut netns: Vec<u32> = self.waiting.iter().map(|(w, _)| w.key.netns).collect();
+        self.waiting.retain(|_, (_, since)| since.elapsed() < PATIENCE);
+        let mut netns: Vec<u32> = self.waiting.values().map(|(w, _)| w.key.netns).collect();
         netns.sort_unstable();
         netns.dedup();
         // A socket holds its namespace alive: keep only those still needed.
@@ -106,14 +103,15 @@ impl Accepts {
         }
         // Gone before anyone accepted it (or its namespace with it): its
         // close comes from the probe.
-        self.waiting
-            .retain(|(w, _)| !dumped.contains(&w.key.netns) || inodes.contains_key(&slot(&w.key)));
-        let accepted: Vec<(usize, u64, Vec<u64>)> = (self.waiting.iter().enumerate())
-            .filter_map(|(i, (w, _))| {
+        self.waiting.retain(|_, (w, _)| {
+            !dumped.contains(&w.key.netns) || inodes.contains_key(&slot(&w.key))
+        });
+        let accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.values())
+            .filter_map(|(w, _)| {
                 let inode = *inodes.get(&slot(&w.key)).filter(|&&n| n != 0)?;
                 let on_port =
                     listeners.get(&(w.key.netns, w.key.lport)).cloned().unwrap_or_default();
-                Some((i, inode, on_port))
+                Some((w.sk, inode, on_port))
             })
             .collect();
         if accepted.is_empty() {
@@ -142,8 +140,7 @@ impl Accepts {
             }
         }
         let mut out = Vec::new();
-        let mut taken = FxHashSet::default();
-        for (i, inode, on_port) in &accepted {
+        for (sk, inode, on_port) in &accepted {
             let Some(pids) = owners.get(inode) else { continue };
             // Several hold it after a fork: the one that holds the listener
             // accepted it, as an accept hook would say.
@@ -152,20 +149,16 @@ impl Accepts {
             };
             let pid = pids.iter().copied().find(listening).unwrap_or(pids[0]);
             let Some(comm) = comm_of(pid) else { continue };
-            let (ev, _) = self.waiting[*i];
+            let Some((ev, _)) = self.waiting.remove(sk) else { continue };
             out.push(RawEvent {
                 kind: nettop_shared::EV_ACCEPT,
                 key: ConnKey { tgid: pid, ..ev.key },
                 comm,
                 ..ev
             });
-            taken.insert(*i);
         }
-        let mut i = 0;
-        self.waiting.retain(|_| {
-            i += 1;
-            !taken.contains(&(i - 1))
-        });
+        // In the order they were established.
+        out.sort_by_key(|e| e.ts_ns);
         out
     }
 
