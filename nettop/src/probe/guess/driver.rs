@@ -394,22 +394,29 @@ fn transfer_once(t: Transfer) -> Result<Expected> {
         );
     }
     client.shutdown(std::net::Shutdown::Write).context("shutdown a counting connection")?;
-    let netns_ino = thread_netns()?;
     Ok(Expected {
-        saddr: saddr.octets(),
-        daddr: daddr.octets(),
-        saddr_v6: None,
-        daddr_v6: None,
-        sport,
-        dport,
-        family: libc::AF_INET as u16,
-        netns_ino,
         counters: Some(CounterValues {
             bytes_acked: acked,
             bytes_received: received,
             flags_byte: t.flags_byte(),
         }),
-        protocol: libc::IPPROTO_TCP as u16,
+        ..expected_v4((saddr, sport), (daddr, dport), libc::IPPROTO_TCP)?
+    })
+}
+
+/// What an IPv4 socket of this thread from `src` to `dst` holds.
+fn expected_v4(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), protocol: i32) -> Result<Expected> {
+    Ok(Expected {
+        saddr: src.0.octets(),
+        daddr: dst.0.octets(),
+        saddr_v6: None,
+        daddr_v6: None,
+        sport: src.1,
+        dport: dst.1,
+        family: libc::AF_INET as u16,
+        netns_ino: thread_netns()?,
+        counters: None,
+        protocol: protocol as u16,
     })
 }
 
@@ -424,18 +431,7 @@ fn udp_once() -> Result<Expected> {
     sender.connect(&peer.into()).with_context(|| format!("guessing UDP connect to {peer}"))?;
     sender.send(b"nettop").context("guessing UDP send")?;
     drop(receiver);
-    Ok(Expected {
-        saddr: saddr.octets(),
-        daddr: daddr.octets(),
-        saddr_v6: None,
-        daddr_v6: None,
-        sport,
-        dport,
-        family: libc::AF_INET as u16,
-        netns_ino: thread_netns()?,
-        counters: None,
-        protocol: libc::IPPROTO_UDP as u16,
-    })
+    expected_v4((saddr, sport), (daddr, dport), libc::IPPROTO_UDP)
 }
 
 /// `tcpi_bytes_acked` and `tcpi_bytes_received` of one of our own sockets.
