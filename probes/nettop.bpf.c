@@ -1091,7 +1091,12 @@ static __always_inline int raw_length(__u64 sk, long ret, int flags, int recv)
             on_guess(sk, GUESS_HOOK_UDP);
         return 0;
     }
-    __u16 proto = 0;
+    /* The family first: other families number their protocols otherwise
+     * (netlink's 6 and 17), and unix sockets end here. */
+    __u16 family = 0, proto = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (void *)(sk + o->family));
+    if (family != AF_INET && family != AF_INET6)
+        return 0;
     bpf_probe_read_kernel(&proto, sizeof(proto), (void *)(sk + o->sk_protocol));
     if (proto == IPPROTO_TCP && ret > 0)
         tcp_seen[slot] = sk;
