@@ -529,6 +529,7 @@ fn every_data_path_is_counted_exactly_at_both_ends() {
         Ok(()) => cases.push((Send::Ktls, Recv::Ktls)),
         Err(why) => eprintln!("kTLS is not available here ({why}): its case is left out"),
     }
+    eprintln!("cases (send -> receive): {cases:?}");
     let open: Vec<Case> = cases.iter().map(|&(s, r)| Case::open(s, r)).collect();
     let down = REPLY as u64;
     // Open, at rest (every byte acknowledged; the client's count has its
