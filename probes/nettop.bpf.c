@@ -329,7 +329,7 @@ static __always_inline void emit_flags(__u8 type, struct nettop_conn_key *key,
      * safe where programs can be preempted (fentry/fexit on PREEMPT_RT). */
     struct nettop_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
     if (!ev) {
-        count(NETTOP_CNT_EVENTS_LOST);
+        count(type == NETTOP_EV_INCOMING ? NETTOP_CNT_INCOMING_LATE : NETTOP_CNT_EVENTS_LOST);
         return;
     }
     __builtin_memset(ev, 0, sizeof(*ev));

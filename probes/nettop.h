@@ -181,6 +181,9 @@ enum nettop_counter {
     NETTOP_CNT_CONN_MAP_FULL,
     NETTOP_CNT_SOCK_MAP_FULL,
     NETTOP_CNT_GUESS,
+    /* An incoming connection's report (tracepoint backend) found the ring
+     * full: not a lost event, as its owner's close names it later. */
+    NETTOP_CNT_INCOMING_LATE,
     NETTOP_CNT_MAX,
 };
 

@@ -82,7 +82,11 @@ struct Trace {
 
 #[derive(Default, Debug)]
 struct Counts {
+    /// Events on the benchmark's ports, as the probe reported them.
     ours: u64,
+    /// Closes the tracer made itself, at a refresh, for connections whose
+    /// close event was lost (`"vanished": true`): not the probe's events.
+    vanished: u64,
     stats: Option<serde_json::Value>,
     backend: String,
 }
@@ -161,7 +165,11 @@ fn count(lines: std::io::Lines<BufReader<ChildStdout>>, ports: &[u16], backend: 
         }
         let port = |k: &str| v[k].as_u64().unwrap_or(0) as u16;
         if ports.contains(&port("lport")) || ports.contains(&port("rport")) {
-            c.ours += 1;
+            if v["vanished"] == true {
+                c.vanished += 1;
+            } else {
+                c.ours += 1;
+            }
         }
     }
     c
@@ -402,11 +410,13 @@ fn churn_part() {
         let generated = made * EVENTS_PER_CONNECTION;
         println!(
             "{label:<22} {:>8.0} connections/s; events generated {generated}, delivered {}, \
-             missing {}, reported lost {} (kernel {lost}, consumer {dropped}) [{}]",
+             missing {}, reported lost {} (kernel {lost}, consumer {dropped}); closes made at a \
+             refresh for lost ones {} [{}]",
             made as f64 / dur.as_secs_f64(),
             c.ours,
             generated.saturating_sub(c.ours),
             lost + dropped,
+            c.vanished,
             c.backend
         );
     }

@@ -240,9 +240,10 @@ pub enum Counter {
     ConnMapFull,
     SockMapFull,
     Guess,
+    IncomingLate,
 }
 
-pub const COUNTER_MAX: u32 = 4;
+pub const COUNTER_MAX: u32 = 5;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -269,6 +269,7 @@ impl Tracer {
         Stats {
             events_lost: counters[Counter::EventsLost as usize],
             events_dropped: self.dropped.load(Ordering::Relaxed),
+            incoming_late: counters[Counter::IncomingLate as usize],
             conn_map_full: counters[Counter::ConnMapFull as usize],
             sock_map_full: counters[Counter::SockMapFull as usize],
             kprobe_missed: s.probe.kprobe_missed(),

@@ -290,6 +290,10 @@ pub struct Stats {
     pub events_lost: u64,
     /// Events the consumer of `Tracer::events` did not take in time.
     pub events_dropped: u64,
+    /// Incoming connections the probe could not report when established
+    /// (ring buffer full; tracepoint backend): not lost, but listed only
+    /// at their close, where their owner names them.
+    pub incoming_late: u64,
     /// Connections the kernel table had no room for (`--max-connections`).
     pub conn_map_full: u64,
     /// Sockets the kernel's socket table had no room for.
