@@ -12,11 +12,13 @@
 //! probe instead, at its owner's close.
 use std::time::{Duration, Instant};
 
+use netlink_packet_sock_diag::constants::TCP_LISTEN;
 use nettop_shared::{ConnKey, Event as RawEvent};
 use procfs::process::{FDTarget, Process};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::backfill::{key_of, socket_owners};
+use super::conntrack::slot;
 use super::sock_diag::{Namespaces, Proto};
 
 /// A connection not accepted within this long (a full accept queue, a
@@ -31,8 +33,7 @@ const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
 /// The states of an accepted connection still open, and of a listener.
 const STATES: u32 = (1 << 1) // ESTABLISHED
     | (1 << 8) // CLOSE_WAIT
-    | (1 << 10); // LISTEN
-const TCP_LISTEN: u8 = 10;
+    | (1 << TCP_LISTEN); // LISTEN
 
 pub struct Accepts {
     /// The probe's incoming events, by socket.
@@ -148,12 +149,11 @@ impl Accepts {
                 on_port.iter().any(|l| self.holders.get(l).is_some_and(|h| h.contains(p)))
             };
             let pid = pids.iter().copied().find(listening).unwrap_or(pids[0]);
-            let Some(comm) = comm_of(pid) else { continue };
             let Some((ev, _)) = self.waiting.remove(sk) else { continue };
+            // The owner's name comes with its attribution (tracer/owners).
             out.push(RawEvent {
                 kind: nettop_shared::EV_ACCEPT,
                 key: ConnKey { tgid: pid, ..ev.key },
-                comm,
                 ..ev
             });
         }
@@ -179,11 +179,6 @@ impl Accepts {
     }
 }
 
-/// The tuple alone: whose it is is what is being looked for.
-fn slot(k: &ConnKey) -> ConnKey {
-    ConnKey { tgid: 0, ..*k }
-}
-
 /// Which of `wanted` process `pid` holds.
 fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec<u32>>) {
     let Ok(fds) = Process::new(pid as i32).and_then(|p| p.fd()) else { return };
@@ -194,14 +189,4 @@ fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec
             owners.entry(inode).or_default().push(pid);
         }
     }
-}
-
-/// The process's name as the kernel keeps it (`comm`, 15 bytes at most).
-fn comm_of(pid: u32) -> Option<[u8; 16]> {
-    let text = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
-    let name = text.strip_suffix(b"\n").unwrap_or(&text);
-    let mut comm = [0u8; 16];
-    let n = name.len().min(15);
-    comm[..n].copy_from_slice(&name[..n]);
-    Some(comm)
 }

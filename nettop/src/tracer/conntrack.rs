@@ -18,7 +18,7 @@ use nettop_shared::{
 /// process the probe or the backfill named, so TCP slots leave the owner
 /// out (a socket older than nettop ends with no owner known). UDP flows are
 /// per process: several can share a socket.
-fn slot(key: &ConnKey) -> ConnKey {
+pub(super) fn slot(key: &ConnKey) -> ConnKey {
     if key.proto == IPPROTO_TCP { ConnKey { tgid: 0, ..*key } } else { *key }
 }
 
