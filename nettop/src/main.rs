@@ -239,8 +239,24 @@ fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Args::command().version(env!("CARGO_PKG_VERSION"))).render(out)
 }
 
+/// Memory freed inside the allocator's heaps (a burst's event batches, freed
+/// by another thread than made them) stays in RSS until trimmed: give it
+/// back every few seconds. At 100 000 connections, after opening them, that
+/// was 15 MB.
+fn trim_free_memory() {
+    #[cfg(target_env = "gnu")]
+    let _ = std::thread::Builder::new().name("nettop-trim".into()).spawn(|| {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            // SAFETY: malloc_trim only returns free pages to the system.
+            unsafe { libc::malloc_trim(0) };
+        }
+    });
+}
+
 fn main() -> ExitCode {
     return_large_frees();
+    trim_free_memory();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

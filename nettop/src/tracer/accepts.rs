@@ -19,7 +19,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::backfill::{key_of, socket_owners};
 use super::conntrack::slot;
-use super::sock_diag::{Namespaces, Proto};
+use super::sock_diag::{Detail, Namespaces};
 
 /// A connection not accepted within this long (a full accept queue, a
 /// server that stopped accepting) is no longer looked for here: its close
@@ -71,6 +71,10 @@ impl Accepts {
     /// probe's incoming event with the owner's pid and name in it.
     pub fn resolve(&mut self) -> Vec<RawEvent> {
         self.waiting.retain(|_, (_, since)| since.elapsed() < PATIENCE);
+        // A burst of accepts leaves a table sized for it: give it back.
+        if self.waiting.capacity() > 4096 && self.waiting.len() < self.waiting.capacity() / 8 {
+            self.waiting.shrink_to(2 * self.waiting.len());
+        }
         let mut netns: Vec<u32> = self.waiting.values().map(|(w, _)| w.key.netns).collect();
         netns.sort_unstable();
         netns.dedup();
@@ -82,34 +86,35 @@ impl Accepts {
         if netns.iter().any(|ns| self.namespaces.get(*ns).is_none()) {
             self.namespaces.open_every_process_namespace();
         }
-        // What the kernel has now: each open connection's inode (0 until
-        // accepted), and the listeners' inodes by namespace and port.
-        let mut inodes: FxHashMap<ConnKey, u64> = FxHashMap::default();
+        // What the kernel has now: each waiting connection's inode (0 until
+        // accepted), and the listeners' inodes by namespace and port. Taken
+        // reply by reply: the dump lists every connection on the host.
+        let by_key: FxHashMap<ConnKey, u64> =
+            self.waiting.values().map(|(w, _)| (slot(&w.key), w.sk)).collect();
+        let mut inodes: FxHashMap<u64, u64> = FxHashMap::default();
         let mut listeners: FxHashMap<(u32, u16), Vec<u64>> = FxHashMap::default();
         let mut dumped = Vec::new();
         for &ns in &netns {
             let Some(sock) = self.namespaces.get(ns) else { continue };
-            let mut found = Vec::new();
-            if sock.dump(Proto::Tcp, STATES, &mut found).is_err() {
-                continue;
-            }
-            dumped.push(ns);
-            for e in found {
-                if e.state == TCP_LISTEN {
-                    listeners.entry((ns, e.lport)).or_default().push(e.inode);
-                } else {
-                    inodes.insert(slot(&key_of(&e)), e.inode);
+            let found = sock.stream_tcp(STATES, Detail::Presence, |batch| {
+                for e in batch {
+                    if e.state == TCP_LISTEN {
+                        listeners.entry((ns, e.lport)).or_default().push(e.inode);
+                    } else if let Some(&sk) = by_key.get(&slot(&key_of(e))) {
+                        inodes.insert(sk, e.inode);
+                    }
                 }
+            });
+            if found.is_ok() {
+                dumped.push(ns);
             }
         }
         // Gone before anyone accepted it (or its namespace with it): its
         // close comes from the probe.
-        self.waiting.retain(|_, (w, _)| {
-            !dumped.contains(&w.key.netns) || inodes.contains_key(&slot(&w.key))
-        });
+        self.waiting.retain(|sk, (w, _)| !dumped.contains(&w.key.netns) || inodes.contains_key(sk));
         let accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.values())
             .filter_map(|(w, _)| {
-                let inode = *inodes.get(&slot(&w.key)).filter(|&&n| n != 0)?;
+                let inode = *inodes.get(&w.sk).filter(|&&n| n != 0)?;
                 let on_port =
                     listeners.get(&(w.key.netns, w.key.lport)).cloned().unwrap_or_default();
                 Some((w.sk, inode, on_port))

@@ -14,7 +14,7 @@ use nettop_shared::{ConnKey, DIR_INCOMING, DIR_OUTGOING, DIR_UNKNOWN};
 use procfs::process::FDTarget;
 
 use super::conntrack::{Table, fins_live, payload};
-use super::sock_diag::{ALL_STATES, Namespaces};
+use super::sock_diag::{ALL_STATES, Detail, Namespaces};
 pub use super::sock_diag::{Proto, SocketEntry, fold_mapped};
 
 /// All TCP and UDP sockets of the calling thread's network namespace,
@@ -111,8 +111,8 @@ pub(super) fn fill(
 ) -> Result<()> {
     let mut sockets = Vec::new();
     for ns in namespaces.all() {
-        ns.dump(Proto::Tcp, ALL_STATES, &mut sockets)?;
-        ns.dump(Proto::Udp, ALL_STATES, &mut sockets)?;
+        ns.dump_tcp(ALL_STATES, Detail::Counters, &mut sockets)?;
+        ns.dump_udp(ALL_STATES, &mut sockets)?;
     }
     with_owners(&mut sockets);
     let counted = counted();

@@ -1,7 +1,6 @@
 //! The connection table: merges the kernel's counters, its lifecycle events
 //! and the backfill of connections older than nettop into one entry per
 //! connection. Pure logic: the caller does every read and write of BPF maps.
-use rustc_hash::FxHashMap as HashMap;
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -20,6 +19,61 @@ use nettop_shared::{
 /// per process: several can share a socket.
 pub(super) fn slot(key: &ConnKey) -> ConnKey {
     if key.proto == IPPROTO_TCP { ConnKey { tgid: 0, ..*key } } else { *key }
+}
+
+/// Open connections by `slot(key)`, each stored once: a map keyed by the
+/// tuple would keep the 48-byte key again beside every entry, and at 100 000
+/// connections half of a hash table's buckets are empty.
+#[derive(Default)]
+struct OpenSet(hashbrown::HashTable<Entry>);
+
+fn slot_hash(key: &ConnKey) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(slot(key))
+}
+
+impl OpenSet {
+    fn get(&self, key: &ConnKey) -> Option<&Entry> {
+        let k = slot(key);
+        self.0.find(slot_hash(key), |e| slot(&e.key) == k)
+    }
+
+    fn get_mut(&mut self, key: &ConnKey) -> Option<&mut Entry> {
+        let k = slot(key);
+        self.0.find_mut(slot_hash(key), |e| slot(&e.key) == k)
+    }
+
+    fn contains_key(&self, key: &ConnKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn remove(&mut self, key: &ConnKey) -> Option<Entry> {
+        let k = slot(key);
+        let found = self.0.find_entry(slot_hash(key), |e| slot(&e.key) == k);
+        found.ok().map(|o| o.remove().0)
+    }
+
+    /// The entry for `key`'s slot, made by `make` (whose key must have the
+    /// same slot) if there is none.
+    fn get_or_insert_with(&mut self, key: &ConnKey, make: impl FnOnce() -> Entry) -> &mut Entry {
+        let k = slot(key);
+        match self.0.entry(slot_hash(key), |e| slot(&e.key) == k, |e| slot_hash(&e.key)) {
+            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(v) => v.insert(make()).into_mut(),
+        }
+    }
+
+    fn values(&self) -> hashbrown::hash_table::Iter<'_, Entry> {
+        self.0.iter()
+    }
+
+    fn values_mut(&mut self) -> hashbrown::hash_table::IterMut<'_, Entry> {
+        self.0.iter_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).
@@ -144,20 +198,43 @@ pub enum Change {
 /// hash, they neither slow the lookup of every event nor cost a scan to
 /// expire.
 pub struct Table {
-    open: HashMap<ConnKey, Entry>,
+    open: OpenSet,
     closed: VecDeque<Entry>,
     last_id: u64,
     linger_ns: u64,
     max_closed: usize,
     udp_timeout_ns: u64,
+    /// The latest read of the kernel's TCP table taken in, by a listing or
+    /// by the reader, and the generation `end_vanished` last used.
+    latest_read: Option<ReadMark>,
+    vanish_checked: u32,
+}
+
+/// Found by read `generation` or a later one: reads take their sockets in
+/// a reply at a time, so the next one may be part way in already.
+/// Generations count up from 1 and wrap.
+fn seen_since(seen: u32, generation: u32) -> bool {
+    seen != 0 && seen.wrapping_sub(generation) < 1 << 31
+}
+
+/// A read of the kernel's TCP table, once taken in: which namespaces it
+/// covered, the newest connection when it was planned, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadMark {
+    pub generation: u32,
+    pub netns: Vec<u32>,
+    pub last_id: u64,
+    pub at_ns: u64,
 }
 
 impl Table {
     pub fn new(linger: Duration, udp_timeout: Duration) -> Table {
         Table {
-            open: HashMap::default(),
+            open: OpenSet::default(),
             closed: VecDeque::new(),
             last_id: 0,
+            latest_read: None,
+            vanish_checked: 0,
             linger_ns: linger.as_nanos() as u64,
             max_closed: usize::MAX,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,
@@ -187,17 +264,14 @@ impl Table {
 
     /// The open connection with this tuple, else the latest closed one.
     pub fn get(&self, key: &ConnKey) -> Option<&Entry> {
-        self.open
-            .get(&slot(key))
-            .or_else(|| self.closed.iter().rev().find(|e| slot(&e.key) == slot(key)))
+        self.open.get(key).or_else(|| self.closed.iter().rev().find(|e| slot(&e.key) == slot(key)))
     }
 
     /// A closed tuple seen again (a reused port) is a new connection: the
     /// closed one lingers beside it.
     fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
         let id = &mut self.last_id;
-        let e =
-            self.open.entry(slot(&key)).or_insert_with(|| Entry::new(id, key, sk, direction, comm));
+        let e = self.open.get_or_insert_with(&key, || Entry::new(id, key, sk, direction, comm));
         if e.direction == DIR_UNKNOWN {
             e.direction = direction;
         }
@@ -231,7 +305,7 @@ impl Table {
             EV_CONNECT | EV_ACCEPT => {
                 // Told twice (the tracepoint backend's accepts: found by
                 // userspace, then named by the probe at the owner's close).
-                if self.open.get(&slot(&ev.key)).is_some_and(|e| e.born && e.stats.sk == ev.sk) {
+                if self.open.get(&ev.key).is_some_and(|e| e.born && e.stats.sk == ev.sk) {
                     return;
                 }
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
@@ -242,8 +316,7 @@ impl Table {
             EV_CLOSE => {
                 // A socket the probe never knew ends only a connection the
                 // table lists (the backfill's); others are not news.
-                if ev.close_flags & CLOSE_NO_RECORD != 0 && !self.open.contains_key(&slot(&ev.key))
-                {
+                if ev.close_flags & CLOSE_NO_RECORD != 0 && !self.open.contains_key(&ev.key) {
                     return;
                 }
                 let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
@@ -294,7 +367,7 @@ impl Table {
     }
 
     fn close(&mut self, key: &ConnKey, last: Option<ConnStats>, now_ns: u64) -> Option<Change> {
-        let mut e = self.open.remove(&slot(key))?;
+        let mut e = self.open.remove(key)?;
         if let Some(s) = last {
             // The probe does not date packets: activity since the last sync
             // happened by now.
@@ -331,8 +404,7 @@ impl Table {
         let id = &mut self.last_id;
         let e = self
             .open
-            .entry(slot(key))
-            .or_insert_with(|| Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
+            .get_or_insert_with(key, || Entry::new(id, *key, stats.sk, stats.direction, [0; 16]));
         let moved = (stats.msgs_sent, stats.msgs_recv) != (e.stats.msgs_sent, e.stats.msgs_recv);
         let last = if moved { now_ns } else { e.stats.last_ns };
         e.stats = *stats;
@@ -353,14 +425,11 @@ impl Table {
         counted: Option<ConnStats>,
         now_ns: u64,
     ) {
-        if self.open.get(&slot(&key)).is_some_and(|e| e.born) {
+        if self.open.get(&key).is_some_and(|e| e.born) {
             return;
         }
         let id = &mut self.last_id;
-        let e = self
-            .open
-            .entry(slot(&key))
-            .or_insert_with(|| Entry::new(id, key, 0, direction, [0; 16]));
+        let e = self.open.get_or_insert_with(&key, || Entry::new(id, key, 0, direction, [0; 16]));
         e.backfilled = true;
         e.direction = direction;
         let counted = counted.unwrap_or_default();
@@ -388,7 +457,7 @@ impl Table {
         generation: u32,
         now_ns: u64,
     ) {
-        let Some(e) = self.open.get_mut(&slot(key)) else {
+        let Some(e) = self.open.get_mut(key) else {
             return;
         };
         let (fin_acked, fin_received) = fins_live(state);
@@ -403,25 +472,44 @@ impl Table {
         e.absent = false;
     }
 
-    /// End the open TCP connections of the namespaces in `netns` that
-    /// refresh `generation`, and the one before it, did not find (made no
-    /// later than `last_id`): the kernel no longer has them, and their
-    /// close event was lost. Twice, because the kernel unhashes a closing
-    /// socket just before the probe reports its close: one read can fall
-    /// in between.
-    pub fn end_vanished(
-        &mut self,
-        netns: &[u32],
-        generation: u32,
-        last_id: u64,
-        now_ns: u64,
-    ) -> Vec<Change> {
+    /// The kernel's table found this connection in read `generation`,
+    /// without its counters.
+    pub fn live_present(&mut self, key: &ConnKey, generation: u32) {
+        if let Some(e) = self.open.get_mut(key) {
+            e.seen = generation;
+            e.absent = false;
+        }
+    }
+
+    /// A read has been taken in (its connections marked with its
+    /// generation).
+    pub fn read_applied(&mut self, mark: ReadMark) {
+        self.latest_read = Some(mark);
+    }
+
+    /// How long ago the latest read was taken, if there was one.
+    pub fn read_age_ns(&self, now_ns: u64) -> Option<u64> {
+        self.latest_read.as_ref().map(|r| now_ns.saturating_sub(r.at_ns))
+    }
+
+    /// End the open TCP connections of the namespaces the latest read
+    /// covered that it, and the read before it, did not find (made no later
+    /// than it was planned): the kernel no longer has them, and their close
+    /// event was lost. Twice, because the kernel unhashes a closing socket
+    /// just before the probe reports its close: one read can fall in
+    /// between. Each read counts once, however often this is called; the
+    /// caller drains the probe's events first.
+    pub fn end_vanished(&mut self, now_ns: u64) -> Vec<Change> {
+        let Some(read) = self.latest_read.take_if(|r| r.generation != self.vanish_checked) else {
+            return Vec::new();
+        };
+        self.vanish_checked = read.generation;
         let mut gone = Vec::new();
         for e in self.open.values_mut() {
             if e.key.proto != IPPROTO_TCP
-                || e.id > last_id
-                || e.seen == generation
-                || !netns.contains(&e.key.netns)
+                || e.id > read.last_id
+                || seen_since(e.seen, read.generation)
+                || !read.netns.contains(&e.key.netns)
             {
                 continue;
             }
@@ -430,9 +518,10 @@ impl Table {
             }
             e.absent = true;
         }
+        self.latest_read = Some(read);
         gone.iter()
             .filter_map(|k| {
-                if let Some(e) = self.open.get_mut(&slot(k)) {
+                if let Some(e) = self.open.get_mut(k) {
                     e.vanished = true;
                 }
                 self.close(k, None, now_ns)
@@ -737,17 +826,35 @@ mod tests {
         // Made after the read began: not the read's to end.
         let c = ConnKey { tgid: 7, ..key(IPPROTO_TCP, 5002, 80) };
         t.apply(&ev(EV_CONNECT, c, 0, 0), 0, |_| None);
+        let read = |generation, netns, last_id, at_ns| ReadMark {
+            generation,
+            netns: vec![netns],
+            last_id,
+            at_ns,
+        };
+        t.read_applied(read(3, a.netns, mark, SEC));
+        // The next read is part way in (it found `a`) when the reader looks.
+        t.live_present(&ConnKey { tgid: 0, ..a }, 4);
         // Missed once: perhaps unhashed with its close event on the way.
-        assert!(t.end_vanished(&[a.netns], 3, mark, 2 * SEC).is_empty());
-        t.live_tcp(&ConnKey { tgid: 0, ..a }, (1001, 50), 1, info, 4, 3 * SEC);
-        let ended = t.end_vanished(&[a.netns], 4, mark, 3 * SEC);
+        assert!(t.end_vanished(2 * SEC).is_empty());
+        // The same read counts once, however often the reader looks.
+        assert!(t.end_vanished(2 * SEC).is_empty());
+        assert_eq!(t.read_age_ns(2 * SEC), Some(SEC));
+        // Read 4 found `a` without its counters: the totals stay.
+        t.read_applied(read(4, a.netns, mark, 3 * SEC));
+        let ended = t.end_vanished(3 * SEC);
         let [Change::Close(e)] = ended.as_slice() else { panic!("{ended:?}") };
         assert_eq!((e.key, e.vanished), (b, true));
         let live = t.get(&a).unwrap();
         assert_eq!((live.bytes_sent(), live.bytes_recv(), live.tcp.rtt_us), (1000, 50, 250));
         assert!(live.closed_ns.is_none() && t.get(&c).unwrap().closed_ns.is_none());
+        // `a` missed once, by the read after: still open.
+        t.read_applied(read(5, a.netns, mark, 4 * SEC));
+        assert!(t.end_vanished(4 * SEC).is_empty());
         // Another namespace's read says nothing of these.
-        assert!(t.end_vanished(&[a.netns + 1], 5, t.last_id(), 4 * SEC).is_empty());
-        assert!(t.end_vanished(&[a.netns + 1], 6, t.last_id(), 5 * SEC).is_empty());
+        t.read_applied(read(6, a.netns + 1, t.last_id(), 5 * SEC));
+        assert!(t.end_vanished(5 * SEC).is_empty());
+        t.read_applied(read(7, a.netns + 1, t.last_id(), 6 * SEC));
+        assert!(t.end_vanished(6 * SEC).is_empty());
     }
 }

@@ -4,16 +4,21 @@
 //! every data path (sendfile, splice, kTLS...) moves these counters.
 //!
 //! A read is three steps, so that the slow one holds no lock the reader of
-//! events needs: `plan` (under the table's lock: which namespaces, and the
-//! newest connection so far), `dump` (sock_diag, holding only this
-//! module's own lock), `apply` (under the table's lock again).
+//! events needs for long: `plan` (under the table's lock: which
+//! namespaces, and the newest connection so far), `dump` (sock_diag,
+//! holding this module's own lock, and the table's only while it takes in
+//! each reply of a hundred or so sockets), then `Table::read_applied`.
+//!
+//! Listings read with the counters. The reader, which ends connections the
+//! kernel no longer has, uses the latest listing's read, and dumps only
+//! when none came for a while, and then without the counters.
 use anyhow::Result;
 use nettop_shared::{ConnKey, IPPROTO_TCP};
 use rustc_hash::FxHashMap;
 
 use super::backfill::key_of;
-use super::conntrack::{Change, Table};
-use super::sock_diag::{CONNECTED_STATES, Namespaces, Proto, SocketEntry};
+use super::conntrack::{ReadMark, Table};
+use super::sock_diag::{CONNECTED_STATES, Detail, Namespaces, SocketEntry};
 
 pub(super) struct Live {
     pub namespaces: Namespaces,
@@ -28,12 +33,11 @@ pub(super) struct Plan {
     last_id: u64,
 }
 
-/// One read of the kernel's TCP table.
-pub(super) struct Read {
+/// One reply's worth of a read, to take into the table.
+pub(super) struct Batch<'a> {
+    detail: Detail,
     generation: u32,
-    netns: Vec<u32>,
-    last_id: u64,
-    sockets: Vec<SocketEntry>,
+    sockets: &'a [SocketEntry],
 }
 
 pub(super) fn plan(table: &Table) -> Plan {
@@ -52,43 +56,43 @@ impl Live {
         Ok(Live { namespaces: Namespaces::new()?, generation: 0 })
     }
 
-    /// Dump the connected TCP sockets of every namespace `plan` names.
-    pub fn dump(&mut self, plan: Plan) -> Read {
+    /// Dump the connected TCP sockets of every namespace `plan` names,
+    /// handing them to `take` reply by reply. The mark to give
+    /// `Table::read_applied` once the batches are in.
+    pub fn dump(&mut self, plan: Plan, detail: Detail, mut take: impl FnMut(Batch)) -> ReadMark {
         self.generation = self.generation.wrapping_add(1).max(1);
+        let generation = self.generation;
         let mut netns = Vec::with_capacity(plan.wanted.len());
-        let mut sockets = Vec::new();
         for (ns, pids) in &plan.wanted {
             let Some(sock) = self.namespaces.open(*ns, pids.iter().copied()) else {
                 continue;
             };
-            let before = sockets.len();
-            if sock.dump(Proto::Tcp, CONNECTED_STATES, &mut sockets).is_err() {
-                sockets.truncate(before);
-                continue;
+            // A namespace whose dump failed part way is left out of the
+            // mark: what it did not list is not thereby gone.
+            let each = |sockets: &[SocketEntry]| take(Batch { detail, generation, sockets });
+            if sock.stream_tcp(CONNECTED_STATES, detail, each).is_ok() {
+                netns.push(*ns);
             }
-            netns.push(*ns);
         }
         self.namespaces.retain(|ns| plan.wanted.contains_key(&ns));
-        Read { generation: self.generation, netns, last_id: plan.last_id, sockets }
+        ReadMark { generation, netns, last_id: plan.last_id, at_ns: super::monotonic_ns() }
     }
 }
 
-impl Read {
-    /// Into the table: what a listing shows is what the kernel said now.
+impl Batch<'_> {
+    /// Into the table: what a listing shows is what the kernel said now,
+    /// and which connections it still has (`Table::end_vanished`).
     pub fn apply(&self, table: &mut Table, now_ns: u64) {
-        for s in &self.sockets {
+        for s in self.sockets {
             let key: ConnKey = key_of(s);
-            let raw = (s.bytes_acked.unwrap_or(0), s.bytes_received.unwrap_or(0));
-            let tcp = s.tcp.unwrap_or_default();
-            table.live_tcp(&key, raw, s.state, tcp, self.generation, now_ns);
+            match self.detail {
+                Detail::Counters => {
+                    let raw = (s.bytes_acked.unwrap_or(0), s.bytes_received.unwrap_or(0));
+                    let tcp = s.tcp.unwrap_or_default();
+                    table.live_tcp(&key, raw, s.state, tcp, self.generation, now_ns);
+                }
+                Detail::Presence => table.live_present(&key, self.generation),
+            }
         }
-    }
-
-    /// End what this read (and the one before) did not find and the table
-    /// still holds open. The caller drains the probe's events between the
-    /// dump and this: a connection closed before the dump has its close
-    /// event waiting there, so only a lost one is left for this.
-    pub fn end_vanished(&self, table: &mut Table, now_ns: u64) -> Vec<Change> {
-        table.end_vanished(&self.netns, self.generation, self.last_id, now_ns)
     }
 }

@@ -303,14 +303,16 @@ fn each_connection(
     mut each: impl FnMut(Connection),
 ) {
     let plan = live::plan(&lock(shared).table);
-    let read = lock_live(live).dump(plan);
+    // Streamed into the table, not copied first: a copy costs RSS in
+    // proportion to the connections.
+    let read = lock_live(live).dump(plan, sock_diag::Detail::Counters, |batch| {
+        batch.apply(&mut lock(shared).table, monotonic_ns())
+    });
     let mut s = lock(shared);
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = &mut *s;
-    // Streamed into the table, not copied first: a copy costs RSS in
-    // proportion to the connections.
     let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now_ns));
-    read.apply(table, now_ns);
+    table.read_applied(read);
     table.expire_closed(now_ns);
     let now = Instant::now();
     let mut entries: Vec<&Entry> = table.entries().collect();

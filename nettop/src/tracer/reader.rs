@@ -1,8 +1,8 @@
 //! The reader thread: drains the probe's ring buffer into the connection
 //! table in batches, turns each change into an event for the consumer, and
-//! twice a second reads the kernel's TCP counters and the UDP flows',
-//! ending idle flows and connections the kernel no longer has, and
-//! reporting kernel-side event loss.
+//! twice a second reads the UDP flows' counters, ends idle flows and the
+//! TCP connections the kernel no longer has, and reports kernel-side event
+//! loss.
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use super::accepts::Accepts;
 use super::conntrack::{Change, Entry};
 use super::live::Live;
 use super::owners::Owners;
+use super::sock_diag::Detail;
 use super::{
     Config, Connection, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue,
     wanted,
@@ -27,6 +28,10 @@ const POLL: Duration = Duration::from_millis(100);
 const BATCH: Duration = Duration::from_millis(10);
 /// How often the UDP flows' counters are read and idle flows ended.
 const REFRESH_NS: u64 = 500_000_000;
+/// Which TCP connections the kernel still has comes from the latest
+/// listing's read of its table; when no listing read it for this long, the
+/// reader reads it itself.
+const OWN_READ_AFTER_NS: u64 = 1_500_000_000;
 
 pub(super) fn read_loop(
     mut ring: RingBuf<MapData>,
@@ -57,9 +62,16 @@ pub(super) fn read_loop(
         // connection it no longer lists then has its close event in hand,
         // unless that event was lost. The dump holds no lock of the table.
         let refresh_due = monotonic_ns().saturating_sub(last_refresh) >= REFRESH_NS;
-        let live_read = refresh_due.then(|| {
-            let plan = super::live::plan(&lock(shared).table);
-            live.lock().unwrap_or_else(|e| e.into_inner()).dump(plan)
+        let plan = refresh_due
+            .then(|| {
+                let s = lock(shared);
+                let age = s.table.read_age_ns(monotonic_ns());
+                age.is_none_or(|a| a >= OWN_READ_AFTER_NS).then(|| super::live::plan(&s.table))
+            })
+            .flatten();
+        let own_read = plan.map(|plan| {
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            live.dump(plan, Detail::Presence, |batch| batch.apply(&mut lock(shared).table, 0))
         });
         // Who accepted what (tracepoint backend): /proc and sock_diag, also
         // outside the table's lock, and applied before the events that
@@ -101,10 +113,10 @@ pub(super) fn read_loop(
         if refresh_due {
             last_refresh = now;
             let mut ended = refresh(&mut s);
-            if let Some(read) = &live_read {
-                read.apply(&mut s.table, now);
-                ended.extend(read.end_vanished(&mut s.table, now));
+            if let Some(read) = own_read {
+                s.table.read_applied(read);
             }
+            ended.extend(s.table.end_vanished(now));
             let Shared { owners, config, .. } = &mut *s;
             batch.extend(ended.into_iter().filter_map(|c| to_event(c, now, owners, config, clock)));
             // Lost in the kernel (ring buffer full) or here (the consumer

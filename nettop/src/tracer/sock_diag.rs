@@ -88,6 +88,12 @@ pub struct TcpInfo {
 const DIAG_MSG_LEN: usize = 72;
 /// `sizeof(struct inet_diag_req_v2)`.
 const DIAG_REQ_LEN: usize = 56;
+/// `TCPDIAG_GETSOCK`: the older request form. Its dump covers IPv4 and
+/// IPv6 in one walk of the kernel's socket table; the newer form names one
+/// family, and each family's dump walks the whole table.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `sizeof(struct inet_diag_req)`, the older form's request.
+const DIAG_REQ_V1_LEN: usize = 60;
 /// The kernel caps a dump datagram at 32 KiB; twice that leaves headroom.
 const RECV_BUF: usize = 64 * 1024;
 
@@ -103,11 +109,24 @@ pub const CONNECTED_STATES: u32 = (1 << 1) // ESTABLISHED
     | (1 << 9) // LAST_ACK
     | (1 << 11); // CLOSING
 
+/// What a TCP dump carries beside each socket's addresses, state, queues
+/// and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// `tcp_info`: the byte counters, RTT, retransmits and the rest.
+    Counters,
+    /// Nothing more: which sockets exist. The kernel fills far less.
+    Presence,
+}
+
 /// A `sock_diag` socket bound to one network namespace.
 pub struct DiagSocket {
     sock: Socket,
     /// The namespace's inode number, as the probe reports it.
     pub netns: u32,
+    /// The kernel refused the older request form (one walk for both
+    /// families): ask per family instead.
+    per_family: std::cell::Cell<bool>,
 }
 
 impl DiagSocket {
@@ -119,7 +138,7 @@ impl DiagSocket {
         sock.bind_auto().context("binding sock_diag socket")?;
         sock.connect(&SocketAddr::new(0, 0))
             .context("connecting sock_diag socket to the kernel")?;
-        Ok(DiagSocket { sock, netns })
+        Ok(DiagSocket { sock, netns, per_family: std::cell::Cell::new(false) })
     }
 
     /// In the network namespace `ns_file` names (`/proc/PID/ns/net`): a
@@ -144,13 +163,53 @@ impl DiagSocket {
             .map_err(|_| anyhow!("the namespace thread panicked"))?
     }
 
-    /// Every socket of `proto` in this namespace whose TCP state is in
-    /// `states` (a bit per state; UDP sockets are CLOSE, 7, or
-    /// ESTABLISHED, 1, when connected), both families.
-    pub fn dump(&self, proto: Proto, states: u32, out: &mut Vec<SocketEntry>) -> Result<()> {
+    /// Every TCP socket in this namespace whose state is in `states` (a
+    /// bit per state), both families, in one walk of the kernel's table
+    /// where the kernel allows it.
+    pub fn dump_tcp(&self, states: u32, detail: Detail, out: &mut Vec<SocketEntry>) -> Result<()> {
+        self.stream_tcp(states, detail, |batch| out.extend_from_slice(batch))
+    }
+
+    /// `dump_tcp`, handing over each reply's sockets as it arrives (a
+    /// hundred or so) rather than all of them at the end: a dump of 100 000
+    /// sockets is never held whole.
+    pub fn stream_tcp(
+        &self,
+        states: u32,
+        detail: Detail,
+        mut take: impl FnMut(&[SocketEntry]),
+    ) -> Result<()> {
+        if !self.per_family.get() {
+            let req = request_both_families(states, detail, 3);
+            let mut taken = false;
+            let each = &mut |batch: &[SocketEntry]| {
+                taken |= !batch.is_empty();
+                take(batch)
+            };
+            match run_dump(&self.sock, &req, Proto::Tcp, 3, self.netns, each) {
+                Ok(()) => return Ok(()),
+                // Refused at once: an older or newer kernel without it.
+                Err(_) if !taken => self.per_family.set(true),
+                Err(e) => return Err(e),
+            }
+        }
         for (seq, family) in [(1, AF_INET), (2, AF_INET6)] {
-            dump_family(&self.sock, proto, family, states, seq, self.netns, out)
-                .with_context(|| format!("sock_diag dump of {proto:?} family {family}"))?;
+            let req = request(Proto::Tcp, family, states, detail, seq);
+            run_dump(&self.sock, &req, Proto::Tcp, seq, self.netns, &mut take)
+                .with_context(|| format!("sock_diag dump of TCP family {family}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every UDP socket in this namespace whose state is in `states`
+    /// (CLOSE, 7, unconnected; ESTABLISHED, 1, connected), both families.
+    pub fn dump_udp(&self, states: u32, out: &mut Vec<SocketEntry>) -> Result<()> {
+        for (seq, family) in [(1, AF_INET), (2, AF_INET6)] {
+            let req = request(Proto::Udp, family, states, Detail::Presence, seq);
+            run_dump(&self.sock, &req, Proto::Udp, seq, self.netns, &mut |b| {
+                out.extend_from_slice(b)
+            })
+            .with_context(|| format!("sock_diag dump of UDP family {family}"))?;
         }
         Ok(())
     }
@@ -169,12 +228,26 @@ pub fn netns_of(ns_file: &Path) -> Result<u32> {
 pub fn sockets_here() -> Result<Vec<SocketEntry>> {
     let sock = DiagSocket::here()?;
     let mut out = Vec::new();
-    sock.dump(Proto::Tcp, ALL_STATES, &mut out)?;
-    sock.dump(Proto::Udp, ALL_STATES, &mut out)?;
+    sock.dump_tcp(ALL_STATES, Detail::Counters, &mut out)?;
+    sock.dump_udp(ALL_STATES, &mut out)?;
     Ok(out)
 }
 
-fn request(proto: Proto, family: u8, states: u32, seq: u32) -> [u8; 16 + DIAG_REQ_LEN] {
+fn extensions(detail: Detail) -> u8 {
+    match detail {
+        Detail::Counters => ExtensionFlags::INFO.bits(),
+        Detail::Presence => 0,
+    }
+}
+
+/// `inet_diag_req_v2`: one protocol, one family.
+fn request(
+    proto: Proto,
+    family: u8,
+    states: u32,
+    detail: Detail,
+    seq: u32,
+) -> [u8; 16 + DIAG_REQ_LEN] {
     let mut buf = [0u8; 16 + DIAG_REQ_LEN];
     let mut nl = NetlinkBuffer::new(&mut buf[..]);
     nl.set_length((16 + DIAG_REQ_LEN) as u32);
@@ -184,7 +257,7 @@ fn request(proto: Proto, family: u8, states: u32, seq: u32) -> [u8; 16 + DIAG_RE
     let req = nl.payload_mut();
     req[0] = family;
     (req[1], req[2]) = match proto {
-        Proto::Tcp => (IPPROTO_TCP, ExtensionFlags::INFO.bits()),
+        Proto::Tcp => (IPPROTO_TCP, extensions(detail)),
         Proto::Udp => (IPPROTO_UDP, 0),
     };
     // The socket id stays zero: it is a filter only for single-socket
@@ -193,19 +266,36 @@ fn request(proto: Proto, family: u8, states: u32, seq: u32) -> [u8; 16 + DIAG_RE
     buf
 }
 
-/// One dump request, for one protocol and family; reads replies until
-/// NLMSG_DONE.
-fn dump_family(
+/// `inet_diag_req` under `TCPDIAG_GETSOCK`: TCP, every family.
+fn request_both_families(states: u32, detail: Detail, seq: u32) -> [u8; 16 + DIAG_REQ_V1_LEN] {
+    let mut buf = [0u8; 16 + DIAG_REQ_V1_LEN];
+    let mut nl = NetlinkBuffer::new(&mut buf[..]);
+    nl.set_length((16 + DIAG_REQ_V1_LEN) as u32);
+    nl.set_message_type(TCPDIAG_GETSOCK);
+    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+    nl.set_sequence_number(seq);
+    let req = nl.payload_mut();
+    // idiag_family is not read by the dump; idiag_ext is byte 3, the
+    // socket id (zero) follows, then idiag_states.
+    req[0] = AF_INET;
+    req[3] = extensions(detail);
+    req[52..56].copy_from_slice(&states.to_ne_bytes());
+    buf
+}
+
+/// Sends one dump request and reads replies until NLMSG_DONE, handing
+/// each reply's sockets to `take`.
+fn run_dump(
     sock: &Socket,
+    req: &[u8],
     proto: Proto,
-    family: u8,
-    states: u32,
     seq: u32,
     netns: u32,
-    out: &mut Vec<SocketEntry>,
+    take: &mut dyn FnMut(&[SocketEntry]),
 ) -> Result<()> {
-    sock.send(&request(proto, family, states, seq), 0).context("sending request")?;
+    sock.send(req, 0).context("sending request")?;
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+    let mut batch = Vec::new();
     loop {
         buf.clear();
         // MSG_TRUNC makes recv report the datagram's real size, so a
@@ -218,7 +308,10 @@ fn dump_family(
         if n == 0 || n > buf.len() {
             bail!("reply of {n} bytes does not fit a {} byte buffer", buf.len());
         }
-        if parse_replies(&buf[..n], proto, seq, netns, out)? {
+        batch.clear();
+        let done = parse_replies(&buf[..n], proto, seq, netns, &mut batch)?;
+        take(&batch);
+        if done {
             return Ok(());
         }
     }
@@ -267,7 +360,7 @@ pub fn parse_replies(
                         .context("kernel rejected the request");
                 }
             }
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 if let Some(e) = parse_diag_msg(msg.payload(), proto, netns)? {
                     out.push(e);
                 }
@@ -463,5 +556,63 @@ impl Namespaces {
     pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
         let home = self.home;
         self.sockets.retain(|&ns, _| ns == home || keep(ns));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    /// The TCP sockets between `ends`, in an order to compare by.
+    fn ours(all: &[SocketEntry], ends: &[std::net::SocketAddr]) -> Vec<SocketEntry> {
+        let mut v: Vec<SocketEntry> = (all.iter())
+            .filter(|e| ends.contains(&std::net::SocketAddr::new(e.laddr, e.lport)))
+            // Not another test's socket bound to the same port.
+            .filter(|e| e.rport == 0 || ends.contains(&std::net::SocketAddr::new(e.raddr, e.rport)))
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| (e.family, e.lport, e.rport, e.state, e.inode));
+        v
+    }
+
+    #[test]
+    fn one_walk_finds_what_the_per_family_dumps_find() {
+        let mut keep = Vec::new();
+        let mut ports = Vec::new();
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = TcpListener::bind(addr) else {
+                eprintln!("{addr}: no such family here; left out");
+                continue;
+            };
+            let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            c.write_all(b"hello").unwrap();
+            let (s, _) = l.accept().unwrap();
+            ports.extend([l.local_addr().unwrap(), c.local_addr().unwrap()]);
+            keep.push((l, c, s));
+        }
+        let sock = DiagSocket::here().unwrap();
+        let mut one_walk = Vec::new();
+        sock.dump_tcp(ALL_STATES, Detail::Counters, &mut one_walk).unwrap();
+        assert!(!sock.per_family.get(), "the kernel refused the one-walk request");
+        sock.per_family.set(true);
+        let mut per_family = Vec::new();
+        sock.dump_tcp(ALL_STATES, Detail::Counters, &mut per_family).unwrap();
+        let found = ours(&one_walk, &ports);
+        // A listener and both ends of each connection.
+        assert_eq!(found.len(), 3 * keep.len(), "{found:#?}");
+        assert_eq!(found, ours(&per_family, &ports));
+        // The client's counters: its SYN and five bytes acknowledged.
+        assert!(found.iter().any(|e| e.bytes_acked == Some(6)), "{found:#?}");
+        // Without the counters: the same sockets, and no tcp_info.
+        let mut bare = Vec::new();
+        sock.dump_tcp(ALL_STATES, Detail::Presence, &mut bare).unwrap();
+        let bare = ours(&bare, &ports);
+        assert!(bare.iter().all(|e| e.tcp.is_none() && e.bytes_acked.is_none()));
+        let strip = |v: &[SocketEntry]| -> Vec<(u8, u16, u16, u8, u64)> {
+            v.iter().map(|e| (e.family, e.lport, e.rport, e.state, e.inode)).collect()
+        };
+        assert_eq!(strip(&bare), strip(&found));
     }
 }
