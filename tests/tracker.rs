@@ -493,6 +493,63 @@ fn an_older_idle_connection_ends_with_its_final_totals() {
     }
 }
 
+/// A listing holds the table's lock while it runs (here a consumer of
+/// `for_each_connection` that takes its time; at 100 000 connections a
+/// listing takes a few hundred milliseconds). The reader keeps taking
+/// events from the ring buffer meanwhile, so a burst of 4 000 events then
+/// loses none, with a ring of 512.
+#[test]
+fn a_burst_while_a_listing_holds_the_table_loses_nothing() {
+    let _g = serial();
+    let w = Watch::with(Config { ring_bytes: 65536, ..Config::default() });
+    let listener = TcpListener::bind("127.0.0.23:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A connection to list, so that the listing has a row to dwell on.
+    let _first = TcpStream::connect(addr).unwrap();
+    let _first_accepted = listener.accept().unwrap();
+    w.wait_for("the first connection", |e| e.iter().any(|e| e.event == EventKind::Connect));
+    const N: usize = 1000;
+    let mut ports = Vec::with_capacity(N);
+    std::thread::scope(|scope| {
+        let (held, holding) = std::sync::mpsc::channel();
+        let (done, burst_over) = std::sync::mpsc::channel::<()>();
+        let tracer = &w.tracer;
+        scope.spawn(move || {
+            let mut once = Some(held);
+            tracer.for_each_connection(|_| {
+                if let Some(held) = once.take() {
+                    held.send(()).unwrap();
+                    // Held until the burst is over (at most a minute).
+                    let _ = burst_over.recv_timeout(Duration::from_secs(60));
+                }
+            });
+        });
+        holding.recv().unwrap();
+        for _ in 0..N {
+            let c = TcpStream::connect(addr).unwrap();
+            let (s, _) = listener.accept().unwrap();
+            ports.push(c.local_addr().unwrap().port());
+            drop((c, s));
+        }
+        // Then a little longer: the last events on their way.
+        std::thread::sleep(Duration::from_millis(300));
+        done.send(()).unwrap();
+    });
+    let sport = addr.port();
+    let all_closed = |e: &[Event]| {
+        ports.iter().all(|&p| closes(e, p, sport).len() == 1 && closes(e, sport, p).len() == 1)
+    };
+    let start = Instant::now();
+    while !all_closed(&w.events()) && w.tracer.stats().events_lost == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "{:?}", w.tracer.stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, events, stats) = w.finish();
+    assert_eq!(stats.events_lost, 0, "{stats:?}");
+    assert!(all_closed(&events));
+    assert!(events.iter().all(|e| !e.vanished));
+}
+
 /// Closes lost to a full ring buffer (forced: one page of it, under
 /// churn) do not leave connections open: a refresh that no longer finds
 /// them in the kernel's table ends them, marked as such.

@@ -2,14 +2,19 @@
 //! which has no accept hook. (The accept syscall tracepoints would name
 //! the owner, but enabling any syscall tracepoint slows every system call
 //! on the host.) The probe reports each incoming connection when it is
-//! established, in softirq, without an owner. At each refresh the waiting
-//! ones are looked up with sock_diag: once accept() has given one a file,
-//! it has an inode, and the process holding that inode owns it. Only the
-//! processes holding a listener on its port are searched (learned by one
-//! scan of `/proc` per new listener); every process is, at most every few
-//! seconds, when none of them holds it (a descriptor passed on). A
-//! connection accepted and closed between two refreshes is named by the
-//! probe instead, at its owner's close.
+//! established, in softirq, without an owner. A thread of its own, the
+//! resolver, looks the waiting ones up twice a second with sock_diag: once
+//! accept() has given one a file, it has an inode, and the process holding
+//! that inode owns it. Only the processes holding a listener on its port
+//! are searched (learned by one scan of `/proc` per new listener); every
+//! process is, at most every few seconds, when none of them holds it (a
+//! descriptor passed on). A connection accepted and closed before it is
+//! found is named by the probe instead, at its owner's close.
+//!
+//! The search takes a second or more on a host with 100 000 connections:
+//! on the reader's thread it left the ring buffer undrained meanwhile, and a
+//! burst of connections overflowed it.
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
 use netlink_packet_sock_diag::constants::TCP_LISTEN;
@@ -35,9 +40,101 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
     | (1 << 8) // CLOSE_WAIT
     | (1 << TCP_LISTEN); // LISTEN
 
+/// How often the resolver looks.
+const EVERY: Duration = Duration::from_millis(500);
+
+/// The reader's side: the waiting connections' events, and the way to the
+/// resolver.
 pub struct Accepts {
-    /// The probe's incoming events, by socket.
-    waiting: FxHashMap<u64, (RawEvent, Instant)>,
+    waiting: FxHashMap<u64, RawEvent>,
+    asks: Sender<Ask>,
+    answers: Receiver<Answer>,
+}
+
+enum Ask {
+    /// Find who accepts this socket.
+    Find { sk: u64, key: ConnKey },
+    /// No longer: the probe named its owner, or it closed.
+    Forget(u64),
+}
+
+enum Answer {
+    Owner {
+        sk: u64,
+        pid: u32,
+    },
+    /// Gone before anyone accepted it, or not accepted in time.
+    Gone(u64),
+}
+
+impl Accepts {
+    /// Starts the resolver, which ends when this is dropped.
+    pub fn new() -> anyhow::Result<Accepts> {
+        let namespaces = Namespaces::new()?;
+        let (asks, asked) = channel();
+        let (answer, answers) = channel();
+        let resolver = Resolver {
+            waiting: FxHashMap::default(),
+            holders: FxHashMap::default(),
+            last_full_scan: None,
+            namespaces,
+        };
+        std::thread::Builder::new()
+            .name("nettop-accepts".into())
+            .spawn(move || resolver.run(&asked, &answer))?;
+        Ok(Accepts { waiting: FxHashMap::default(), asks, answers })
+    }
+
+    /// The probe reported an incoming connection (`key.tgid` 0).
+    pub fn incoming(&mut self, ev: RawEvent) {
+        if self.waiting.len() < MAX_WAITING && self.waiting.insert(ev.sk, ev).is_none() {
+            let _ = self.asks.send(Ask::Find { sk: ev.sk, key: ev.key });
+        }
+    }
+
+    /// Socket `sk` is no longer waiting: the probe named its owner, or it
+    /// closed (an answer after that is stale).
+    pub fn ended(&mut self, sk: u64) {
+        if self.waiting.remove(&sk).is_some() {
+            let _ = self.asks.send(Ask::Forget(sk));
+        }
+    }
+
+    /// The connections the resolver has found owners for since last time,
+    /// each as the probe's incoming event with the owner's pid in it, in
+    /// the order they were established. Never waits.
+    pub fn found(&mut self) -> Vec<RawEvent> {
+        let mut out = Vec::new();
+        while let Ok(answer) = self.answers.try_recv() {
+            match answer {
+                Answer::Owner { sk, pid } => {
+                    // The owner's name comes with its attribution
+                    // (tracer/owners).
+                    if let Some(ev) = self.waiting.remove(&sk) {
+                        out.push(RawEvent {
+                            kind: nettop_shared::EV_ACCEPT,
+                            key: ConnKey { tgid: pid, ..ev.key },
+                            ..ev
+                        });
+                    }
+                }
+                Answer::Gone(sk) => {
+                    self.waiting.remove(&sk);
+                }
+            }
+        }
+        // A burst of accepts leaves a table sized for it: give it back.
+        if self.waiting.capacity() > 4096 && self.waiting.len() < self.waiting.capacity() / 8 {
+            self.waiting.shrink_to(2 * self.waiting.len());
+        }
+        out.sort_by_key(|e| e.ts_ns);
+        out
+    }
+}
+
+struct Resolver {
+    /// Socket → its tuple, and since when it waits.
+    waiting: FxHashMap<u64, (ConnKey, Instant)>,
     /// A listening socket's inode → the processes holding it.
     holders: FxHashMap<u64, Vec<u32>>,
     last_full_scan: Option<Instant>,
@@ -45,43 +142,51 @@ pub struct Accepts {
     namespaces: Namespaces,
 }
 
-impl Accepts {
-    pub fn new() -> anyhow::Result<Accepts> {
-        Ok(Accepts {
-            waiting: FxHashMap::default(),
-            holders: FxHashMap::default(),
-            last_full_scan: None,
-            namespaces: Namespaces::new()?,
-        })
-    }
-
-    /// The probe reported an incoming connection (`key.tgid` 0).
-    pub fn incoming(&mut self, ev: RawEvent) {
-        if self.waiting.len() < MAX_WAITING {
-            self.waiting.insert(ev.sk, (ev, Instant::now()));
+impl Resolver {
+    fn run(mut self, asked: &Receiver<Ask>, answer: &Sender<Answer>) {
+        let mut next = Instant::now() + EVERY;
+        loop {
+            match asked.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(Ask::Find { sk, key }) => {
+                    self.waiting.insert(sk, (key, Instant::now()));
+                }
+                Ok(Ask::Forget(sk)) => {
+                    self.waiting.remove(&sk);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    for a in self.resolve() {
+                        if answer.send(a).is_err() {
+                            return;
+                        }
+                    }
+                    next = Instant::now() + EVERY;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 
-    /// The probe named the owner of socket `sk` itself.
-    pub fn named(&mut self, sk: u64) {
-        self.waiting.remove(&sk);
-    }
-
-    /// Each waiting connection that a process has accepted by now, as the
-    /// probe's incoming event with the owner's pid and name in it.
-    pub fn resolve(&mut self) -> Vec<RawEvent> {
-        self.waiting.retain(|_, (_, since)| since.elapsed() < PATIENCE);
-        // A burst of accepts leaves a table sized for it: give it back.
+    /// Each waiting connection that a process has accepted by now, and
+    /// those that will not be.
+    fn resolve(&mut self) -> Vec<Answer> {
+        let mut out = Vec::new();
+        self.waiting.retain(|&sk, (_, since)| {
+            let keep = since.elapsed() < PATIENCE;
+            if !keep {
+                out.push(Answer::Gone(sk));
+            }
+            keep
+        });
         if self.waiting.capacity() > 4096 && self.waiting.len() < self.waiting.capacity() / 8 {
             self.waiting.shrink_to(2 * self.waiting.len());
         }
-        let mut netns: Vec<u32> = self.waiting.values().map(|(w, _)| w.key.netns).collect();
+        let mut netns: Vec<u32> = self.waiting.values().map(|(k, _)| k.netns).collect();
         netns.sort_unstable();
         netns.dedup();
         // A socket holds its namespace alive: keep only those still needed.
         self.namespaces.retain(|ns| netns.binary_search(&ns).is_ok());
         if self.waiting.is_empty() {
-            return Vec::new();
+            return out;
         }
         if netns.iter().any(|ns| self.namespaces.get(*ns).is_none()) {
             self.namespaces.open_every_process_namespace();
@@ -90,7 +195,7 @@ impl Accepts {
         // accepted), and the listeners' inodes by namespace and port. Taken
         // reply by reply: the dump lists every connection on the host.
         let by_key: FxHashMap<ConnKey, u64> =
-            self.waiting.values().map(|(w, _)| (slot(&w.key), w.sk)).collect();
+            self.waiting.iter().map(|(&sk, (k, _))| (slot(k), sk)).collect();
         let mut inodes: FxHashMap<u64, u64> = FxHashMap::default();
         let mut listeners: FxHashMap<(u32, u16), Vec<u64>> = FxHashMap::default();
         let mut dumped = Vec::new();
@@ -111,17 +216,22 @@ impl Accepts {
         }
         // Gone before anyone accepted it (or its namespace with it): its
         // close comes from the probe.
-        self.waiting.retain(|sk, (w, _)| !dumped.contains(&w.key.netns) || inodes.contains_key(sk));
-        let accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.values())
-            .filter_map(|(w, _)| {
-                let inode = *inodes.get(&w.sk).filter(|&&n| n != 0)?;
-                let on_port =
-                    listeners.get(&(w.key.netns, w.key.lport)).cloned().unwrap_or_default();
-                Some((w.sk, inode, on_port))
+        self.waiting.retain(|sk, (k, _)| {
+            let keep = !dumped.contains(&k.netns) || inodes.contains_key(sk);
+            if !keep {
+                out.push(Answer::Gone(*sk));
+            }
+            keep
+        });
+        let accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.iter())
+            .filter_map(|(&sk, (k, _))| {
+                let inode = *inodes.get(&sk).filter(|&&n| n != 0)?;
+                let on_port = listeners.get(&(k.netns, k.lport)).cloned().unwrap_or_default();
+                Some((sk, inode, on_port))
             })
             .collect();
         if accepted.is_empty() {
-            return Vec::new();
+            return out;
         }
         let wanted: FxHashSet<u64> = accepted.iter().map(|a| a.1).collect();
         let mut owners: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
@@ -145,7 +255,6 @@ impl Accepts {
                 self.full_scan(&mut owners, &listeners);
             }
         }
-        let mut out = Vec::new();
         for (sk, inode, on_port) in &accepted {
             let Some(pids) = owners.get(inode) else { continue };
             // Several hold it after a fork: the one that holds the listener
@@ -154,16 +263,9 @@ impl Accepts {
                 on_port.iter().any(|l| self.holders.get(l).is_some_and(|h| h.contains(p)))
             };
             let pid = pids.iter().copied().find(listening).unwrap_or(pids[0]);
-            let Some((ev, _)) = self.waiting.remove(sk) else { continue };
-            // The owner's name comes with its attribution (tracer/owners).
-            out.push(RawEvent {
-                kind: nettop_shared::EV_ACCEPT,
-                key: ConnKey { tgid: pid, ..ev.key },
-                ..ev
-            });
+            self.waiting.remove(sk);
+            out.push(Answer::Owner { sk: *sk, pid });
         }
-        // In the order they were established.
-        out.sort_by_key(|e| e.ts_ns);
         out
     }
 

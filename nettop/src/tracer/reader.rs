@@ -4,11 +4,11 @@
 //! TCP connections the kernel no longer has, and reports kernel-side event
 //! loss.
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
-use nettop_shared::{Counter, DIR_OUTGOING, EV_ACCEPT, EV_INCOMING, Event as RawEvent};
+use nettop_shared::{Counter, DIR_OUTGOING, EV_ACCEPT, EV_CLOSE, EV_INCOMING, Event as RawEvent};
 
 use super::accepts::Accepts;
 use super::conntrack::{Change, Entry};
@@ -16,8 +16,7 @@ use super::live::Live;
 use super::owners::Owners;
 use super::sock_diag::Detail;
 use super::{
-    Config, Connection, Event, EventConn, EventKind, Shared, State, lock, monotonic_ns, queue,
-    wanted,
+    Config, Connection, Event, EventConn, EventKind, Shared, State, monotonic_ns, queue, wanted,
 };
 use crate::worker::StopFlag;
 
@@ -46,6 +45,8 @@ pub(super) fn read_loop(
     let mut last_drain = Instant::now();
     let mut last_batch = 0;
     let mut dropped_seen = 0;
+    // Taken from the ring while another thread held the table.
+    let mut pending = Vec::new();
     while !stop.is_set() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd we own; a timeout keeps `stop` responsive.
@@ -64,27 +65,31 @@ pub(super) fn read_loop(
         let refresh_due = monotonic_ns().saturating_sub(last_refresh) >= REFRESH_NS;
         let plan = refresh_due
             .then(|| {
-                let s = lock(shared);
+                let s = lock_draining(shared, &mut ring, &mut pending);
                 let age = s.table.read_age_ns(monotonic_ns());
                 age.is_none_or(|a| a >= OWN_READ_AFTER_NS).then(|| super::live::plan(&s.table))
             })
             .flatten();
         let own_read = plan.map(|plan| {
             let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-            live.dump(plan, Detail::Presence, |batch| batch.apply(&mut lock(shared).table, 0))
+            live.dump(plan, Detail::Presence, |batch| {
+                batch.apply(&mut lock_draining(shared, &mut ring, &mut pending).table, 0)
+            })
         });
-        // Who accepted what (tracepoint backend): /proc and sock_diag, also
-        // outside the table's lock, and applied before the events that
-        // follow (a close).
-        let accepted = if refresh_due { accepts.resolve() } else { Vec::new() };
-        let mut s = lock(shared);
+        // Who accepted what (tracepoint backend), as the resolver found it,
+        // applied before the events that follow (a close).
+        let accepted = accepts.found();
+        let mut s = lock_draining(shared, &mut ring, &mut pending);
         let now = monotonic_ns();
         // Sized like the last one: growing it by doubling moves every event
         // again.
         let mut batch = Vec::with_capacity(last_batch);
         let clock = Instant::now();
         let mut accepted = accepted.into_iter();
-        while let Some(raw) = accepted.next().or_else(|| next_event(&mut ring)) {
+        let mut waited = pending.drain(..);
+        while let Some(raw) =
+            accepted.next().or_else(|| waited.next()).or_else(|| next_event(&mut ring))
+        {
             let Shared { table, probe, owners, config, .. } = &mut *s;
             if config.debug_events {
                 eprintln!("{}", debug_line(&raw));
@@ -96,7 +101,7 @@ pub(super) fn read_loop(
                     accepts.incoming(raw);
                     continue;
                 }
-                EV_ACCEPT => accepts.named(raw.sk),
+                EV_ACCEPT | EV_CLOSE => accepts.ended(raw.sk),
                 _ => {}
             }
             table.apply_into(
@@ -145,6 +150,34 @@ pub(super) fn read_loop(
         }
         last_batch = batch.len();
         tx.send(batch);
+    }
+}
+
+/// At most this many events wait here for the table (128 bytes each).
+const MAX_PENDING: usize = 1 << 18;
+
+/// The table's lock, draining the ring buffer into `pending` while another
+/// thread holds it: a listing of 100 000 connections holds it for a few
+/// hundred milliseconds, and a burst of connections meanwhile filled the
+/// ring.
+fn lock_draining<'a>(
+    shared: &'a Mutex<Shared>,
+    ring: &mut RingBuf<MapData>,
+    pending: &mut Vec<RawEvent>,
+) -> MutexGuard<'a, Shared> {
+    loop {
+        match shared.try_lock() {
+            Ok(s) => return s,
+            Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                while pending.len() < MAX_PENDING
+                    && let Some(ev) = next_event(ring)
+                {
+                    pending.push(ev);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
