@@ -44,11 +44,14 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
 const EVERY: Duration = Duration::from_millis(500);
 
 /// The reader's side: the waiting connections' events, and the way to the
-/// resolver.
+/// resolver, which starts with the first incoming connection (only the
+/// tracepoint backend reports them).
 pub struct Accepts {
     waiting: FxHashMap<u64, RawEvent>,
-    asks: Sender<Ask>,
-    answers: Receiver<Answer>,
+    /// Sockets named here whose owner's close the probe will name again.
+    told: FxHashSet<u64>,
+    resolver: Option<Resolver>,
+    channels: Option<(Sender<Ask>, Receiver<Answer>)>,
 }
 
 enum Ask {
@@ -68,36 +71,71 @@ enum Answer {
 }
 
 impl Accepts {
-    /// Starts the resolver, which ends when this is dropped.
     pub fn new() -> anyhow::Result<Accepts> {
-        let namespaces = Namespaces::new()?;
-        let (asks, asked) = channel();
-        let (answer, answers) = channel();
         let resolver = Resolver {
             waiting: FxHashMap::default(),
             holders: FxHashMap::default(),
             last_full_scan: None,
-            namespaces,
+            namespaces: Namespaces::new()?,
         };
-        std::thread::Builder::new()
-            .name("nettop-accepts".into())
-            .spawn(move || resolver.run(&asked, &answer))?;
-        Ok(Accepts { waiting: FxHashMap::default(), asks, answers })
+        Ok(Accepts {
+            waiting: FxHashMap::default(),
+            told: FxHashSet::default(),
+            resolver: Some(resolver),
+            channels: None,
+        })
+    }
+
+    /// The resolver's thread, started on first use; it ends when this is
+    /// dropped. None if it could not start: the probe still names each
+    /// connection at its owner's close.
+    fn asks(&mut self) -> Option<&Sender<Ask>> {
+        if let Some(resolver) = self.resolver.take() {
+            let (asks, asked) = channel();
+            let (answer, answers) = channel();
+            let started = std::thread::Builder::new()
+                .name("nettop-accepts".into())
+                .spawn(move || resolver.run(&asked, &answer));
+            if started.is_ok() {
+                self.channels = Some((asks, answers));
+            }
+        }
+        self.channels.as_ref().map(|(asks, _)| asks)
     }
 
     /// The probe reported an incoming connection (`key.tgid` 0).
     pub fn incoming(&mut self, ev: RawEvent) {
-        if self.waiting.len() < MAX_WAITING && self.waiting.insert(ev.sk, ev).is_none() {
-            let _ = self.asks.send(Ask::Find { sk: ev.sk, key: ev.key });
+        // A new connection on the memory of one that ended unseen.
+        self.told.remove(&ev.sk);
+        if self.waiting.len() >= MAX_WAITING || self.waiting.contains_key(&ev.sk) {
+            return;
+        }
+        if let Some(asks) = self.asks()
+            && asks.send(Ask::Find { sk: ev.sk, key: ev.key }).is_ok()
+        {
+            self.waiting.insert(ev.sk, ev);
         }
     }
 
     /// Socket `sk` is no longer waiting: the probe named its owner, or it
     /// closed (an answer after that is stale).
     pub fn ended(&mut self, sk: u64) {
-        if self.waiting.remove(&sk).is_some() {
-            let _ = self.asks.send(Ask::Forget(sk));
+        self.told.remove(&sk);
+        if self.waiting.remove(&sk).is_some()
+            && let Some((asks, _)) = &self.channels
+        {
+            let _ = asks.send(Ask::Forget(sk));
         }
+    }
+
+    /// The probe named the owner of `sk` at its close: true if this told
+    /// it already (the probe cannot know), and then it is not news.
+    pub fn repeated(&mut self, sk: u64) -> bool {
+        if self.told.remove(&sk) {
+            return true;
+        }
+        self.ended(sk);
+        false
     }
 
     /// The connections the resolver has found owners for since last time,
@@ -105,12 +143,16 @@ impl Accepts {
     /// the order they were established. Never waits.
     pub fn found(&mut self) -> Vec<RawEvent> {
         let mut out = Vec::new();
-        while let Ok(answer) = self.answers.try_recv() {
+        let Some((_, answers)) = &self.channels else { return out };
+        while let Ok(answer) = answers.try_recv() {
             match answer {
                 Answer::Owner { sk, pid } => {
                     // The owner's name comes with its attribution
                     // (tracer/owners).
                     if let Some(ev) = self.waiting.remove(&sk) {
+                        if self.told.len() < MAX_WAITING {
+                            self.told.insert(sk);
+                        }
                         out.push(RawEvent {
                             kind: nettop_shared::EV_ACCEPT,
                             key: ConnKey { tgid: pid, ..ev.key },
@@ -123,9 +165,12 @@ impl Accepts {
                 }
             }
         }
-        // A burst of accepts leaves a table sized for it: give it back.
+        // A burst of accepts leaves tables sized for it: give them back.
         if self.waiting.capacity() > 4096 && self.waiting.len() < self.waiting.capacity() / 8 {
             self.waiting.shrink_to(2 * self.waiting.len());
+        }
+        if self.told.capacity() > 4096 && self.told.len() < self.told.capacity() / 8 {
+            self.told.shrink_to(2 * self.told.len());
         }
         out.sort_by_key(|e| e.ts_ns);
         out
@@ -295,5 +340,62 @@ fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec
         {
             owners.entry(inode).or_default().push(pid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nettop_shared::{EV_ACCEPT, EV_INCOMING, IPPROTO_TCP};
+
+    /// The reader's side, with the test as its resolver.
+    fn accepts() -> (Accepts, Sender<Answer>, Receiver<Ask>) {
+        let (asks, asked) = channel();
+        let (answer, answers) = channel();
+        let told = FxHashSet::default();
+        let a = Accepts {
+            waiting: FxHashMap::default(),
+            told,
+            resolver: None,
+            channels: Some((asks, answers)),
+        };
+        (a, answer, asked)
+    }
+
+    fn incoming(sk: u64) -> RawEvent {
+        let key = ConnKey { proto: IPPROTO_TCP, lport: 80, rport: 4000, ..ConnKey::default() };
+        RawEvent { kind: EV_INCOMING, sk, key, ts_ns: 5, ..RawEvent::default() }
+    }
+
+    #[test]
+    fn an_accept_named_here_and_again_by_the_probe_is_told_once() {
+        let (mut a, answer, asked) = accepts();
+        a.incoming(incoming(7));
+        assert!(matches!(asked.try_recv(), Ok(Ask::Find { sk: 7, .. })));
+        answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
+        let found = a.found();
+        let [e] = &found[..] else { panic!("{found:?}") };
+        assert_eq!((e.kind, e.sk, e.key.tgid, e.ts_ns), (EV_ACCEPT, 7, 42, 5));
+        // The probe names it again at its owner's close: not news, once.
+        assert!(a.repeated(7));
+        assert!(!a.repeated(7));
+        // The probe named it first: the resolver's answer is stale.
+        a.incoming(incoming(7));
+        assert!(!a.repeated(7));
+        assert!(matches!(asked.try_iter().last(), Some(Ask::Forget(7))));
+        answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
+        assert!(a.found().is_empty());
+        // Named here, its close lost, its memory a new connection's: the
+        // probe naming that one is news.
+        a.incoming(incoming(7));
+        answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
+        assert_eq!(a.found().len(), 1);
+        a.incoming(incoming(7));
+        assert!(!a.repeated(7));
+        // Gone before anyone accepted it.
+        a.incoming(incoming(8));
+        answer.send(Answer::Gone(8)).unwrap();
+        answer.send(Answer::Owner { sk: 8, pid: 42 }).unwrap();
+        assert!(a.found().is_empty());
     }
 }

@@ -85,10 +85,12 @@ pub(super) fn read_loop(
         // again.
         let mut batch = Vec::with_capacity(last_batch);
         let clock = Instant::now();
-        let mut accepted = accepted.into_iter();
-        let mut waited = pending.drain(..);
-        while let Some(raw) =
-            accepted.next().or_else(|| waited.next()).or_else(|| next_event(&mut ring))
+        // Told by the resolver (`true`), then the probe's in ring order.
+        let mut accepted = accepted.into_iter().map(|e| (e, true));
+        let mut waited = pending.drain(..).map(|e| (e, false));
+        while let Some((raw, told_here)) = (accepted.next())
+            .or_else(|| waited.next())
+            .or_else(|| next_event(&mut ring).map(|e| (e, false)))
         {
             let Shared { table, probe, owners, config, .. } = &mut *s;
             if config.debug_events {
@@ -101,7 +103,8 @@ pub(super) fn read_loop(
                     accepts.incoming(raw);
                     continue;
                 }
-                EV_ACCEPT | EV_CLOSE => accepts.ended(raw.sk),
+                EV_ACCEPT if !told_here && accepts.repeated(raw.sk) => continue,
+                EV_CLOSE => accepts.ended(raw.sk),
                 _ => {}
             }
             table.apply_into(
