@@ -106,8 +106,8 @@ impl Accepts {
     /// The probe reported an incoming connection (`key.tgid` 0).
     pub fn incoming(&mut self, ev: RawEvent) {
         // A new connection on the memory of one that ended unseen.
-        self.told.remove(&ev.sk);
-        if self.waiting.len() >= MAX_WAITING || self.waiting.contains_key(&ev.sk) {
+        self.ended(ev.sk);
+        if self.waiting.len() >= MAX_WAITING {
             return;
         }
         if let Some(asks) = self.asks()
@@ -392,6 +392,12 @@ mod tests {
         assert_eq!(a.found().len(), 1);
         a.incoming(incoming(7));
         assert!(!a.repeated(7));
+        // Waiting, its close lost, its memory a new connection's: that one
+        // is looked for.
+        a.incoming(incoming(7));
+        a.incoming(RawEvent { ts_ns: 6, ..incoming(7) });
+        answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
+        assert!(matches!(a.found()[..], [RawEvent { ts_ns: 6, .. }]));
         // Gone before anyone accepted it.
         a.incoming(incoming(8));
         answer.send(Answer::Gone(8)).unwrap();

@@ -118,6 +118,11 @@ pub(super) fn read_loop(
                 |c| batch.extend(to_event(c, raw.ts_ns, owners, config, clock)),
             );
         }
+        drop(waited);
+        // A burst's worth is not kept.
+        if pending.capacity() > 1 << 12 {
+            pending = Vec::new();
+        }
         if refresh_due {
             last_refresh = now;
             let mut ended = refresh(&mut s);
