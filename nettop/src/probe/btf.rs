@@ -30,7 +30,13 @@ impl BtfOffsets {
 
 pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
     let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let btf = Btf::parse(&data).with_context(|| format!("parse BTF in {}", path.display()))?;
+    offsets_in(&data).with_context(|| format!("BTF in {}", path.display()))
+}
+
+/// `read_offsets` on BTF already read (`--btf FILE` is the user's: any
+/// bytes give offsets or an error).
+pub fn offsets_in(data: &[u8]) -> Result<BtfOffsets> {
+    let btf = Btf::parse(data).context("parse BTF")?;
     // Each struct is found once: finding one is a walk over every type.
     let mut ids: Vec<(&str, u32)> = Vec::new();
     let mut out = Vec::new();
@@ -39,9 +45,7 @@ pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
         let id = match ids.iter().find(|(name, _)| *name == strukt) {
             Some(&(_, id)) => id,
             None => {
-                let id = btf
-                    .struct_id(strukt)
-                    .ok_or_else(|| anyhow!("BTF in {} has no struct {strukt}", path.display()))?;
+                let id = btf.struct_id(strukt).ok_or_else(|| anyhow!("no struct {strukt}"))?;
                 ids.push((strukt, id));
                 id
             }
@@ -52,7 +56,7 @@ pub fn read_offsets(path: &Path) -> Result<BtfOffsets> {
             Some(MemberOffset::Bytes(o)) => Some(o),
             Some(MemberOffset::Bitfield) => None,
             None if field.is_ipv6() => None,
-            None => return Err(anyhow!("BTF: {strukt}.{member}: no such member")),
+            None => return Err(anyhow!("{strukt}.{member}: no such member")),
         };
         out.push((field, off));
     }
