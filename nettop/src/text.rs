@@ -41,6 +41,50 @@ pub fn rate(bytes_per_s: f64) -> String {
     format!("{}/s", bytes(bytes_per_s.round() as u64))
 }
 
+/// `bytes` in at most 4 characters for narrow terminals: `999B`, `8.6K`,
+/// `39K`, `5.7M` (binary units; humansize has no unit this short).
+pub fn bytes_short(n: u64) -> String {
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64;
+    for unit in ["K", "M", "G", "T", "P", "E"] {
+        v /= 1024.0;
+        if v < 9.95 {
+            return format!("{v:.1}{unit}");
+        }
+        if v < 999.5 {
+            return format!("{v:.0}{unit}");
+        }
+    }
+    format!("{v:.0}E")
+}
+
+/// `rate` in at most 6 characters: `8.6M/s`.
+pub fn rate_short(bytes_per_s: f64) -> String {
+    if bytes_per_s < 0.5 {
+        return String::new();
+    }
+    format!("{}/s", bytes_short(bytes_per_s.round() as u64))
+}
+
+/// `text` in `width` characters at most: the middle elided (`…`), so that
+/// both ends stay, an address's port included.
+pub fn elide_middle(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    let n = text.chars().count();
+    if n <= width {
+        return text.into();
+    }
+    if width == 0 {
+        return "".into();
+    }
+    let tail = (width - 1) / 2;
+    let head = width - 1 - tail;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!("{start}…{end}").into()
+}
+
 /// `42s`, `3m07s`, `2h05m`, `3d04h`.
 pub fn age(secs: u64) -> String {
     match secs {
@@ -54,6 +98,43 @@ pub fn age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The short form names the same amount as humansize's, to its
+    /// precision, in 4 characters at most.
+    #[test]
+    fn short_bytes_agree_with_humansize() {
+        let value = |text: &str| -> f64 {
+            let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+            let (number, unit) = text.split_at(split);
+            let scale = match unit.trim_end_matches("iB").trim_end_matches('B') {
+                "" => 1.0,
+                "K" => 1024.0,
+                "M" => 1024f64.powi(2),
+                "G" => 1024f64.powi(3),
+                "T" => 1024f64.powi(4),
+                u => panic!("unit {u:?} in {text:?}"),
+            };
+            number.trim().parse::<f64>().unwrap() * scale
+        };
+        let mut n = 0u64;
+        while n < 1 << 44 {
+            let (short, long) = (bytes_short(n), bytes(n));
+            assert!(short.chars().count() <= 4, "{n}: {short}");
+            let (a, b) = (value(&short), value(&long));
+            assert!((a - b).abs() <= 0.05 * b.max(1.0), "{n}: {short} vs {long}");
+            n = n * 3 / 2 + 1;
+        }
+        assert_eq!(rate_short(9.2e6), "8.8M/s");
+        assert_eq!(rate_short(0.2), "");
+    }
+
+    #[test]
+    fn elided_in_the_middle_keeps_both_ends() {
+        assert_eq!(elide_middle("[2001:db8::5]:39000", 15), "[2001:d…]:39000");
+        assert_eq!(elide_middle("10.0.0.5:443", 15), "10.0.0.5:443");
+        assert_eq!(elide_middle("abcdef", 1), "…");
+        assert_eq!(elide_middle("abcdef", 0), "");
+    }
 
     #[test]
     fn escapes_terminal_control() {

@@ -201,6 +201,36 @@ fn table_snapshot() {
     insta::assert_snapshot!(screen(&mut app(), 150, 12));
 }
 
+/// At 80 columns (a default ssh window) and up, the process, the remote
+/// end (its port too) and the state stay; numbers are shortened before any
+/// column goes, and the local end and the age go before the rates.
+#[test]
+fn narrow_terminals_keep_what_a_diagnosis_needs() {
+    for w in [80u16, 100, 120, 200] {
+        let text = screen(&mut app(), w, 12);
+        insta::assert_snapshot!(format!("table_{w}_columns"), text);
+        let header = text.lines().nth(2).unwrap();
+        for title in ["PROCESS", "REMOTE", "STATE", "SEND/s", "RECV/s"] {
+            assert!(header.contains(title), "{w} columns: {title} missing from {header}");
+        }
+        // The IPv6 remote end keeps its port, elided or not.
+        assert!(text.contains("]:8080"), "{w} columns:\n{text}");
+    }
+    let header = |w| screen(&mut app(), w, 12).lines().nth(2).unwrap().to_string();
+    assert!(!header(80).contains("LOCAL") && !header(80).contains("AGE"), "{}", header(80));
+    assert!(header(120).contains("LOCAL") && header(120).contains("PID"), "{}", header(120));
+    for w in 20..=250 {
+        let (cols, _) = super::table::fit(w);
+        if w >= 29 {
+            assert!(cols.contains(&Column::Process) && cols.contains(&Column::Remote), "{w}");
+        }
+        let mut a = app();
+        render(&mut a, w, 12);
+        let right_edge = a.column_x.iter().map(|&(x, width, _)| x + width).max().unwrap_or(0);
+        assert!(right_edge <= w, "{w} columns: the table is {right_edge} wide");
+    }
+}
+
 #[test]
 fn grouped_snapshot() {
     let mut a = app();
