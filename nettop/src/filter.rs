@@ -4,8 +4,10 @@
 //! `port:443` (either end, or a range `8000-8100`), `lport:`, `rport:`,
 //! `pid:`, `proc:` (name or command-line substring), `proto:tcp|udp`,
 //! `state:open|closed|in|out`, `addr:` (an IP or CIDR at either end),
-//! `container:`, `netns:`; a bare word matches the process name, command
-//! line or an address; `!` negates a term; `"…"` quotes a value with spaces.
+//! `user:`, `cgroup:`, `container:`, `netns:`; a bare word matches the
+//! process name, command line or an address; `!` negates a term; `"…"`
+//! quotes a value with spaces. A keyed term's value may name several
+//! alternatives, `port:80|443`: any of them matches.
 use std::fmt;
 use std::net::IpAddr;
 
@@ -38,8 +40,14 @@ enum Test {
     State(StateTest),
     Addr(IpNet),
     Container(String),
+    /// Lower-cased substring of the owner's user name.
+    User(String),
+    /// Lower-cased substring of the owner's cgroup path.
+    Cgroup(String),
     Netns(u32),
     Word(String),
+    /// `key:a|b`: any of the alternatives, all of one key.
+    Any(Vec<Test>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +75,8 @@ enum StateTest {
 #[error("bad filter: {0}")]
 pub struct FilterError(String);
 
-const KEYS: &str = "port, lport, rport, pid, proc, proto, state, addr, container, netns";
+const KEYS: &str =
+    "port, lport, rport, pid, proc, proto, state, addr, user, cgroup, container, netns";
 
 /// What a filter looks at: one connection, or the connection of an event.
 #[derive(Clone, Copy)]
@@ -151,8 +160,8 @@ impl Matcher<'_> {
         terms.iter().enumerate().all(|(i, t)| {
             let owner = owner_bits & (1 << i) != 0;
             let hit = match &t.test {
-                Test::Proc(_) | Test::Container(_) => owner,
                 Test::Word(w) => owner || s.tuple.addr_text_contains(w),
+                test if test.reads_only_the_owner() => owner,
                 test => test.matches(s),
             };
             hit != t.negated
@@ -168,7 +177,9 @@ impl Test {
             Test::LPort(p) => p.has(t.lport),
             Test::RPort(p) => t.raddr.is_some() && p.has(t.rport),
             Test::Pid(p) => s.owner.pid == *p,
-            Test::Proc(_) | Test::Container(_) => self.owner_text(s.owner) == Some(true),
+            Test::Proc(_) | Test::Container(_) | Test::User(_) | Test::Cgroup(_) => {
+                self.owner_text(s.owner) == Some(true)
+            }
             Test::Proto(p) => t.proto == *p,
             Test::State(st) => match st {
                 StateTest::Open => s.state == State::Open,
@@ -179,6 +190,17 @@ impl Test {
             Test::Addr(net) => net.contains(&t.laddr) || t.raddr.is_some_and(|r| net.contains(&r)),
             Test::Netns(n) => t.netns == *n,
             Test::Word(w) => self.owner_text(s.owner) == Some(true) || t.addr_text_contains(w),
+            Test::Any(tests) => tests.iter().any(|test| test.matches(s)),
+        }
+    }
+
+    /// Decided by the owner's texts alone, the same for every connection
+    /// of a process.
+    fn reads_only_the_owner(&self) -> bool {
+        match self {
+            Test::Proc(_) | Test::Container(_) | Test::User(_) | Test::Cgroup(_) => true,
+            Test::Any(tests) => tests.iter().all(Test::reads_only_the_owner),
+            _ => false,
         }
     }
 
@@ -191,6 +213,11 @@ impl Test {
             }
             Test::Container(n) => {
                 Some(owner.container.as_deref().is_some_and(|c| contains_ci(c, n)))
+            }
+            Test::User(n) => Some(owner.user.as_deref().is_some_and(|u| contains_ci(u, n))),
+            Test::Cgroup(n) => Some(owner.cgroup.as_deref().is_some_and(|c| contains_ci(c, n))),
+            Test::Any(tests) if self.reads_only_the_owner() => {
+                Some(tests.iter().any(|t| t.owner_text(owner) == Some(true)))
             }
             _ => None,
         }
@@ -260,6 +287,9 @@ fn term(tok: String) -> Result<Term, FilterError> {
         return Err(FilterError(format!("'{}' negates nothing", show(&tok))));
     }
     let test = match body.split_once(':') {
+        Some((key, value)) if is_key(key) && value.contains('|') => {
+            Test::Any(value.split('|').map(|v| keyed(key, v)).collect::<Result<_, _>>()?)
+        }
         Some((key, value)) if is_key(key) => keyed(key, value)?,
         // A bare IPv6 address or CIDR has colons too.
         Some(_) if body.parse::<IpAddr>().is_ok() || body.parse::<IpNet>().is_ok() => {
@@ -290,6 +320,8 @@ fn keyed(key: &str, value: &str) -> Result<Test, FilterError> {
         "netns" => Test::Netns(value.parse().map_err(|_| bad("a namespace inode number"))?),
         "proc" => Test::Proc(value.to_lowercase()),
         "container" => Test::Container(value.to_lowercase()),
+        "user" => Test::User(value.to_lowercase()),
+        "cgroup" => Test::Cgroup(value.to_lowercase()),
         "proto" => Test::Proto(match value.to_ascii_lowercase().as_str() {
             "tcp" => Proto::Tcp,
             "udp" => Proto::Udp,
@@ -332,6 +364,43 @@ fn show(s: &str) -> String {
     out
 }
 
+impl Test {
+    /// The term's key (None for a bare word) and its value, as typed.
+    fn key_value(&self) -> (Option<&'static str>, String) {
+        let ports = |p: &Ports| {
+            if p.lo == p.hi { p.lo.to_string() } else { format!("{}-{}", p.lo, p.hi) }
+        };
+        let quoted = |v: &str| {
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                format!("\"{v}\"")
+            } else {
+                v.to_owned()
+            }
+        };
+        match self {
+            Test::Port(p) => (Some("port"), ports(p)),
+            Test::LPort(p) => (Some("lport"), ports(p)),
+            Test::RPort(p) => (Some("rport"), ports(p)),
+            Test::Pid(p) => (Some("pid"), p.to_string()),
+            Test::Proc(v) => (Some("proc"), quoted(v)),
+            Test::Proto(Proto::Tcp) => (Some("proto"), "tcp".into()),
+            Test::Proto(Proto::Udp) => (Some("proto"), "udp".into()),
+            Test::State(s) => (Some("state"), format!("{s:?}").to_lowercase()),
+            Test::Addr(n) => (Some("addr"), n.to_string()),
+            Test::Container(v) => (Some("container"), quoted(v)),
+            Test::User(v) => (Some("user"), quoted(v)),
+            Test::Cgroup(v) => (Some("cgroup"), quoted(v)),
+            Test::Netns(n) => (Some("netns"), n.to_string()),
+            Test::Word(w) => (None, quoted(w)),
+            Test::Any(tests) => {
+                let key = tests.first().and_then(|t| t.key_value().0);
+                let values: Vec<String> = tests.iter().map(|t| t.key_value().1).collect();
+                (key, values.join("|"))
+            }
+        }
+    }
+}
+
 impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, t) in self.terms.iter().enumerate() {
@@ -341,29 +410,9 @@ impl fmt::Display for Filter {
             if t.negated {
                 f.write_str("!")?;
             }
-            let ports = |p: &Ports| {
-                if p.lo == p.hi { p.lo.to_string() } else { format!("{}-{}", p.lo, p.hi) }
-            };
-            let quoted = |v: &str| {
-                if v.is_empty() || v.contains(char::is_whitespace) {
-                    format!("\"{v}\"")
-                } else {
-                    v.to_owned()
-                }
-            };
-            match &t.test {
-                Test::Port(p) => write!(f, "port:{}", ports(p))?,
-                Test::LPort(p) => write!(f, "lport:{}", ports(p))?,
-                Test::RPort(p) => write!(f, "rport:{}", ports(p))?,
-                Test::Pid(p) => write!(f, "pid:{p}")?,
-                Test::Proc(v) => write!(f, "proc:{}", quoted(v))?,
-                Test::Proto(Proto::Tcp) => f.write_str("proto:tcp")?,
-                Test::Proto(Proto::Udp) => f.write_str("proto:udp")?,
-                Test::State(s) => write!(f, "state:{}", format!("{s:?}").to_lowercase())?,
-                Test::Addr(n) => write!(f, "addr:{n}")?,
-                Test::Container(v) => write!(f, "container:{}", quoted(v))?,
-                Test::Netns(n) => write!(f, "netns:{n}")?,
-                Test::Word(w) => f.write_str(&quoted(w))?,
+            match t.test.key_value() {
+                (Some(key), value) => write!(f, "{key}:{value}")?,
+                (None, value) => f.write_str(&value)?,
             }
         }
         Ok(())

@@ -147,9 +147,34 @@ fn flags_and_text_combine() {
     assert_eq!(Filter::proto(Proto::Udp).to_string(), "proto:udp");
 }
 
+#[test]
+fn either_of_and_user_and_cgroup() {
+    let mut c = curl();
+    c.owner.user = Some("Alice".into());
+    c.owner.cgroup = Some("/system.slice/nginx.service".into());
+    assert!(m("port:80|443", &c));
+    assert!(!m("port:80|8080", &c));
+    assert!(m("!port:80|8080", &c));
+    assert!(m("proc:wget|curl", &c) && !m("proc:wget|nginx", &c));
+    assert!(m("state:closed|out", &c) && !m("state:closed|in", &c));
+    assert!(m("user:alice", &c) && !m("user:bob", &c));
+    assert!(m("cgroup:nginx.service", &c) && m("cgroup:docker|system.slice", &c));
+    // No user known: not a match, and its negation is.
+    assert!(!m("user:alice", &dns()) && m("!user:alice", &dns()));
+    let text = "port:80|443 !proc:\"a b\"|c user:x|y";
+    assert_eq!(Filter::parse(text).unwrap().to_string(), text);
+    assert!(Filter::parse("port:80|").is_err());
+    let e = Filter::parse("port:80|http").unwrap_err().to_string();
+    assert!(e.contains("port:http"), "{e}");
+}
+
 fn any_term() -> impl Strategy<Value = String> {
     let word = "[a-z0-9.]{1,8}";
     prop_oneof![
+        (0u16..2000, 0u16..2000).prop_map(|(a, b)| format!("port:{a}|{b}")),
+        (word, word).prop_map(|(a, b)| format!("proc:{a}|{b}")),
+        word.prop_map(|w| format!("user:{w}")),
+        (word, word).prop_map(|(a, b)| format!("cgroup:{a}|{b}")),
         (0u16..2000).prop_map(|p| format!("port:{p}")),
         (0u16..100, 0u16..100).prop_map(|(a, b)| format!("lport:{}-{}", a.min(b), a.max(b))),
         (0u16..2000).prop_map(|p| format!("rport:{p}")),
@@ -189,7 +214,11 @@ fn any_case() -> impl Strategy<Value = Case> {
                     r.as_deref(),
                     rport,
                 ),
-                owner: owner(pid, &comm, &format!("/usr/bin/{comm} --flag"), container.as_deref()),
+                owner: Owner {
+                    user: Some(format!("u{}", pid % 7)),
+                    cgroup: Some(format!("/system.slice/{comm}.service")),
+                    ..owner(pid, &comm, &format!("/usr/bin/{comm} --flag"), container.as_deref())
+                },
                 state: if open { State::Open } else { State::Closed },
                 direction: if out { Direction::Outgoing } else { Direction::Incoming },
             }
