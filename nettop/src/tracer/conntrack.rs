@@ -502,7 +502,8 @@ impl Table {
     /// between. Each read counts once, however often this is called; the
     /// caller drains the probe's events first.
     pub fn end_vanished(&mut self, now_ns: u64) -> Vec<Change> {
-        let Some(read) = self.latest_read.take_if(|r| r.generation != self.vanish_checked) else {
+        let Some(read) = self.latest_read.clone().filter(|r| r.generation != self.vanish_checked)
+        else {
             return Vec::new();
         };
         self.vanish_checked = read.generation;
@@ -520,7 +521,6 @@ impl Table {
             }
             e.absent = true;
         }
-        self.latest_read = Some(read);
         gone.iter()
             .filter_map(|k| {
                 if let Some(e) = self.open.get_mut(k) {

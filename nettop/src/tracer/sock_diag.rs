@@ -240,6 +240,17 @@ fn extensions(detail: Detail) -> u8 {
     }
 }
 
+/// A dump request of `N` bytes: the netlink header, the body zeroed.
+fn dump_request<const N: usize>(message_type: u16, seq: u32) -> [u8; N] {
+    let mut buf = [0u8; N];
+    let mut nl = NetlinkBuffer::new(&mut buf[..]);
+    nl.set_length(N as u32);
+    nl.set_message_type(message_type);
+    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+    nl.set_sequence_number(seq);
+    buf
+}
+
 /// `inet_diag_req_v2`: one protocol, one family.
 fn request(
     proto: Proto,
@@ -248,13 +259,8 @@ fn request(
     detail: Detail,
     seq: u32,
 ) -> [u8; 16 + DIAG_REQ_LEN] {
-    let mut buf = [0u8; 16 + DIAG_REQ_LEN];
-    let mut nl = NetlinkBuffer::new(&mut buf[..]);
-    nl.set_length((16 + DIAG_REQ_LEN) as u32);
-    nl.set_message_type(SOCK_DIAG_BY_FAMILY);
-    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
-    nl.set_sequence_number(seq);
-    let req = nl.payload_mut();
+    let mut buf = dump_request(SOCK_DIAG_BY_FAMILY, seq);
+    let req = &mut buf[16..];
     req[0] = family;
     (req[1], req[2]) = match proto {
         Proto::Tcp => (IPPROTO_TCP, extensions(detail)),
@@ -268,13 +274,8 @@ fn request(
 
 /// `inet_diag_req` under `TCPDIAG_GETSOCK`: TCP, every family.
 fn request_both_families(states: u32, detail: Detail, seq: u32) -> [u8; 16 + DIAG_REQ_V1_LEN] {
-    let mut buf = [0u8; 16 + DIAG_REQ_V1_LEN];
-    let mut nl = NetlinkBuffer::new(&mut buf[..]);
-    nl.set_length((16 + DIAG_REQ_V1_LEN) as u32);
-    nl.set_message_type(TCPDIAG_GETSOCK);
-    nl.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
-    nl.set_sequence_number(seq);
-    let req = nl.payload_mut();
+    let mut buf = dump_request(TCPDIAG_GETSOCK, seq);
+    let req = &mut buf[16..];
     // idiag_family is not read by the dump; idiag_ext is byte 3, the
     // socket id (zero) follows, then idiag_states.
     req[0] = AF_INET;
