@@ -493,6 +493,82 @@ fn an_older_idle_connection_ends_with_its_final_totals() {
     }
 }
 
+/// A receiver that stops reading, for real: over the next interval its end
+/// is marked (data waits unread), and the sender's end is marked too (the
+/// peer's window is zero, its data waits unacknowledged) and is held back
+/// by the receiver. Once the receiver reads, the marks go.
+#[test]
+fn a_receiver_that_stops_reading_marks_both_ends() {
+    use nettop::tracer::health::SendLimit;
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.17:0").unwrap();
+    // A small receive buffer, inherited by the accepted socket: its window
+    // closes after a few hundred KiB.
+    let rcvbuf: libc::c_int = 64 << 10;
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut srv, _) = listener.accept().unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    // More than the receiver takes, less than the sender's buffer (4 MiB
+    // on loopback): the window, not the buffer, holds the sender.
+    client.set_nonblocking(true).unwrap();
+    let written = client.write(&vec![7u8; 1 << 20]).unwrap();
+    // A read that finds both ends is the base; the read an interval later
+    // judges it. (The tracepoint backend lists an accepted end once its
+    // owner is known.)
+    let both_read = || {
+        let start = Instant::now();
+        while !w
+            .tracer
+            .connections()
+            .iter()
+            .filter(|c| c.tuple.lport == sport)
+            .any(|c| c.tcp.is_some())
+        {
+            assert!(start.elapsed() < Duration::from_secs(60), "the accepted end is never listed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    both_read();
+    std::thread::sleep(Duration::from_millis(1000));
+    let conns = w.tracer.connections();
+    let (c, s) = (entry(&conns, "tcp", cport, sport), entry(&conns, "tcp", sport, cport));
+    let what = format!("wrote {written}\nclient {c:#?}\nserver {s:#?}");
+    let ch = c.health.unwrap_or_else(|| panic!("no health: {what}"));
+    assert!(ch.zero_window && ch.send_stalled && ch.marked(), "{what}");
+    assert_eq!(ch.send_limit, Some(SendLimit::Receiver), "{what}");
+    // The JSON of `list --json` and `/connections`.
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["health"]["send_limit"], "receiver", "{json}");
+    assert_eq!(json["health"]["zero_window"], true, "{json}");
+    assert_eq!(json["tcp"]["snd_wnd"], 0, "{json}");
+    let sh = s.health.unwrap_or_else(|| panic!("no health: {what}"));
+    assert!(sh.recv_stalled && sh.marked() && !sh.zero_window, "{what}");
+    // The receiver reads it all; the next interval is healthy.
+    srv.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = vec![0u8; written];
+    srv.read_exact(&mut buf).unwrap();
+    both_read();
+    std::thread::sleep(Duration::from_millis(1000));
+    let conns = w.tracer.connections();
+    for (l, r) in [(cport, sport), (sport, cport)] {
+        let e = entry(&conns, "tcp", l, r);
+        assert!(e.health.is_some_and(|h| !h.marked()), "{e:#?}");
+    }
+    w.finish();
+}
+
 /// A listing holds the table's lock while it runs (here a consumer of
 /// `for_each_connection` that takes its time; at 100 000 connections a
 /// listing takes a few hundred milliseconds). The reader keeps taking

@@ -54,6 +54,7 @@ fn conns(round: u64) -> Vec<Connection> {
             counted_since_start: false,
             vanished: false,
             tcp: None,
+            health: None,
             first_ns: S,
             last_ns: S + round * S,
         })

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
+use crate::tracer::health::Health;
 use crate::tracer::model::{Direction, Owner, Proto, State, Tuple};
 
 /// A parsed filter; the empty filter matches everything.
@@ -38,6 +39,7 @@ enum Test {
     Proc(String),
     Proto(Proto),
     State(StateTest),
+    Health(HealthTest),
     Addr(IpNet),
     Container(String),
     /// Lower-cased substring of the owner's user name.
@@ -62,6 +64,29 @@ impl Ports {
     }
 }
 
+/// `health:`: what the last interval of a TCP connection showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HealthTest {
+    /// Any of the conditions below: the rows the table marks `!`.
+    Bad,
+    Retrans,
+    ZeroWindow,
+    SendStalled,
+    RecvStalled,
+}
+
+impl HealthTest {
+    fn name(self) -> &'static str {
+        match self {
+            HealthTest::Bad => "bad",
+            HealthTest::Retrans => "retrans",
+            HealthTest::ZeroWindow => "zero-window",
+            HealthTest::SendStalled => "send-stalled",
+            HealthTest::RecvStalled => "recv-stalled",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StateTest {
     Open,
@@ -76,7 +101,7 @@ enum StateTest {
 pub struct FilterError(String);
 
 const KEYS: &str =
-    "port, lport, rport, pid, proc, proto, state, addr, user, cgroup, container, netns";
+    "port, lport, rport, pid, proc, proto, state, health, addr, user, cgroup, container, netns";
 
 /// What a filter looks at: one connection, or the connection of an event.
 #[derive(Clone, Copy)]
@@ -85,6 +110,8 @@ pub struct Subject<'a> {
     pub owner: &'a Owner,
     pub state: State,
     pub direction: Direction,
+    /// TCP: the last interval's health, where known (not for events).
+    pub health: Option<Health>,
 }
 
 impl Filter {
@@ -187,6 +214,13 @@ impl Test {
                 StateTest::In => s.direction == Direction::Incoming,
                 StateTest::Out => s.direction == Direction::Outgoing,
             },
+            Test::Health(h) => s.health.is_some_and(|x| match h {
+                HealthTest::Bad => x.marked(),
+                HealthTest::Retrans => x.retransmits > 0,
+                HealthTest::ZeroWindow => x.zero_window,
+                HealthTest::SendStalled => x.send_stalled,
+                HealthTest::RecvStalled => x.recv_stalled,
+            }),
             Test::Addr(net) => net.contains(&t.laddr) || t.raddr.is_some_and(|r| net.contains(&r)),
             Test::Netns(n) => t.netns == *n,
             Test::Word(w) => self.owner_text(s.owner) == Some(true) || t.addr_text_contains(w),
@@ -334,6 +368,14 @@ fn keyed(key: &str, value: &str) -> Result<Test, FilterError> {
             "out" | "outgoing" => StateTest::Out,
             _ => return Err(bad("open, closed, in or out")),
         }),
+        "health" => Test::Health(match value.to_ascii_lowercase().as_str() {
+            "bad" | "unhealthy" => HealthTest::Bad,
+            "retrans" => HealthTest::Retrans,
+            "zero-window" => HealthTest::ZeroWindow,
+            "send-stalled" => HealthTest::SendStalled,
+            "recv-stalled" => HealthTest::RecvStalled,
+            _ => return Err(bad("bad, retrans, zero-window, send-stalled or recv-stalled")),
+        }),
         "addr" => Test::Addr(match value.parse::<IpNet>() {
             Ok(net) => net.trunc(),
             Err(_) => IpNet::from(value.parse::<IpAddr>().map_err(|_| bad("an IP or a CIDR"))?),
@@ -386,6 +428,7 @@ impl Test {
             Test::Proto(Proto::Tcp) => (Some("proto"), "tcp".into()),
             Test::Proto(Proto::Udp) => (Some("proto"), "udp".into()),
             Test::State(s) => (Some("state"), format!("{s:?}").to_lowercase()),
+            Test::Health(h) => (Some("health"), h.name().into()),
             Test::Addr(n) => (Some("addr"), n.to_string()),
             Test::Container(v) => (Some("container"), quoted(v)),
             Test::User(v) => (Some("user"), quoted(v)),

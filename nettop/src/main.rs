@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_name = "FILE", global = true)]
     btf: Option<PathBuf>,
     /// Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8"
-    /// (keys: port lport rport pid proc proto state addr container netns; ! negates).
+    /// (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates).
     #[arg(long, short = 'f', value_name = "TERMS", global = true)]
     filter: Option<String>,
     /// Only this process (thread-group id).
@@ -68,6 +68,9 @@ struct Args {
     /// Seconds between refreshes of the interactive table.
     #[arg(short = 'd', long, value_name = "SECONDS", default_value_t = 1.0)]
     interval: f64,
+    /// Columns of the interactive table, comma-separated, in order: pid, process, proto, local, remote, state, send-rate, recv-rate, sent, recv, age, rtt, retrans, send-q, recv-q, cwnd, delivery, limit [default: pid,process,proto,local,remote,state,rtt,send-rate,recv-rate,sent,recv,age].
+    #[arg(long, value_name = "LIST")]
+    columns: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -328,6 +331,10 @@ fn main() -> ExitCode {
             if interval.is_zero() {
                 return Err(usage("--interval must be more than 0 seconds".into()));
             }
+            let columns = match &args.columns {
+                Some(list) => nettop::ui::view::Column::parse_list(list).map_err(usage)?,
+                None => Vec::new(),
+            };
             if !std::io::stdout().is_terminal() {
                 return Err(usage(
                     "the interactive table needs a terminal; for pipes and files use `nettop trace` or `nettop list`".into(),
@@ -337,7 +344,12 @@ fn main() -> ExitCode {
             // terminal changes.
             let filter = c.filter.clone();
             let tracer = nettop::Tracer::start(nettop::Config { filter: Filter::default(), ..c })?;
-            let opts = nettop::ui::Options { interval, filter, panic_after_draw: switches.test_panic };
+            let opts = nettop::ui::Options {
+                interval,
+                filter,
+                columns,
+                panic_after_draw: switches.test_panic,
+            };
             nettop::ui::run(tracer, opts)?;
             Ok(ExitCode::SUCCESS)
         }),

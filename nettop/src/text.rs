@@ -85,6 +85,19 @@ pub fn elide_middle(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
     format!("{start}…{end}").into()
 }
 
+/// A round-trip time in 7 characters at most: `850µs`, `12.3ms`, `123ms`,
+/// `1.25s`, `12.5s`.
+pub fn duration_us(us: u32) -> String {
+    let us = f64::from(us);
+    match us {
+        u if u < 1e3 => format!("{u:.0}µs"),
+        u if u < 99.95e3 => format!("{:.1}ms", u / 1e3),
+        u if u < 999.5e3 => format!("{:.0}ms", u / 1e3),
+        u if u < 9.995e6 => format!("{:.2}s", u / 1e6),
+        u => format!("{:.1}s", u / 1e6),
+    }
+}
+
 /// `42s`, `3m07s`, `2h05m`, `3d04h`.
 pub fn age(secs: u64) -> String {
     match secs {
@@ -98,6 +111,27 @@ pub fn age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_trip_times_are_short_and_in_the_right_unit() {
+        let cases = [
+            (0, "0µs"),
+            (850, "850µs"),
+            (999, "999µs"),
+            (1_000, "1.0ms"),
+            (12_340, "12.3ms"),
+            (99_949, "99.9ms"),
+            (99_950, "100ms"),
+            (999_499, "999ms"),
+            (999_500, "1.00s"),
+            (1_250_000, "1.25s"),
+            (12_500_000, "12.5s"),
+            (u32::MAX, "4295.0s"),
+        ];
+        for (us, text) in cases {
+            assert_eq!(duration_us(us), text, "{us} µs");
+        }
+    }
 
     /// The short form names the same amount as humansize's, to its
     /// precision, in 4 characters at most.

@@ -206,6 +206,7 @@ mod tests {
             counted_since_start: false,
             vanished: false,
             tcp: None,
+            health: None,
             first_ns: 0,
             last_ns: 0,
         }

@@ -39,6 +39,7 @@ fn conn(id: u64, comm: &str, rport: u16, sent: u64, recv: u64) -> Connection {
         backfilled: false,
         counted_since_start: false,
         vanished: false,
+        health: None,
         tcp: None,
         first_ns: 0,
         last_ns: 0,

@@ -33,6 +33,7 @@ struct Case {
     owner: Owner,
     state: State,
     direction: Direction,
+    health: Option<Health>,
 }
 
 impl Case {
@@ -42,6 +43,7 @@ impl Case {
             owner: &self.owner,
             state: self.state,
             direction: self.direction,
+            health: self.health,
         }
     }
 }
@@ -52,6 +54,7 @@ fn curl() -> Case {
         owner: owner(7, "curl", "curl https://Example.com/x", None),
         state: State::Open,
         direction: Direction::Outgoing,
+        health: None,
     }
 }
 
@@ -61,7 +64,27 @@ fn dns() -> Case {
         owner: owner(90, "resolved", "/lib/systemd/systemd-resolved", Some("abc123def456")),
         state: State::Closed,
         direction: Direction::Unknown,
+        health: None,
     }
+}
+
+#[test]
+fn health_terms_select_the_rows_the_table_marks() {
+    let healthy = Case { health: Some(Health::default()), ..curl() };
+    let retrans = Case { health: Some(Health { retransmits: 2, ..Health::default() }), ..curl() };
+    let stalled =
+        Case { health: Some(Health { recv_stalled: true, ..Health::default() }), ..curl() };
+    for c in [&healthy, &retrans, &stalled, &curl(), &dns()] {
+        let marked = c.health.is_some_and(|h| h.marked());
+        assert_eq!(m("health:bad", c), marked, "{c:?}");
+        assert_eq!(m("!health:bad", c), !marked, "{c:?}");
+    }
+    assert!(m("health:retrans", &retrans) && !m("health:retrans", &stalled));
+    assert!(m("health:recv-stalled", &stalled) && !m("health:send-stalled", &stalled));
+    assert!(m("health:zero-window|retrans", &retrans));
+    assert!(!m("health:zero-window", &retrans));
+    assert!(Filter::parse("health:slow").is_err());
+    assert_eq!(Filter::parse("health:retrans|bad").unwrap().to_string(), "health:retrans|bad");
 }
 
 fn m(filter: &str, c: &Case) -> bool {
@@ -221,6 +244,7 @@ fn any_case() -> impl Strategy<Value = Case> {
                 },
                 state: if open { State::Open } else { State::Closed },
                 direction: if out { Direction::Outgoing } else { Direction::Incoming },
+                health: None,
             }
         })
 }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use super::health::{self, Health};
 use super::sock_diag::TcpInfo;
 
 use nettop_shared::{
@@ -132,8 +133,11 @@ pub struct Entry {
     /// Monotonic ns when it closed; closed entries linger, then go. (Not
     /// an `Option<u64>`, which is 8 bytes more per entry.)
     pub closed_ns: Option<NonZeroU64>,
-    /// TCP: the kernel's `tcp_info` at the last refresh.
+    /// TCP: the kernel's `tcp_info` at the last refresh, and when it was read.
     pub tcp: TcpInfo,
+    pub tcp_at_ns: u64,
+    /// TCP: what changed between the last two reads of `tcp`.
+    pub health: Option<Health>,
     /// TCP: the refresh that last found it in the kernel's table.
     pub seen: u32,
     /// TCP: the last refresh did not find it in the kernel's table.
@@ -158,6 +162,8 @@ impl Entry {
             comm,
             closed_ns: None,
             tcp: TcpInfo::default(),
+            tcp_at_ns: 0,
+            health: None,
             seen: 0,
             absent: false,
             vanished: false,
@@ -469,7 +475,15 @@ impl Table {
         }
         (e.stats.bytes_sent, e.stats.bytes_recv, e.base_sent, e.base_recv) = (sent, recv, 0, 0);
         e.stats.retransmits = e.stats.retransmits.max(tcp.total_retrans);
-        e.tcp = tcp;
+        // Reads too close together keep the older one, to judge the next
+        // against.
+        let elapsed = now_ns.saturating_sub(e.tcp_at_ns);
+        if e.tcp_at_ns == 0 || elapsed >= health::MIN_INTERVAL_NS {
+            if e.tcp_at_ns != 0 {
+                e.health = health::judge(&e.tcp, &tcp, elapsed);
+            }
+            (e.tcp, e.tcp_at_ns) = (tcp, now_ns);
+        }
         e.seen = generation;
         e.absent = false;
     }
@@ -811,6 +825,29 @@ mod tests {
         let c = t.apply(&close_with_counters(stranger, (9, 9), 1, CLOSE_NO_RECORD), SEC, |_| None);
         assert!(c.is_empty(), "{c:?}");
         assert!(t.get(&stranger).is_none());
+    }
+
+    #[test]
+    fn health_is_judged_between_reads_far_enough_apart() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30));
+        let a = ConnKey { tgid: 7, ..key(IPPROTO_TCP, 5000, 80) };
+        t.apply(&ev(EV_CONNECT, a, 0, 0), 0, |_| None);
+        let dump_key = ConnKey { tgid: 0, ..a };
+        let read = |t: &mut Table, retrans, at_ns| {
+            let info = TcpInfo { total_retrans: retrans, rtt_us: retrans, ..TcpInfo::default() };
+            t.live_tcp(&dump_key, (1, 0), 1, info, 1, at_ns);
+            t.get(&a).unwrap().clone()
+        };
+        assert_eq!(read(&mut t, 1, SEC).health, None, "one read: nothing to compare");
+        // 100 ms later: too soon to judge, and the first read stays the base.
+        let e = read(&mut t, 2, SEC + SEC / 10);
+        assert_eq!((e.health, e.tcp.rtt_us, e.tcp_at_ns), (None, 1, SEC));
+        let e = read(&mut t, 4, 2 * SEC);
+        let h = e.health.unwrap();
+        assert_eq!((h.retransmits, h.interval_ms, e.tcp.rtt_us), (3, 1000, 4));
+        assert!(h.marked());
+        let h = read(&mut t, 4, 3 * SEC).health.unwrap();
+        assert!(!h.marked(), "a quiet interval clears the mark");
     }
 
     #[test]

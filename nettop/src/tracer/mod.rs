@@ -15,6 +15,7 @@ mod accepts;
 pub mod attribution;
 pub mod backfill;
 pub mod conntrack;
+pub mod health;
 mod live;
 pub mod model;
 mod owners;
@@ -321,7 +322,14 @@ fn each_connection(
     entries.sort_by_key(|e| e.id);
     for e in entries {
         let c = Connection::from_entry(e, owners.of_entry(e, now));
-        if wanted(config, &c.tuple, &c.owner, c.state, c.direction) {
+        let subject = Subject {
+            tuple: &c.tuple,
+            owner: &c.owner,
+            state: c.state,
+            direction: c.direction,
+            health: c.health,
+        };
+        if wanted(config, &subject) {
             each(c);
         }
     }
@@ -335,11 +343,10 @@ fn lock_live(m: &Mutex<live::Live>) -> MutexGuard<'_, live::Live> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn wanted(config: &Config, tuple: &Tuple, owner: &Owner, state: State, dir: Direction) -> bool {
-    let on = match tuple.proto {
+fn wanted(config: &Config, s: &Subject) -> bool {
+    let on = match s.tuple.proto {
         Proto::Tcp => config.tcp,
         Proto::Udp => config.udp,
     };
-    on && (config.ipv6 || tuple.family == 4)
-        && config.filter.matches(&Subject { tuple, owner, state, direction: dir })
+    on && (config.ipv6 || s.tuple.family == 4) && config.filter.matches(s)
 }

@@ -197,6 +197,10 @@ pub struct Connection {
     /// TCP: the kernel's `tcp_info` at the last read (RTT, queues...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<crate::tracer::sock_diag::TcpInfo>,
+    /// TCP, open: what changed over the last interval between reads
+    /// (retransmits, stalls, what limits sending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::tracer::health::Health>,
     /// Monotonic clock (CLOCK_MONOTONIC ns) of the first and last activity seen.
     pub first_ns: u64,
     pub last_ns: u64,
@@ -219,6 +223,7 @@ impl Connection {
             counted_since_start: e.backfilled && e.is_udp(),
             vanished: e.vanished,
             tcp: (!e.is_udp() && e.seen != 0).then_some(e.tcp),
+            health: if e.closed_ns.is_none() { e.health } else { None },
             first_ns: e.stats.first_ns,
             last_ns: e.stats.last_ns,
         }

@@ -3,6 +3,7 @@
 //! twice a second reads the UDP flows' counters, ends idle flows and the
 //! TCP connections the kernel no longer has, and reports kernel-side event
 //! loss.
+use crate::filter::Subject;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -256,7 +257,14 @@ fn to_event(
     let conn_event = |kind, e: &Entry, totals: bool, owners: &mut Owners| {
         let conn = EventConn::new(Some(e.id), &e.key, e.direction, owners.of_entry(e, now));
         let state = if kind == EventKind::Close { State::Closed } else { State::Open };
-        if !wanted(config, &conn.tuple, &conn.owner, state, conn.direction) {
+        let subject = Subject {
+            tuple: &conn.tuple,
+            owner: &conn.owner,
+            state,
+            direction: conn.direction,
+            health: None,
+        };
+        if !wanted(config, &subject) {
             return None;
         }
         // Only for the events that go out, and only where asked for.
@@ -283,19 +291,27 @@ fn to_event(
         Change::Retransmit(e) => conn_event(EventKind::Retransmit, &e, false, owners),
         Change::ConnectFailed { key, errno, comm } => {
             let conn = EventConn::new(None, &key, DIR_OUTGOING, owners.get(key.tgid, &comm, now));
-            wanted(config, &conn.tuple, &conn.owner, State::Closed, conn.direction).then_some(
-                Event {
-                    event: EventKind::ConnectFailed,
-                    ts_ns,
-                    conn: Some(conn),
-                    bytes_sent: None,
-                    bytes_recv: None,
-                    errno,
-                    lost: None,
-                    vanished: false,
-                    row: None,
+            wanted(
+                config,
+                &Subject {
+                    tuple: &conn.tuple,
+                    owner: &conn.owner,
+                    state: State::Closed,
+                    direction: conn.direction,
+                    health: None,
                 },
             )
+            .then_some(Event {
+                event: EventKind::ConnectFailed,
+                ts_ns,
+                conn: Some(conn),
+                bytes_sent: None,
+                bytes_recv: None,
+                errno,
+                lost: None,
+                vanished: false,
+                row: None,
+            })
         }
     }
 }

@@ -82,6 +82,20 @@ pub struct TcpInfo {
     pub notsent_bytes: u32,
     /// The most recent delivery rate estimate, bytes per second.
     pub delivery_rate: u64,
+    /// The peer's advertised receive window, bytes (Linux 5.4+).
+    pub snd_wnd: Option<u32>,
+    /// Time spent sending with data outstanding, and the parts of it held
+    /// back by the peer's window and by the send buffer, µs in jiffy steps
+    /// (Linux 4.10+; cumulative).
+    pub busy_us: u64,
+    pub rwnd_limited_us: u64,
+    pub sndbuf_limited_us: u64,
+    /// Raw `tcpi_bytes_acked` and `tcpi_bytes_received` (sequence space):
+    /// progress between two reads. The connection's totals are payload.
+    #[serde(skip)]
+    pub acked_raw: u64,
+    #[serde(skip)]
+    pub received_raw: u64,
 }
 
 /// `sizeof(struct inet_diag_msg)`; attributes follow at this (aligned) offset.
@@ -425,6 +439,12 @@ fn parse_diag_msg(p: &[u8], proto: Proto, netns: u32) -> Result<Option<SocketEnt
         recv_queue: u32_ne(56),
         notsent_bytes: tcpi!(i, tcpi_notsent_bytes).unwrap_or(0),
         delivery_rate: tcpi!(i, tcpi_delivery_rate).unwrap_or(0),
+        snd_wnd: tcpi!(i, tcpi_snd_wnd),
+        busy_us: tcpi!(i, tcpi_busy_time).unwrap_or(0),
+        rwnd_limited_us: tcpi!(i, tcpi_rwnd_limited).unwrap_or(0),
+        sndbuf_limited_us: tcpi!(i, tcpi_sndbuf_limited).unwrap_or(0),
+        acked_raw: tcpi!(i, tcpi_bytes_acked).unwrap_or(0),
+        received_raw: tcpi!(i, tcpi_bytes_received).unwrap_or(0),
     });
     Ok(Some(SocketEntry {
         proto,

@@ -57,6 +57,10 @@ pub struct App {
     pub input: Option<FilterInput>,
     pub sort: Column,
     pub reverse: bool,
+    /// The columns chosen (`--columns`, else the default set), and whether
+    /// the TCP health set (`t`) is shown instead.
+    pub chosen_columns: Vec<Column>,
+    pub health_columns: bool,
     pub grouped: bool,
     pub expanded: HashSet<u32>,
     pub show_closed: bool,
@@ -101,6 +105,8 @@ impl App {
             input: None,
             sort: Column::RecvRate,
             reverse: false,
+            chosen_columns: Column::DEFAULT.to_vec(),
+            health_columns: false,
             grouped: false,
             expanded: HashSet::new(),
             show_closed: true,
@@ -117,6 +123,11 @@ impl App {
             held: None,
             held_events: Vec::new(),
         }
+    }
+
+    /// The columns the table shows, before narrowing to the terminal.
+    pub fn columns(&self) -> &[Column] {
+        if self.health_columns { &Column::HEALTH } else { &self.chosen_columns }
     }
 
     pub fn ingest(&mut self, snap: Snapshot) {
@@ -246,7 +257,8 @@ impl App {
             KeyCode::PageDown => self.move_by(self.page() as isize),
             KeyCode::Home => self.move_to(0),
             KeyCode::End => self.move_to(usize::MAX),
-            KeyCode::Char('s') => self.sort_by(self.sort.next(), false),
+            KeyCode::Char('s') => self.sort_by(self.sort.next_in(self.columns()), false),
+            KeyCode::Char('t') => self.health_columns = !self.health_columns,
             KeyCode::Char('S') => {
                 self.reverse = !self.reverse;
                 self.rebuild();

@@ -12,6 +12,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("↑ ↓ j k", "move"),
     ("PgUp PgDn Home End", "move by a page, to the ends"),
     ("s / S", "next sort column / reverse it (or click a column title)"),
+    ("t", "TCP health columns: RTT, retransmits, queues, cwnd, send limit"),
     ("/", "filter as you type; Enter keeps it, Esc clears it"),
     ("g", "group by process; Enter, → and ← open and close a process"),
     ("Enter", "details of the selected connection, with its timeline"),
@@ -29,7 +30,8 @@ const FILTER: &[&str] = &[
     "a bare word matches process, command line or address; !term negates",
 ];
 
-const STATE: &str = "state: → we connected  ← we accepted  · UDP  * older than nettop, age+";
+const STATE: &str =
+    "state: → we connected  ← we accepted  · UDP  * older than nettop, age+  ! unhealthy";
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = app.theme;

@@ -37,6 +37,8 @@ const EVENTS_REDRAW: Duration = Duration::from_millis(250);
 pub struct Options {
     pub interval: Duration,
     pub filter: Filter,
+    /// `--columns`, in order; the default set if empty.
+    pub columns: Vec<view::Column>,
     /// Test-only: panic after the first frame (NETTOP_TEST_PANIC), for the
     /// end-to-end test that a panic leaves a usable terminal.
     pub panic_after_draw: bool,
@@ -80,6 +82,9 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
     let feed = Feed::start(tracer, opts.interval)?;
     let mut screen = terminal::Screen::enter()?;
     let mut app = App::new(info, opts.filter, Theme::from_env(), opts.interval.as_secs_f64());
+    if !opts.columns.is_empty() {
+        app.chosen_columns = opts.columns;
+    }
     let mut dirty = true;
     let mut new_events = false;
     let mut last_draw = Instant::now();

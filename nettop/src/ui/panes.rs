@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use super::app::App;
 use super::table::{proto_text, state_text};
 use super::view::Line as ViewLine;
-use crate::text::{age, bytes, escape};
+use crate::text::{age, bytes, escape, rate};
 use crate::tracer::{Connection, Event, EventKind, Owner, Proto};
 
 fn field<'a>(app: &App, name: &'a str, value: String) -> Line<'a> {
@@ -86,11 +86,7 @@ fn conn_lines<'a>(app: &App, c: &Connection, age_s: u64) -> Vec<Line<'a>> {
                 c.tuple.netns
             ),
         ),
-        field(
-            app,
-            "state",
-            format!("{}   age {}", state_text(c.state, c.direction, c.backfilled), age(age_s)),
-        ),
+        field(app, "state", format!("{}   age {}", state_text(c), age(age_s))),
         field(
             app,
             "bytes",
@@ -117,14 +113,28 @@ fn conn_lines<'a>(app: &App, c: &Connection, age_s: u64) -> Vec<Line<'a>> {
             app,
             "tcp",
             format!(
-                "rtt {:.1} ms (±{:.1})   cwnd {}   send queue {}   receive queue {}",
+                "rtt {:.1} ms (±{:.1})   cwnd {}   send queue {}   receive queue {}   delivery {}",
                 f64::from(t.rtt_us) / 1e3,
                 f64::from(t.rttvar_us) / 1e3,
                 t.snd_cwnd,
                 bytes(u64::from(t.send_queue)),
-                bytes(u64::from(t.recv_queue))
+                bytes(u64::from(t.recv_queue)),
+                rate(t.delivery_rate as f64)
             ),
         ));
+    }
+    if let Some(h) = &c.health {
+        let conditions = h.conditions();
+        let secs = f64::from(h.interval_ms) / 1e3;
+        let health = if conditions.is_empty() {
+            format!("healthy over the last {secs:.1} s")
+        } else {
+            format!("! over the last {secs:.1} s: {}", conditions.join("; "))
+        };
+        v.push(field(app, "health", health));
+        if let Some(limit) = h.send_limit {
+            v.push(field(app, "sending", format!("held back most by {}", limit.describe())));
+        }
     }
     if c.backfilled {
         v.push(field(

@@ -9,7 +9,10 @@ use ratatui::widgets::{Cell, Row as TableRow, Table};
 
 use super::app::App;
 use super::view::{Column, Line, RowFigures};
-use crate::text::{age, bytes, bytes_short, elide_middle, escape_cow, rate, rate_short};
+use crate::text::{
+    age, bytes, bytes_short, duration_us, elide_middle, escape_cow, rate, rate_short,
+};
+use crate::tracer::sock_diag::TcpInfo;
 use crate::tracer::{Connection, Direction, Proto, State};
 
 /// How rates and totals are written.
@@ -21,14 +24,22 @@ pub enum Numbers {
     Short,
 }
 
-/// Left out first when the terminal is too narrow, in this order.
-const LEFT_OUT_FIRST: [Column; 9] = [
+/// Left out first when the terminal is too narrow, in this order; the
+/// process and the remote end never are.
+const LEFT_OUT_FIRST: [Column; 16] = [
     Column::Pid,
     Column::Age,
     Column::Local,
     Column::Recv,
     Column::Sent,
     Column::Proto,
+    Column::Delivery,
+    Column::Cwnd,
+    Column::Limit,
+    Column::RecvQueue,
+    Column::SendQueue,
+    Column::Retrans,
+    Column::Rtt,
     Column::RecvRate,
     Column::SendRate,
     Column::State,
@@ -44,13 +55,19 @@ fn min_width(c: Column, numbers: Numbers) -> u16 {
         Column::Proto => 5,
         Column::Local | Column::Remote if short => 16,
         Column::Local | Column::Remote => 21,
-        Column::State if short => 8,
+        // `← open* !`
         Column::State => 9,
         Column::SendRate | Column::RecvRate if short => 7,
         Column::SendRate | Column::RecvRate => 12,
         Column::Sent | Column::Recv if short => 6,
         Column::Sent | Column::Recv => 10,
         Column::Age => 6,
+        Column::Rtt | Column::SendQueue | Column::RecvQueue => 7,
+        Column::Retrans => 8,
+        Column::Cwnd => 6,
+        Column::Delivery if short => 7,
+        Column::Delivery => 12,
+        Column::Limit => 9,
     }
 }
 
@@ -62,15 +79,16 @@ fn constraint(c: Column, numbers: Numbers) -> Constraint {
     }
 }
 
-/// The columns shown in `width` cells, and how numbers are written:
-/// everything at full width where it fits, else short numbers, else
-/// without the columns of `LEFT_OUT_FIRST`, in its order, until it fits.
-pub fn fit(width: u16) -> (Vec<Column>, Numbers) {
+/// Which of `chosen` are shown in `width` cells, and how numbers are
+/// written: everything at full width where it fits, else short numbers,
+/// else without the columns of `LEFT_OUT_FIRST`, in its order, until it
+/// fits.
+pub fn fit(chosen: &[Column], width: u16) -> (Vec<Column>, Numbers) {
     let fits = |cols: &[Column], numbers| {
         let need: u16 = cols.iter().map(|&c| min_width(c, numbers) + 1).sum();
         need.saturating_sub(1) <= width
     };
-    let mut cols = Column::ALL.to_vec();
+    let mut cols = chosen.to_vec();
     if fits(&cols, Numbers::Full) {
         return (cols, Numbers::Full);
     }
@@ -84,11 +102,19 @@ pub fn fit(width: u16) -> (Vec<Column>, Numbers) {
 }
 
 fn right(c: Column) -> bool {
-    !matches!(c, Column::Process | Column::Proto | Column::Local | Column::Remote | Column::State)
+    !matches!(
+        c,
+        Column::Process
+            | Column::Proto
+            | Column::Local
+            | Column::Remote
+            | Column::State
+            | Column::Limit
+    )
 }
 
 pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
-    let (cols, numbers) = fit(area.width);
+    let (cols, numbers) = fit(app.columns(), area.width);
     let rects =
         Layout::horizontal(cols.iter().map(|&c| constraint(c, numbers))).spacing(1).split(area);
     app.table_area = area;
@@ -104,22 +130,25 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
     let height = usize::from(area.height.saturating_sub(1));
     let end = (app.offset + height).min(app.lines.len());
     let rows = app.lines[app.offset.min(end)..end].iter().enumerate().map(|(i, &line)| {
-        let cells = match line {
-            Line::Conn(r) => conn_cells(&app.rows[r], app.rows.figures(r), app.grouped, numbers),
-            Line::Group(g) => group_cells(app, g, numbers),
-        };
         let cells = cols.iter().zip(rects.iter()).map(|(&c, rect)| {
-            let text = &cells[Column::ALL.iter().position(|&k| k == c).unwrap_or(0)];
+            let text = match line {
+                Line::Conn(r) => {
+                    conn_cell(c, &app.rows[r], app.rows.figures(r), app.grouped, numbers)
+                }
+                Line::Group(g) => group_cell(c, app, g, numbers),
+            };
             // Addresses lose their middle, not their port.
             let text = match c {
-                Column::Local | Column::Remote => elide_middle(text, rect.width.into()),
-                _ => text.as_str().into(),
+                Column::Local | Column::Remote => {
+                    elide_middle(&text, rect.width.into()).into_owned()
+                }
+                _ => text,
             };
-            let text = text.into_owned();
             Cell::from(if right(c) { TextLine::from(text).right_aligned() } else { text.into() })
         });
         let mut style = match line {
             Line::Conn(r) if app.rows[r].state == State::Closed => t.closed(),
+            Line::Conn(r) if marked(&app.rows[r]) => t.warn(),
             Line::Group(_) => t.group(),
             Line::Conn(_) => ratatui::style::Style::new(),
         };
@@ -142,18 +171,26 @@ pub fn proto_text(proto: Proto, family: u8) -> &'static str {
 }
 
 /// `→ open` (we connected), `← open` (we accepted), `· open` (UDP: no
-/// direction); `*` marks a connection that predates nettop.
-pub fn state_text(state: State, dir: Direction, backfilled: bool) -> String {
-    let arrow = match dir {
+/// direction); `*` marks a connection that predates nettop, `!` one whose
+/// last interval looked unhealthy (retransmits, a stall, a zero window).
+pub fn state_text(c: &Connection) -> String {
+    let arrow = match c.direction {
         Direction::Outgoing => '→',
         Direction::Incoming => '←',
         Direction::Unknown => '·',
     };
-    let s = match state {
+    let s = match c.state {
         State::Open => "open",
         State::Closed => "closed",
     };
-    format!("{arrow} {s}{}", if backfilled { "*" } else { "" })
+    let older = if c.backfilled { "*" } else { "" };
+    let mark = if marked(c) { " !" } else { "" };
+    format!("{arrow} {s}{older}{mark}")
+}
+
+/// Whether the last interval looked unhealthy.
+pub fn marked(c: &Connection) -> bool {
+    c.health.is_some_and(|h| h.marked())
 }
 
 impl Numbers {
@@ -172,42 +209,69 @@ impl Numbers {
     }
 }
 
-fn conn_cells(c: &Connection, r: RowFigures, grouped: bool, numbers: Numbers) -> [String; 11] {
-    let (rate, bytes) = (|v| numbers.rate(v), |n| numbers.bytes(n));
-    let name = escape_cow(&c.owner.comm);
-    [
-        c.owner.pid.to_string(),
-        if grouped { format!("  └ {name}") } else { name.into_owned() },
-        proto_text(c.tuple.proto, c.tuple.family).into(),
-        c.tuple.local(),
-        c.tuple.remote(),
-        state_text(c.state, c.direction, c.backfilled),
-        rate(r.send),
-        rate(r.recv),
-        bytes(c.bytes_sent),
-        bytes(c.bytes_recv),
+fn conn_cell(
+    col: Column,
+    c: &Connection,
+    r: RowFigures,
+    grouped: bool,
+    numbers: Numbers,
+) -> String {
+    if col.tcp_only() && c.tuple.proto == Proto::Udp {
+        return "—".into();
+    }
+    let tcp = |f: &dyn Fn(&TcpInfo) -> String| c.tcp.as_ref().map(f).unwrap_or_default();
+    match col {
+        Column::Pid => c.owner.pid.to_string(),
+        Column::Process => {
+            let name = escape_cow(&c.owner.comm);
+            if grouped { format!("  └ {name}") } else { name.into_owned() }
+        }
+        Column::Proto => proto_text(c.tuple.proto, c.tuple.family).into(),
+        Column::Local => c.tuple.local(),
+        Column::Remote => c.tuple.remote(),
+        Column::State => state_text(c),
+        Column::SendRate => numbers.rate(r.send),
+        Column::RecvRate => numbers.rate(r.recv),
+        Column::Sent => numbers.bytes(c.bytes_sent),
+        Column::Recv => numbers.bytes(c.bytes_recv),
         // Older than nettop: its age is at least this.
-        if c.backfilled { format!("{}+", age(r.age_s)) } else { age(r.age_s) },
-    ]
+        Column::Age if c.backfilled => format!("{}+", age(r.age_s)),
+        Column::Age => age(r.age_s),
+        Column::Rtt => tcp(&|t| duration_us(t.rtt_us)),
+        // The total, and what came in the last interval.
+        Column::Retrans => match c.health {
+            Some(h) if h.retransmits > 0 => format!("+{} {}", h.retransmits, c.retransmits),
+            _ => c.retransmits.to_string(),
+        },
+        Column::SendQueue => tcp(&|t| bytes_short(u64::from(t.send_queue))),
+        Column::RecvQueue => tcp(&|t| bytes_short(u64::from(t.recv_queue))),
+        Column::Cwnd => tcp(&|t| t.snd_cwnd.to_string()),
+        Column::Delivery => tcp(&|t| numbers.rate(t.delivery_rate as f64)),
+        Column::Limit => {
+            c.health.and_then(|h| h.send_limit).map(|l| l.label().into()).unwrap_or_default()
+        }
+    }
 }
 
-fn group_cells(app: &App, g: usize, numbers: Numbers) -> [String; 11] {
-    let (rate, bytes) = (|v| numbers.rate(v), |n| numbers.bytes(n));
+fn group_cell(col: Column, app: &App, g: usize, numbers: Numbers) -> String {
     let grp = &app.groups[g];
-    let owner = &app.rows[grp.first].owner;
-    let mark = if app.expanded.contains(&grp.pid) { '▾' } else { '▸' };
-    let n = grp.members.len();
-    [
-        grp.pid.to_string(),
-        format!("{mark} {}", escape_cow(&owner.comm)),
-        String::new(),
-        format!("{n} connection{}", if n == 1 { "" } else { "s" }),
-        String::new(),
-        format!("{} open", grp.open),
-        rate(grp.send_rate),
-        rate(grp.recv_rate),
-        bytes(grp.sent),
-        bytes(grp.recv),
-        age(grp.age_s),
-    ]
+    match col {
+        Column::Pid => grp.pid.to_string(),
+        Column::Process => {
+            let owner = &app.rows[grp.first].owner;
+            let mark = if app.expanded.contains(&grp.pid) { '▾' } else { '▸' };
+            format!("{mark} {}", escape_cow(&owner.comm))
+        }
+        Column::Local => {
+            let n = grp.members.len();
+            format!("{n} connection{}", if n == 1 { "" } else { "s" })
+        }
+        Column::State => format!("{} open", grp.open),
+        Column::SendRate => numbers.rate(grp.send_rate),
+        Column::RecvRate => numbers.rate(grp.recv_rate),
+        Column::Sent => numbers.bytes(grp.sent),
+        Column::Recv => numbers.bytes(grp.recv),
+        Column::Age => age(grp.age_s),
+        _ => String::new(),
+    }
 }

@@ -15,6 +15,7 @@ use super::theme::Theme;
 use super::view::{Column, Key};
 use crate::filter::Filter;
 use crate::probe::Backend;
+use crate::tracer::health::{Health, SendLimit};
 use crate::tracer::{
     Connection, Direction, Event, EventConn, EventKind, Info, Owner, Proto, State, Stats, Tuple,
 };
@@ -81,12 +82,16 @@ fn conn(
         tcp: (proto == Proto::Tcp).then_some(crate::tracer::sock_diag::TcpInfo {
             rtt_us: 1250,
             rttvar_us: 300,
-            total_retrans: 0,
             snd_cwnd: 10,
-            send_queue: 0,
             recv_queue: 2048,
-            notsent_bytes: 0,
             delivery_rate: 1 << 20,
+            snd_wnd: Some(65_535),
+            ..Default::default()
+        }),
+        health: (proto == Proto::Tcp).then_some(Health {
+            interval_ms: 1000,
+            send_limit: Some(SendLimit::Application),
+            ..Health::default()
         }),
         first_ns: T0 - 75 * S,
         last_ns: T0,
@@ -150,7 +155,21 @@ fn conns(scale: u64) -> Vec<Connection> {
     ];
     v[4].state = State::Closed;
     v[4].last_ns = T0 - 5 * S;
+    v[4].health = None;
     v[1].backfilled = true;
+    // A slow client: retransmits in the last interval, its window full.
+    v[1].retransmits = 7 * scale as u32;
+    v[1].health = Some(Health {
+        interval_ms: 1000,
+        retransmits: 3,
+        zero_window: true,
+        send_stalled: false,
+        recv_stalled: false,
+        send_limit: Some(SendLimit::Receiver),
+    });
+    if let Some(t) = &mut v[1].tcp {
+        (t.rtt_us, t.total_retrans, t.send_queue, t.snd_wnd) = (48_000, 7, 262_144, Some(0));
+    }
     v
 }
 
@@ -220,7 +239,7 @@ fn narrow_terminals_keep_what_a_diagnosis_needs() {
     assert!(!header(80).contains("LOCAL") && !header(80).contains("AGE"), "{}", header(80));
     assert!(header(120).contains("LOCAL") && header(120).contains("PID"), "{}", header(120));
     for w in 20..=250 {
-        let (cols, _) = super::table::fit(w);
+        let (cols, _) = super::table::fit(&Column::DEFAULT, w);
         if w >= 29 {
             assert!(cols.contains(&Column::Process) && cols.contains(&Column::Remote), "{w}");
         }
@@ -229,6 +248,51 @@ fn narrow_terminals_keep_what_a_diagnosis_needs() {
         let right_edge = a.column_x.iter().map(|&(x, width, _)| x + width).max().unwrap_or(0);
         assert!(right_edge <= w, "{w} columns: the table is {right_edge} wide");
     }
+}
+
+#[test]
+fn health_columns_show_how_each_tcp_connection_is_doing() {
+    let mut a = app();
+    key(&mut a, KeyCode::Char('t'));
+    let text = screen(&mut a, 120, 12);
+    insta::assert_snapshot!(text);
+    let header = text.lines().nth(2).unwrap();
+    for title in ["RTT", "RETRANS", "SEND-Q", "RECV-Q", "CWND", "LIMIT", "REMOTE", "PROCESS"] {
+        assert!(header.contains(title), "{title} missing from {header}");
+    }
+    let row = |needle: &str| text.lines().find(|l| l.contains(needle)).unwrap().to_string();
+    // The slow client: marked, its retransmits of the last interval, a
+    // full send queue, held back by its receiver.
+    let slow = row("198.51.100.2");
+    for cell in ["← open* !", "48.0ms", "+3 14", "256K", "receiver"] {
+        assert!(slow.contains(cell), "{cell} missing from {slow}");
+    }
+    assert!(!row("203.0.113.7").contains('!'), "a healthy row is not marked");
+    // UDP has none of these.
+    assert_eq!(row("evil").matches('—').count(), 6, "{}", row("evil"));
+    // Sorting cycles through the shown columns only.
+    for _ in 0..a.columns().len() {
+        key(&mut a, KeyCode::Char('s'));
+        assert!(Column::HEALTH.contains(&a.sort), "{:?}", a.sort);
+    }
+    key(&mut a, KeyCode::Char('t'));
+    assert!(screen(&mut a, 120, 12).lines().nth(2).unwrap().contains("AGE"), "t toggles back");
+}
+
+#[test]
+fn columns_are_chosen_by_name() {
+    let cols = Column::parse_list("process, REMOTE,rtt,retrans,rtt").unwrap();
+    assert_eq!(cols, [Column::Process, Column::Remote, Column::Rtt, Column::Retrans]);
+    for c in Column::EVERY {
+        assert_eq!(Column::parse_list(c.name()).unwrap(), [c], "{}", c.name());
+    }
+    let err = Column::parse_list("process,bogus").unwrap_err();
+    assert!(err.contains("\"bogus\"") && err.contains("send-rate"), "{err}");
+    assert!(Column::parse_list(" , ").is_err());
+    let mut a = app();
+    a.chosen_columns = cols;
+    let header = screen(&mut a, 120, 12).lines().nth(2).unwrap().to_string();
+    assert!(header.contains("RETRANS") && !header.contains("PID"), "{header}");
 }
 
 #[test]
@@ -385,7 +449,7 @@ fn sorting_keys_and_clicks() {
     assert_eq!(pids(&a), [1, 2, 3, 5, 4]);
     click(&mut a);
     assert_eq!(pids(&a), [4, 5, 3, 2, 1], "reversed whole, ties too");
-    for _ in 0..Column::ALL.len() {
+    for _ in 0..a.columns().len() {
         key(&mut a, KeyCode::Char('s'));
     }
     assert_eq!(a.sort, Column::Pid, "s cycles through every column");

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use crate::filter::{Filter, Subject};
+use crate::tracer::sock_diag::TcpInfo;
 use crate::tracer::{Connection, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,10 +24,18 @@ pub enum Column {
     Sent,
     Recv,
     Age,
+    /// TCP health, from the kernel's `tcp_info` at each refresh.
+    Rtt,
+    Retrans,
+    SendQueue,
+    RecvQueue,
+    Cwnd,
+    Delivery,
+    Limit,
 }
 
 impl Column {
-    pub const ALL: [Column; 11] = [
+    pub const EVERY: [Column; 18] = [
         Column::Pid,
         Column::Process,
         Column::Proto,
@@ -38,6 +47,45 @@ impl Column {
         Column::Sent,
         Column::Recv,
         Column::Age,
+        Column::Rtt,
+        Column::Retrans,
+        Column::SendQueue,
+        Column::RecvQueue,
+        Column::Cwnd,
+        Column::Delivery,
+        Column::Limit,
+    ];
+
+    /// Shown at start: all of it fits 120 columns with short numbers.
+    pub const DEFAULT: [Column; 12] = [
+        Column::Pid,
+        Column::Process,
+        Column::Proto,
+        Column::Local,
+        Column::Remote,
+        Column::State,
+        Column::Rtt,
+        Column::SendRate,
+        Column::RecvRate,
+        Column::Sent,
+        Column::Recv,
+        Column::Age,
+    ];
+
+    /// The `t` key's set: how each TCP connection is doing.
+    pub const HEALTH: [Column; 12] = [
+        Column::Pid,
+        Column::Process,
+        Column::Remote,
+        Column::State,
+        Column::Rtt,
+        Column::Retrans,
+        Column::SendQueue,
+        Column::RecvQueue,
+        Column::Cwnd,
+        Column::Limit,
+        Column::SendRate,
+        Column::RecvRate,
     ];
 
     pub fn title(self) -> &'static str {
@@ -53,20 +101,93 @@ impl Column {
             Column::Sent => "SENT",
             Column::Recv => "RECV",
             Column::Age => "AGE",
+            Column::Rtt => "RTT",
+            Column::Retrans => "RETRANS",
+            Column::SendQueue => "SEND-Q",
+            Column::RecvQueue => "RECV-Q",
+            Column::Cwnd => "CWND",
+            Column::Delivery => "DELIVERY",
+            Column::Limit => "LIMIT",
         }
+    }
+
+    /// The name `--columns` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Pid => "pid",
+            Column::Process => "process",
+            Column::Proto => "proto",
+            Column::Local => "local",
+            Column::Remote => "remote",
+            Column::State => "state",
+            Column::SendRate => "send-rate",
+            Column::RecvRate => "recv-rate",
+            Column::Sent => "sent",
+            Column::Recv => "recv",
+            Column::Age => "age",
+            Column::Rtt => "rtt",
+            Column::Retrans => "retrans",
+            Column::SendQueue => "send-q",
+            Column::RecvQueue => "recv-q",
+            Column::Cwnd => "cwnd",
+            Column::Delivery => "delivery",
+            Column::Limit => "limit",
+        }
+    }
+
+    /// `--columns`: names separated by commas, in the order shown.
+    pub fn parse_list(text: &str) -> Result<Vec<Column>, String> {
+        let mut out = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let Some(&c) = Column::EVERY.iter().find(|c| c.name().eq_ignore_ascii_case(word))
+            else {
+                let names: Vec<&str> = Column::EVERY.iter().map(|c| c.name()).collect();
+                return Err(format!("unknown column {word:?}; columns: {}", names.join(",")));
+            };
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        if out.is_empty() {
+            return Err("--columns names no column".into());
+        }
+        Ok(out)
+    }
+
+    /// Values only a TCP connection has: `—` for UDP.
+    pub fn tcp_only(self) -> bool {
+        matches!(
+            self,
+            Column::Rtt
+                | Column::Retrans
+                | Column::SendQueue
+                | Column::RecvQueue
+                | Column::Cwnd
+                | Column::Delivery
+                | Column::Limit
+        )
     }
 
     /// Numbers read best largest first; names A to Z.
     pub fn descending_by_default(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Column::SendRate | Column::RecvRate | Column::Sent | Column::Recv | Column::Age
+            Column::Pid
+                | Column::Process
+                | Column::Proto
+                | Column::Local
+                | Column::Remote
+                | Column::State
+                | Column::Limit
         )
     }
 
-    pub fn next(self) -> Column {
-        let i = Column::ALL.iter().position(|&c| c == self).unwrap_or(0);
-        Column::ALL[(i + 1) % Column::ALL.len()]
+    /// The column after this one among `shown`, for the sort key.
+    pub fn next_in(self, shown: &[Column]) -> Column {
+        match shown.iter().position(|&c| c == self) {
+            Some(i) => shown[(i + 1) % shown.len()],
+            None => shown.first().copied().unwrap_or(self),
+        }
     }
 }
 
@@ -259,6 +380,7 @@ pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
                         owner: &c.owner,
                         state: c.state,
                         direction: c.direction,
+                        health: c.health,
                     }))
         })
         .collect();
@@ -365,10 +487,28 @@ fn sort(rows: &Rows, shown: &mut Vec<usize>, o: &Options) {
                 Column::Sent => (c.bytes_sent, 0),
                 Column::Recv => (c.bytes_recv, 0),
                 Column::Age => (r.age_s, 0),
+                Column::Rtt => (tcp_key(c, |t| u64::from(t.rtt_us)), 0),
+                Column::Retrans => (
+                    c.health.map_or(0, |h| u64::from(h.retransmits)),
+                    tcp_key(c, |t| u64::from(t.total_retrans)),
+                ),
+                Column::SendQueue => (tcp_key(c, |t| u64::from(t.send_queue)), 0),
+                Column::RecvQueue => (tcp_key(c, |t| u64::from(t.recv_queue)), 0),
+                Column::Cwnd => (tcp_key(c, |t| u64::from(t.snd_cwnd)), 0),
+                Column::Delivery => (tcp_key(c, |t| t.delivery_rate), 0),
+                // Rows without a limit last.
+                Column::Limit => {
+                    (c.health.and_then(|h| h.send_limit).map_or(u64::MAX, |l| l as u64), 0)
+                }
                 Column::Process | Column::Local | Column::Remote => unreachable!("sorted above"),
             }
         }),
     }
+}
+
+/// A `tcp_info` figure as a sort key; 0 where there is none (UDP).
+fn tcp_key(c: &Connection, f: impl Fn(&TcpInfo) -> u64) -> u64 {
+    c.tcp.as_ref().map_or(0, f)
 }
 
 /// Sort through an array of small keys: comparing them in one array is
@@ -414,9 +554,17 @@ fn compare_groups(rows: &Rows, a: &Group, b: &Group, col: Column) -> Ordering {
         Column::Recv => a.recv.cmp(&b.recv),
         Column::Age => a.age_s.cmp(&b.age_s),
         // Columns without a per-process meaning sort by how many connections.
-        Column::Proto | Column::Local | Column::Remote | Column::State => {
-            a.members.len().cmp(&b.members.len())
-        }
+        Column::Proto
+        | Column::Local
+        | Column::Remote
+        | Column::State
+        | Column::Rtt
+        | Column::Retrans
+        | Column::SendQueue
+        | Column::RecvQueue
+        | Column::Cwnd
+        | Column::Delivery
+        | Column::Limit => a.members.len().cmp(&b.members.len()),
     }
 }
 
