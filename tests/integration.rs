@@ -269,6 +269,53 @@ fn list_json_shows_an_older_connection_with_exact_totals() {
     assert_eq!(c["backfilled"], true);
 }
 
+/// `list --interval`: a receiver that stops reading is marked at both
+/// ends, with the queues and the zero window that say why.
+#[test]
+fn list_interval_shows_a_stuck_receiver_at_both_ends() {
+    use std::os::fd::AsRawFd;
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.18:0").unwrap();
+    let rcvbuf: libc::c_int = 64 << 10;
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (_srv, _) = listener.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    client.write_all(&vec![7u8; 512 << 10]).unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let sport = listener.local_addr().unwrap().port();
+    let list = json_of(&["list", "--json", "--interval", "1", "--port", &sport.to_string()]);
+    let end = |l| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["lport"] == l)
+            .cloned()
+            .unwrap_or_else(|| panic!("{l} not listed: {list}"))
+    };
+    let (c, s) = (end(cport), end(sport));
+    let what = format!("client {c}\nserver {s}");
+    assert!(c["tcp"]["send_queue"].as_u64().unwrap() > 0, "{what}");
+    assert_eq!(c["tcp"]["snd_wnd"], 0, "{what}");
+    assert_eq!(c["health"]["zero_window"], true, "{what}");
+    assert_eq!(c["health"]["send_stalled"], true, "{what}");
+    assert_eq!(c["health"]["send_limit"], "receiver", "{what}");
+    assert!(s["tcp"]["recv_queue"].as_u64().unwrap() > 0, "{what}");
+    assert_eq!(s["health"]["recv_stalled"], true, "{what}");
+    // Without --interval: one read, no health.
+    let once = json_of(&["list", "--json", "--port", &sport.to_string()]);
+    assert!(once.as_array().unwrap().iter().all(|c| c.get("health").is_none()), "{once}");
+}
+
 #[test]
 fn no_program_stays_attached_after_exit() {
     let _g = serial();
@@ -304,6 +351,8 @@ fn bad_input_is_one_line_and_non_zero() {
         (&["--interval", "0"][..], "--interval must be more than 0"),
         (&["--linger=-1", "list"][..], "--linger wants"),
         (&["--max-connections", "0", "list"][..], "--max-connections must be"),
+        (&["list", "--interval", "0.1"][..], "at least 0.2 seconds"),
+        (&["--columns", "pid,colour"][..], "unknown column \"colour\""),
         // Not a terminal: the table says what to use instead.
         (&[][..], "needs a terminal"),
     ] {

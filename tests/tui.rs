@@ -34,8 +34,12 @@ while True:
 
 impl Generator {
     fn start() -> Generator {
+        Generator::run(GENERATOR)
+    }
+
+    fn run(script: &str) -> Generator {
         let mut child = Command::new("python3")
-            .args(["-c", GENERATOR])
+            .args(["-c", script])
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 (tests/run installs it)");
@@ -55,6 +59,19 @@ impl Drop for Generator {
         let _ = self.child.wait();
     }
 }
+
+/// A receiver that stops reading: 1 MiB sent, none of it read. Prints the
+/// listening port.
+const STUCK: &str = r#"
+import socket, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+srv.bind(("127.0.0.1", 0)); srv.listen()
+c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
+c.setblocking(False)
+c.send(b"x" * (1 << 20))
+print(srv.getsockname()[1], flush=True)
+time.sleep(600)
+"#;
 
 struct Tmux {
     session: String,
@@ -157,7 +174,9 @@ fn rows(screen: &str) -> Vec<String> {
         .lines()
         .skip_while(|l| !l.contains("PID PROCESS"))
         .skip(1)
-        .filter(|l| l.contains(" tcp ") || l.contains(" udp "))
+        .take_while(|l| !l.starts_with("? help"))
+        // Each starts with its PID.
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
         .map(str::to_owned)
         .collect()
 }
@@ -240,6 +259,41 @@ fn a_user_filters_sorts_and_quits_in_a_real_terminal() {
     t.assert_restored("EXITED-0");
     wait_gone("after SIGTERM");
     assert_detached();
+}
+
+#[test]
+fn a_stuck_receiver_is_marked_on_screen_with_what_holds_its_sender() {
+    let _s = serial();
+    let stuck = Generator::run(STUCK);
+    let port = stuck.port.to_string();
+    let t = Tmux::start();
+    t.run(&format!("{} --interval 0.5 --filter port:{port}", bin()));
+    // Both ends marked once an interval has been judged.
+    let s = t.wait_for("both ends marked", |s| {
+        let r = rows(s);
+        r.len() == 2 && r.iter().all(|l| l.contains(" !"))
+    });
+    assert!(s.contains("RTT"), "{s}");
+    t.keys(&["t"]);
+    let s = t.wait_for("the health columns", |s| s.contains("LIMIT") && s.contains("receiver"));
+    let r = rows(&s);
+    let sender = r.iter().find(|l| l.contains('→')).expect("the sender's row");
+    let receiver = r.iter().find(|l| l.contains('←')).expect("the receiver's row");
+    // After the mark: RTT, RETRANS, SEND-Q, RECV-Q.
+    let queues = |row: &str| {
+        let f: Vec<String> = row.split_whitespace().map(str::to_owned).collect();
+        let mark = f.iter().position(|f| f == "!").unwrap();
+        (f[mark + 3].clone(), f[mark + 4].clone())
+    };
+    let kib = |q: &str| q.ends_with('K') || q.ends_with('M');
+    // The sender: held by the receiver, its data queued; the receiver's
+    // data waits in its receive queue.
+    let (send_q, _) = queues(sender);
+    assert!(sender.contains("receiver") && kib(&send_q), "SEND-Q {send_q}: {s}");
+    let (_, recv_q) = queues(receiver);
+    assert!(kib(&recv_q), "RECV-Q {recv_q}: {s}");
+    t.keys(&["q"]);
+    t.assert_restored("EXITED-0");
 }
 
 #[test]

@@ -102,6 +102,9 @@ enum Command {
         /// A JSON array.
         #[arg(long)]
         json: bool,
+        /// Read the kernel's table twice, this far apart, so that TCP connections also have their health over the interval (retransmits, stalls, send limit). At least 0.2.
+        #[arg(long, value_name = "SECONDS")]
+        interval: Option<f64>,
     },
     /// Serve Prometheus metrics (/metrics), the connections (/connections), the tracer's state (/status) and /healthz over HTTP until SIGTERM or Ctrl-C.
     Serve {
@@ -298,7 +301,18 @@ fn main() -> ExitCode {
         Some(Command::Trace { json }) => {
             args.tracer_config(&switches).and_then(|c| cli::trace::run(c, *json))
         }
-        Some(Command::List { json }) => args.tracer_config(&switches).and_then(|c| cli::list::run(c, *json)),
+        Some(Command::List { json, interval }) => args.tracer_config(&switches).and_then(|c| {
+            let interval = match interval {
+                Some(s) => match secs_arg("interval", *s)? {
+                    d if d.as_nanos() < u128::from(nettop::tracer::health::MIN_INTERVAL_NS) => {
+                        return Err(usage("list --interval must be at least 0.2 seconds".into()));
+                    }
+                    d => Some(d),
+                },
+                None => None,
+            };
+            cli::list::run(c, cli::list::Options { json: *json, interval })
+        }),
         Some(Command::Serve {
             listen,
             unix,

@@ -1,15 +1,28 @@
 //! `nettop list`: one snapshot of every connection, then exit.
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use nettop::tracer::{Connection, Tracer};
 
 use super::escape;
 
-pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
+pub struct Options {
+    pub json: bool,
+    /// Read twice, this far apart, for the TCP connections' health.
+    pub interval: Option<Duration>,
+}
+
+pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
+    let json = opts.json;
     let tracer = Tracer::start(config)?;
     if let Some(why) = &tracer.info().backfill_error {
         eprintln!("nettop: warning: {}", escape(why));
+    }
+    if let Some(interval) = opts.interval {
+        // The first read is the base the second judges against.
+        drop(tracer.connections());
+        std::thread::sleep(interval);
     }
     let mut conns = tracer.connections();
     conns.sort_by_key(|c| (c.owner.pid, c.tuple.lport, c.tuple.rport));
