@@ -14,6 +14,8 @@ mod common;
 use common::{backend, bin, exchange, ipv6_enabled, serial};
 #[path = "support/exactness.rs"]
 mod exactness;
+#[path = "support/netem.rs"]
+mod netem;
 
 fn nettop(args: &[&str]) -> Command {
     let mut c = Command::new(bin());
@@ -314,6 +316,35 @@ fn list_interval_shows_a_stuck_receiver_at_both_ends() {
     // Without --interval: one read, no health.
     let once = json_of(&["list", "--json", "--port", &sport.to_string()]);
     assert!(once.as_array().unwrap().iter().all(|c| c.get("health").is_none()), "{once}");
+}
+
+/// `list --interval` across real delay and loss (netem, 25 ms each way, 5 %
+/// dropped): RTT within 20 % of 50 ms, and the retransmits.
+#[test]
+fn list_interval_shows_netem_delay_and_loss() {
+    let _g = serial();
+    let link = match netem::link("delay 25ms loss 5%", 256 << 10) {
+        Ok(link) => link,
+        Err(why) if !netem::expected() => {
+            eprintln!("netem unavailable here ({why}); the VM matrix runs this test");
+            return;
+        }
+        Err(why) => panic!("netem: {why}"),
+    };
+    let port = link.server_port.to_string();
+    let list = json_of(&["list", "--json", "--interval", "1", "--port", &port]);
+    let c = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["lport"] == link.client_port && c["netns"] == link.netns)
+        .cloned()
+        .unwrap_or_else(|| panic!("the client end is not listed: {list}"));
+    let rtt = c["tcp"]["rtt_us"].as_u64().unwrap_or(0);
+    assert!((40_000..=60_000).contains(&rtt), "RTT {rtt} µs: {c}");
+    assert!(c["retransmits"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["bytes_sent"], 256 << 10, "{c}");
+    assert!(c.get("health").is_some(), "{c}");
 }
 
 #[test]

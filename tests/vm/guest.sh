@@ -13,6 +13,9 @@ export NETTOP_BIN=/payload/nettop
 while read -r m; do
     insmod modules/"$m".ko 2>/dev/null
 done <modules/order
+# Every kernel here has netem (built in or loaded above): the TCP health
+# tests must run, not say it is unavailable. tc comes with the payload.
+export PATH=/payload/bin:$PATH NETTOP_EXPECT_NETEM=1
 
 # A check that hangs is killed after NETTOP_VM_CHECK_TIMEOUT seconds and
 # fails on its own, so the checks after it still run and the VM's results
@@ -33,7 +36,7 @@ check() { # NAME COMMAND…: run, keep the log, record the verdict
     tail -3 /out/"$name".log
 }
 
-tests="guessed_offsets auto_mode btf_mode trace_json list_json no_program filters bad_input"
+tests="guessed_offsets auto_mode btf_mode trace_json list_json list_interval no_program filters bad_input"
 if [ -n "${NETTOP_VM_HIDE_BTF:-}" ]; then
     # As on a kernel built without BTF: nettop sees an empty file; the test
     # oracle keeps a copy.
@@ -41,7 +44,7 @@ if [ -n "${NETTOP_VM_HIDE_BTF:-}" ]; then
     : >/tmp/empty
     mount -o bind /tmp/empty /sys/kernel/btf/vmlinux
     export NETTOP_ORACLE_BTF=/tmp/vmlinux.btf
-    tests="guessed_offsets trace_json list_json no_program filters bad_input"
+    tests="guessed_offsets trace_json list_json list_interval no_program filters bad_input"
     check fentry-unavailable sh -c \
         '! ./nettop --backend fentry offsets 2>/out/fentry.err && grep -q "BTF" /out/fentry.err'
     check auto-unverified sh -c \

@@ -553,8 +553,8 @@ impl Namespaces {
         self.sockets.get(&netns)
     }
 
-    /// A socket in every network namespace some process is in (the
-    /// backfill's reach: containers included).
+    /// A socket in every network namespace some process, or some thread,
+    /// is in (the backfill's reach: containers included).
     pub fn open_every_process_namespace(&mut self) {
         let mut first_pid: rustc_hash::FxHashMap<u32, u32> = Default::default();
         if let Ok(dir) = std::fs::read_dir("/proc") {
@@ -562,8 +562,12 @@ impl Namespaces {
                 let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                     continue;
                 };
-                if let Ok(ns) = netns_of(&d.path().join("ns/net")) {
-                    first_pid.entry(ns).or_insert(pid);
+                // A thread can have a namespace of its own (unshare, setns).
+                let tasks = std::fs::read_dir(d.path().join("task")).into_iter().flatten();
+                for t in tasks.flatten() {
+                    if let Ok(ns) = netns_of(&t.path().join("ns/net")) {
+                        first_pid.entry(ns).or_insert(pid);
+                    }
                 }
             }
         }
