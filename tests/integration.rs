@@ -377,7 +377,8 @@ fn bad_input_is_one_line_and_non_zero() {
     // Flag values nettop itself checks: exit 2 too, one line, before any
     // probe loads (so no root needed to see them).
     for (args, says) in [
-        (&["--filter", "port:http", "list"][..], "bad filter: port:http"),
+        (&["--filter", "port:htp", "list"][..], "bad filter: port:htp"),
+        (&["--filter", "host:github", "list"][..], "only the interactive table resolves"),
         (&["--filter", "colour:red"][..], "unknown key 'colour'"),
         (&["--interval", "0"][..], "--interval must be more than 0"),
         (&["--linger=-1", "list"][..], "--linger wants"),

@@ -73,6 +73,26 @@ print(srv.getsockname()[1], flush=True)
 time.sleep(600)
 "#;
 
+/// Inside nettop's own network namespace: two connections, to 192.0.2.3
+/// (which the test's /etc/hosts names) and to 192.0.2.2 (which nothing
+/// names), and a DNS server that never answers. Writes the server's port
+/// and the two listening ports to argv[1].
+const TWO_PEERS: &str = r#"
+import socket, sys, time
+silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); silent.bind(("127.0.0.1", 0))
+keep = [silent]
+ports = [silent.getsockname()[1]]
+for host in ("192.0.2.3", "192.0.2.2"):
+    srv = socket.socket(); srv.bind((host, 0)); srv.listen()
+    c = socket.create_connection(srv.getsockname()); s, _ = srv.accept()
+    keep += [srv, c, s]
+    ports.append(srv.getsockname()[1])
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(" ".join(map(str, ports)))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"#;
+
 struct Tmux {
     session: String,
 }
@@ -296,13 +316,84 @@ fn a_stuck_receiver_is_marked_on_screen_with_what_holds_its_sender() {
     t.assert_restored("EXITED-0");
 }
 
+/// Names: a peer that /etc/hosts names shows that name; a peer whose DNS
+/// server never answers (a silent one on loopback) keeps its address, and
+/// the table answers keys meanwhile; `d` shows addresses again, and
+/// `host:` filters by name. /etc/hosts is the test's own, bind-mounted in
+/// a mount namespace of nettop's.
+#[test]
+fn names_from_etc_hosts_and_a_silent_dns_server() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("nettop-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (hosts, peers, ports) = (dir.join("hosts"), dir.join("peers.py"), dir.join("ports"));
+    std::fs::write(&hosts, "127.0.0.1 localhost\n192.0.2.3 db.example.test db\n").unwrap();
+    std::fs::write(&peers, TWO_PEERS).unwrap();
+    let script = dir.join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "ip link set lo up && ip addr add 192.0.2.2/32 dev lo && ip addr add 192.0.2.3/32 dev lo \
+             && mount --bind {hosts} /etc/hosts || exit 9\n\
+             python3 {peers} {ports} &\n\
+             while [ ! -s {ports} ]; do sleep 0.1; done\n\
+             read dns named unnamed < {ports}\n\
+             exec {bin} --interval 0.5 --dns-server 127.0.0.1:$dns --filter \"port:$named|$unnamed\"\n",
+            hosts = hosts.display(),
+            peers = peers.display(),
+            ports = ports.display(),
+            bin = bin(),
+        ),
+    )
+    .unwrap();
+    let t = Tmux::start();
+    t.run(&format!("unshare -m -n sh {}", script.display()));
+    let start = Instant::now();
+    while !ports.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the peers never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ports = std::fs::read_to_string(&ports).unwrap();
+    let ports: Vec<&str> = ports.split_whitespace().collect();
+    let (named, unnamed) = (ports[1], ports[2]);
+    let s = t.wait_for("the named peer", |s| s.contains(&format!("db.example.test:{named}")));
+    assert!(s.contains(&format!("192.0.2.2:{unnamed}")), "{s}");
+    // Lookups of 192.0.2.2 wait on the silent server: keys still answer.
+    let start = Instant::now();
+    t.keys(&["t"]);
+    t.wait_for("the health columns", |s| s.contains("RETRANS"));
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?} to answer a key", start.elapsed());
+    t.keys(&["t"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let s = t.wait_for("the table", |s| s.contains("RTT"));
+    assert!(s.contains(&format!("192.0.2.2:{unnamed}")), "no name after the timeout: {s}");
+    t.keys(&["d"]);
+    t.wait_for("addresses again", |s| {
+        s.contains(&format!("192.0.2.3:{named}")) && !s.contains("db.example.test")
+    });
+    t.keys(&["d"]);
+    // `/` edits the filter in force; Ctrl-U clears it first.
+    t.type_text("/");
+    t.keys(&["C-u"]);
+    t.type_text("host:db.example");
+    t.keys(&["Enter"]);
+    // Both ends of the named connection have it as their remote end.
+    let s = t.wait_for("only the named peer's rows", |s| {
+        rows(s).len() == 2 && s.contains("filter: host:db.example")
+    });
+    assert!(rows(&s).iter().all(|r| r.contains("db.example.test")), "{s}");
+    t.keys(&["q"]);
+    t.assert_restored("EXITED-0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn startup_errors_are_one_line_with_the_terminal_untouched() {
     let _s = serial();
     let t = Tmux::start();
-    t.run(&format!("{} --filter 'port:http'", bin()));
+    t.run(&format!("{} --filter 'port:htp'", bin()));
     let s = t.wait_exit();
-    assert!(s.contains("nettop: bad filter: port:http — port wants a port"), "{s}");
+    assert!(s.contains("nettop: bad filter: port:htp — port wants a port"), "{s}");
     assert!(s.contains("EXITED-2"), "a bad flag exits 2: {s}");
     t.assert_restored("EXITED-2");
 }

@@ -140,6 +140,7 @@ fn main() {
             let t = Instant::now();
             let options = nettop::ui::view::Options {
                 filter: &filter,
+                dns: None,
                 show_closed: true,
                 grouped: false,
                 expanded: &expanded,

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
+use crate::names::Services;
 use crate::tracer::health::Health;
 use crate::tracer::model::{Direction, Owner, Proto, State, Tuple};
 
@@ -41,6 +42,8 @@ enum Test {
     State(StateTest),
     Health(HealthTest),
     Addr(IpNet),
+    /// Lower-cased substring of the remote end's resolved name.
+    Host(String),
     Container(String),
     /// Lower-cased substring of the owner's user name.
     User(String),
@@ -100,8 +103,7 @@ enum StateTest {
 #[error("bad filter: {0}")]
 pub struct FilterError(String);
 
-const KEYS: &str =
-    "port, lport, rport, pid, proc, proto, state, health, addr, user, cgroup, container, netns";
+const KEYS: &str = "port, lport, rport, pid, proc, proto, state, health, addr, host, user, cgroup, container, netns";
 
 /// What a filter looks at: one connection, or the connection of an event.
 #[derive(Clone, Copy)]
@@ -112,6 +114,8 @@ pub struct Subject<'a> {
     pub direction: Direction,
     /// TCP: the last interval's health, where known (not for events).
     pub health: Option<Health>,
+    /// The remote address's name, where the table has resolved it.
+    pub remote_name: Option<&'a str>,
 }
 
 impl Filter {
@@ -152,6 +156,12 @@ impl Filter {
 
     pub fn matches(&self, s: &Subject) -> bool {
         self.terms.iter().all(|t| t.test.matches(s) != t.negated)
+    }
+
+    /// Whether a term looks at resolved names (`host:`), which only the
+    /// interactive table has.
+    pub fn reads_names(&self) -> bool {
+        self.terms.iter().any(|t| t.test.reads_names())
     }
 
     /// A matcher for many rows at once (the TUI's table): it reads each
@@ -197,6 +207,14 @@ impl Matcher<'_> {
 }
 
 impl Test {
+    fn reads_names(&self) -> bool {
+        match self {
+            Test::Host(_) => true,
+            Test::Any(tests) => tests.iter().any(Test::reads_names),
+            _ => false,
+        }
+    }
+
     fn matches(&self, s: &Subject) -> bool {
         let t = s.tuple;
         match self {
@@ -221,6 +239,7 @@ impl Test {
                 HealthTest::SendStalled => x.send_stalled,
                 HealthTest::RecvStalled => x.recv_stalled,
             }),
+            Test::Host(h) => s.remote_name.is_some_and(|n| contains_ci(n, h)),
             Test::Addr(net) => net.contains(&t.laddr) || t.raddr.is_some_and(|r| net.contains(&r)),
             Test::Netns(n) => t.netns == *n,
             Test::Word(w) => self.owner_text(s.owner) == Some(true) || t.addr_text_contains(w),
@@ -347,9 +366,10 @@ fn keyed(key: &str, value: &str) -> Result<Test, FilterError> {
         return Err(FilterError(format!("{key}: wants a value")));
     }
     Ok(match key {
-        "port" => Test::Port(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
-        "lport" => Test::LPort(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
-        "rport" => Test::RPort(ports(value).ok_or_else(|| bad("a port or a range A-B"))?),
+        "port" => Test::Port(ports(value).ok_or_else(|| bad(PORTS))?),
+        "lport" => Test::LPort(ports(value).ok_or_else(|| bad(PORTS))?),
+        "rport" => Test::RPort(ports(value).ok_or_else(|| bad(PORTS))?),
+        "host" => Test::Host(value.to_lowercase()),
         "pid" => Test::Pid(value.parse().map_err(|_| bad("a process id"))?),
         "netns" => Test::Netns(value.parse().map_err(|_| bad("a namespace inode number"))?),
         "proc" => Test::Proc(value.to_lowercase()),
@@ -384,11 +404,13 @@ fn keyed(key: &str, value: &str) -> Result<Test, FilterError> {
     })
 }
 
+const PORTS: &str = "a port, a range A-B or a service name from /etc/services";
+
 fn ports(v: &str) -> Option<Ports> {
     let (lo, hi) = match v.split_once('-') {
         Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
         None => {
-            let p = v.parse().ok()?;
+            let p = v.parse().ok().or_else(|| Services::system().port(v))?;
             (p, p)
         }
     };
@@ -430,6 +452,7 @@ impl Test {
             Test::State(s) => (Some("state"), format!("{s:?}").to_lowercase()),
             Test::Health(h) => (Some("health"), h.name().into()),
             Test::Addr(n) => (Some("addr"), n.to_string()),
+            Test::Host(v) => (Some("host"), quoted(v)),
             Test::Container(v) => (Some("container"), quoted(v)),
             Test::User(v) => (Some("user"), quoted(v)),
             Test::Cgroup(v) => (Some("cgroup"), quoted(v)),

@@ -3,6 +3,7 @@
 //! guessing `struct sock` offsets at run time.
 pub mod export;
 pub mod filter;
+pub mod names;
 pub mod probe;
 pub mod text;
 pub mod tracer;

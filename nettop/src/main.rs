@@ -71,6 +71,12 @@ struct Args {
     /// Columns of the interactive table, comma-separated, in order: pid, process, proto, local, remote, state, send-rate, recv-rate, sent, recv, age, rtt, retrans, send-q, recv-q, cwnd, delivery, limit [default: pid,process,proto,local,remote,state,rtt,send-rate,recv-rate,sent,recv,age].
     #[arg(long, value_name = "LIST")]
     columns: Option<String>,
+    /// Show remote addresses as numbers: no reverse DNS lookups (the table; `d` toggles names otherwise).
+    #[arg(long)]
+    no_resolve: bool,
+    /// Reverse DNS from this server only, not those of /etc/resolv.conf (/etc/hosts is read either way).
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "no_resolve")]
+    dns_server: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -158,6 +164,19 @@ impl Switches {
 }
 
 impl Args {
+    /// The tracer's configuration for a command without the table, which
+    /// resolves no names: a `host:` term could never match there.
+    fn headless_config(&self, switches: &Switches) -> anyhow::Result<nettop::Config> {
+        let c = self.tracer_config(switches)?;
+        if c.filter.reads_names() {
+            return Err(usage(
+                "host: matches names that only the interactive table resolves; use addr: here"
+                    .into(),
+            ));
+        }
+        Ok(c)
+    }
+
     fn tracer_config(&self, switches: &Switches) -> anyhow::Result<nettop::Config> {
         let secs = secs_arg;
         if self.max_connections == 0 {
@@ -299,9 +318,9 @@ fn main() -> ExitCode {
             cli::offsets::run(&config, *json)
         }
         Some(Command::Trace { json }) => {
-            args.tracer_config(&switches).and_then(|c| cli::trace::run(c, *json))
+            args.headless_config(&switches).and_then(|c| cli::trace::run(c, *json))
         }
-        Some(Command::List { json, interval }) => args.tracer_config(&switches).and_then(|c| {
+        Some(Command::List { json, interval }) => args.headless_config(&switches).and_then(|c| {
             let interval = match interval {
                 Some(s) => match secs_arg("interval", *s)? {
                     d if d.as_nanos() < u128::from(nettop::tracer::health::MIN_INTERVAL_NS) => {
@@ -321,7 +340,7 @@ fn main() -> ExitCode {
             max_clients,
             client_buffer,
             client_timeout,
-        }) => args.tracer_config(&switches).and_then(|c| {
+        }) => args.headless_config(&switches).and_then(|c| {
             let opts = cli::serve::Options {
                 listen: *listen,
                 unix: unix.clone(),
@@ -358,10 +377,16 @@ fn main() -> ExitCode {
             // terminal changes.
             let filter = c.filter.clone();
             let tracer = nettop::Tracer::start(nettop::Config { filter: Filter::default(), ..c })?;
+            let resolve = match (args.no_resolve, args.dns_server) {
+                (true, _) => nettop::ui::Resolve::Off,
+                (false, Some(addr)) => nettop::ui::Resolve::Server(addr),
+                (false, None) => nettop::ui::Resolve::System,
+            };
             let opts = nettop::ui::Options {
                 interval,
                 filter,
                 columns,
+                resolve,
                 panic_after_draw: switches.test_panic,
             };
             nettop::ui::run(tracer, opts)?;

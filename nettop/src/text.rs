@@ -85,6 +85,22 @@ pub fn elide_middle(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
     format!("{start}…{end}").into()
 }
 
+/// An `address:port` in `width` characters at most: the address loses
+/// its middle, the port (a number or a service name) stays whole while the
+/// address keeps a few characters.
+pub fn elide_endpoint(text: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if text.chars().count() <= width {
+        return text.into();
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if width >= port.chars().count() + 5 => {
+            let host = elide_middle(host, width - port.chars().count() - 1);
+            format!("{host}:{port}").into()
+        }
+        _ => elide_middle(text, width),
+    }
+}
+
 /// A round-trip time in 7 characters at most: `850µs`, `12.3ms`, `123ms`,
 /// `1.25s`, `12.5s`.
 pub fn duration_us(us: u32) -> String {
@@ -111,6 +127,21 @@ pub fn age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_lose_the_middle_of_the_address_not_the_port() {
+        assert_eq!(elide_endpoint("10.0.0.5:443", 20), "10.0.0.5:443");
+        assert_eq!(elide_endpoint("[2001:db8::1]:http-alt", 16), "[20…:1]:http-alt");
+        assert_eq!(elide_endpoint("db-1.very.long.example.com:https", 20), "db-1.ve…le.com:https");
+        assert_eq!(
+            elide_endpoint("[2001:db8::1]:http-alt", 12),
+            "[2001:…p-alt",
+            "too narrow for both"
+        );
+        for w in 0..40 {
+            assert!(elide_endpoint("[2001:db8::1]:http-alt", w).chars().count() <= w);
+        }
+    }
 
     #[test]
     fn round_trip_times_are_short_and_in_the_right_unit() {

@@ -34,6 +34,7 @@ struct Case {
     state: State,
     direction: Direction,
     health: Option<Health>,
+    remote_name: Option<String>,
 }
 
 impl Case {
@@ -44,6 +45,7 @@ impl Case {
             state: self.state,
             direction: self.direction,
             health: self.health,
+            remote_name: self.remote_name.as_deref(),
         }
     }
 }
@@ -55,6 +57,7 @@ fn curl() -> Case {
         state: State::Open,
         direction: Direction::Outgoing,
         health: None,
+        remote_name: None,
     }
 }
 
@@ -65,6 +68,7 @@ fn dns() -> Case {
         state: State::Closed,
         direction: Direction::Unknown,
         health: None,
+        remote_name: None,
     }
 }
 
@@ -85,6 +89,24 @@ fn health_terms_select_the_rows_the_table_marks() {
     assert!(!m("health:zero-window", &retrans));
     assert!(Filter::parse("health:slow").is_err());
     assert_eq!(Filter::parse("health:retrans|bad").unwrap().to_string(), "health:retrans|bad");
+}
+
+#[test]
+fn ports_by_service_name_and_hosts_by_resolved_name() {
+    // /etc/services, or the built-in list where there is none: https is 443.
+    assert!(m("port:https", &curl()) && m("rport:HTTPS", &curl()) && !m("lport:https", &curl()));
+    assert!(m("port:http|https", &curl()));
+    assert_eq!(Filter::parse("port:https").unwrap().to_string(), "port:443");
+    let err = Filter::parse("port:no-such-service").unwrap_err().to_string();
+    assert!(err.contains("service name"), "{err}");
+    let named = Case { remote_name: Some("lb-7.Example.com".into()), ..curl() };
+    assert!(m("host:example", &named) && m("host:EXAMPLE.COM", &named));
+    assert!(!m("host:github", &named) && !m("host:example", &curl()), "no name, no match");
+    assert!(m("!host:github", &named));
+    assert!(Filter::parse("host:x").unwrap().reads_names());
+    assert!(Filter::parse("port:1 | host:x").is_ok());
+    assert!(Filter::parse("proc:a|b host:github|gitlab").unwrap().reads_names());
+    assert!(!Filter::parse("proc:host").unwrap().reads_names());
 }
 
 fn m(filter: &str, c: &Case) -> bool {
@@ -141,7 +163,7 @@ fn each_key_matches_its_field() {
 #[test]
 fn bad_text_says_what_is_wrong() {
     for (f, says) in [
-        ("port:http", "port wants a port or a range"),
+        ("port:htp", "port wants a port, a range A-B or a service name"),
         ("port:70000", "port wants"),
         ("port:9-1", "port wants"),
         ("port:", "port: wants a value"),
@@ -187,8 +209,8 @@ fn either_of_and_user_and_cgroup() {
     let text = "port:80|443 !proc:\"a b\"|c user:x|y";
     assert_eq!(Filter::parse(text).unwrap().to_string(), text);
     assert!(Filter::parse("port:80|").is_err());
-    let e = Filter::parse("port:80|http").unwrap_err().to_string();
-    assert!(e.contains("port:http"), "{e}");
+    let e = Filter::parse("port:80|htp").unwrap_err().to_string();
+    assert!(e.contains("port:htp"), "{e}");
 }
 
 fn any_term() -> impl Strategy<Value = String> {
@@ -245,6 +267,7 @@ fn any_case() -> impl Strategy<Value = Case> {
                 state: if open { State::Open } else { State::Closed },
                 direction: if out { Direction::Outgoing } else { Direction::Incoming },
                 health: None,
+                remote_name: None,
             }
         })
 }

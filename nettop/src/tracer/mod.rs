@@ -328,6 +328,7 @@ fn each_connection(
             state: c.state,
             direction: c.direction,
             health: c.health,
+            remote_name: None,
         };
         if wanted(config, &subject) {
             each(c);

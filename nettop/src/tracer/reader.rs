@@ -263,6 +263,7 @@ fn to_event(
             state,
             direction: conn.direction,
             health: None,
+            remote_name: None,
         };
         if !wanted(config, &subject) {
             return None;
@@ -299,6 +300,7 @@ fn to_event(
                     state: State::Closed,
                     direction: conn.direction,
                     health: None,
+                    remote_name: None,
                 },
             )
             .then_some(Event {

@@ -11,6 +11,7 @@ use super::history::History;
 use super::theme::Theme;
 use super::view::{self, Column, Group, Key, Line, RateState, Rows};
 use crate::filter::Filter;
+use crate::names::Dns;
 use crate::tracer::{Connection, Event, Info, Stats};
 
 /// What the tracer reported at one moment.
@@ -61,6 +62,11 @@ pub struct App {
     /// the TCP health set (`t`) is shown instead.
     pub chosen_columns: Vec<Column>,
     pub health_columns: bool,
+    /// Reverse DNS (None with `--no-resolve`), and whether remote ends show
+    /// as names (`d`) and ports as services (`p`).
+    pub dns: Option<Dns>,
+    pub names: bool,
+    pub services: bool,
     pub grouped: bool,
     pub expanded: HashSet<u32>,
     pub show_closed: bool,
@@ -107,6 +113,9 @@ impl App {
             reverse: false,
             chosen_columns: Column::DEFAULT.to_vec(),
             health_columns: false,
+            dns: None,
+            names: true,
+            services: true,
             grouped: false,
             expanded: HashSet::new(),
             show_closed: true,
@@ -123,6 +132,11 @@ impl App {
             held: None,
             held_events: Vec::new(),
         }
+    }
+
+    /// The resolver, while names are shown.
+    pub fn dns_shown(&self) -> Option<&Dns> {
+        self.dns.as_ref().filter(|_| self.names)
     }
 
     /// The columns the table shows, before narrowing to the terminal.
@@ -168,6 +182,7 @@ impl App {
             &self.rows,
             &view::Options {
                 filter: &self.filter,
+                dns: self.dns_shown(),
                 show_closed: self.show_closed,
                 grouped: self.grouped,
                 expanded: &self.expanded,
@@ -310,7 +325,12 @@ impl App {
                 self.show_closed = !self.show_closed;
                 self.rebuild();
             }
-            KeyCode::Char('p') => self.toggle_pause(),
+            KeyCode::Char(' ') => self.toggle_pause(),
+            KeyCode::Char('d') => {
+                self.names = !self.names;
+                self.rebuild();
+            }
+            KeyCode::Char('p') => self.services = !self.services,
             _ => {}
         }
         Action::Continue

@@ -12,13 +12,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("↑ ↓ j k", "move"),
     ("PgUp PgDn Home End", "move by a page, to the ends"),
     ("s / S", "next sort column / reverse it (or click a column title)"),
-    ("t", "TCP health columns: RTT, retransmits, queues, cwnd, send limit"),
+    ("t", "TCP health columns: RTT, retransmits, queues, send limit"),
     ("/", "filter as you type; Enter keeps it, Esc clears it"),
     ("g", "group by process; Enter, → and ← open and close a process"),
     ("Enter", "details of the selected connection, with its timeline"),
     ("e", "live events: connect, accept, close, failed, retransmit"),
     ("c", "show or hide closed connections (shown dimmed)"),
-    ("p", "pause the display (tracing goes on)"),
+    ("d / p", "remote ends as names (reverse DNS) / ports as service names"),
+    ("space", "pause the display (tracing goes on)"),
     ("mouse wheel", "scroll"),
     ("?, F1", "this help; any key closes it"),
 ];
@@ -26,12 +27,13 @@ pub const KEYS: &[(&str, &str)] = &[
 const FILTER: &[&str] = &[
     "port:443 (either end; 8000-8100 for a range)  lport:  rport:  pid:",
     "proc:NAME (name or command line)  proto:tcp|udp  state:open|closed|in|out",
-    "addr:10.0.0.0/8 (IP or CIDR, either end)  container:  netns:",
+    "addr:10.0.0.0/8 (IP or CIDR, either end)  host:NAME (resolved remote name)",
+    "port:https (a service name)  health:bad  user:  cgroup:  container:  netns:",
     "a bare word matches process, command line or address; !term negates",
 ];
 
 const STATE: &str =
-    "state: → we connected  ← we accepted  · UDP  * older than nettop, age+  ! unhealthy";
+    "state: → connected  ← accepted  · UDP  * older than nettop (age+)  ! unhealthy";
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     let t = app.theme;

@@ -29,6 +29,7 @@ use feed::{Feed, Update};
 use theme::Theme;
 
 use crate::filter::Filter;
+use crate::names::Dns;
 use crate::tracer::Tracer;
 
 /// How soon new events in an open pane are drawn.
@@ -39,9 +40,21 @@ pub struct Options {
     pub filter: Filter,
     /// `--columns`, in order; the default set if empty.
     pub columns: Vec<view::Column>,
+    pub resolve: Resolve,
     /// Test-only: panic after the first frame (NETTOP_TEST_PANIC), for the
     /// end-to-end test that a panic leaves a usable terminal.
     pub panic_after_draw: bool,
+}
+
+/// Where remote names come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolve {
+    /// `--no-resolve`: addresses only; `d` says so.
+    Off,
+    /// `/etc/hosts`, then the servers of `/etc/resolv.conf`.
+    System,
+    /// `/etc/hosts`, then this server only (`--dns-server`).
+    Server(std::net::SocketAddr),
 }
 
 /// Draw the whole screen from the app's state.
@@ -79,12 +92,18 @@ pub fn draw(f: &mut Frame, app: &mut App) {
 /// restored and the probes are detached before this returns, on every path.
 pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
     let info = tracer.info().clone();
+    let dns = match opts.resolve {
+        Resolve::Off => None,
+        Resolve::System => Some(Dns::start(None)?),
+        Resolve::Server(addr) => Some(Dns::start(Some(addr))?),
+    };
     let feed = Feed::start(tracer, opts.interval)?;
     let mut screen = terminal::Screen::enter()?;
     let mut app = App::new(info, opts.filter, Theme::from_env(), opts.interval.as_secs_f64());
     if !opts.columns.is_empty() {
         app.chosen_columns = opts.columns;
     }
+    app.dns = dns;
     let mut dirty = true;
     let mut new_events = false;
     let mut last_draw = Instant::now();

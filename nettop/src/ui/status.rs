@@ -27,11 +27,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
             ("?", "help"),
             ("/", "filter"),
             ("s", "sort"),
+            ("t", "health"),
             ("g", "group"),
             ("⏎", "details"),
             ("e", "events"),
             ("c", "closed"),
-            ("p", "pause"),
+            ("␣", "pause"),
             ("q", "quit"),
         ] {
             spans.push(Span::styled(k, t.key()));

@@ -9,11 +9,14 @@ use ratatui::widgets::{Cell, Row as TableRow, Table};
 
 use super::app::App;
 use super::view::{Column, Line, RowFigures};
+use crate::names::{Dns, Services};
 use crate::text::{
-    age, bytes, bytes_short, duration_us, elide_middle, escape_cow, rate, rate_short,
+    age, bytes, bytes_short, duration_us, elide_endpoint, escape_cow, rate, rate_short,
 };
+use crate::tracer::Tuple;
 use crate::tracer::sock_diag::TcpInfo;
 use crate::tracer::{Connection, Direction, Proto, State};
+use std::net::IpAddr;
 
 /// How rates and totals are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,20 +130,23 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
         Cell::from(line).style(if c == app.sort { t.sorted_column() } else { t.header_row() })
     }))
     .style(t.header_row());
+    let naming = Naming {
+        dns: app.dns_shown(),
+        services: app.services.then(Services::system),
+        grouped: app.grouped,
+    };
     let height = usize::from(area.height.saturating_sub(1));
     let end = (app.offset + height).min(app.lines.len());
     let rows = app.lines[app.offset.min(end)..end].iter().enumerate().map(|(i, &line)| {
         let cells = cols.iter().zip(rects.iter()).map(|(&c, rect)| {
             let text = match line {
-                Line::Conn(r) => {
-                    conn_cell(c, &app.rows[r], app.rows.figures(r), app.grouped, numbers)
-                }
+                Line::Conn(r) => conn_cell(c, &app.rows[r], app.rows.figures(r), &naming, numbers),
                 Line::Group(g) => group_cell(c, app, g, numbers),
             };
             // Addresses lose their middle, not their port.
             let text = match c {
                 Column::Local | Column::Remote => {
-                    elide_middle(&text, rect.width.into()).into_owned()
+                    elide_endpoint(&text, rect.width.into()).into_owned()
                 }
                 _ => text,
             };
@@ -209,11 +215,53 @@ impl Numbers {
     }
 }
 
+/// How a row's ends and process read: names where the user wants them.
+pub struct Naming<'a> {
+    pub dns: Option<&'a Dns>,
+    pub services: Option<&'a Services>,
+    /// Rows under their process: the name indented.
+    pub grouped: bool,
+}
+
+impl Naming<'_> {
+    fn port(&self, port: u16, proto: Proto) -> String {
+        match self.services.and_then(|s| s.name(port, proto)) {
+            Some(name) => escape_cow(name).into_owned(),
+            None => port.to_string(),
+        }
+    }
+
+    /// `10.0.0.5:https`, `[2001:db8::5]:39000`.
+    pub fn local(&self, t: &Tuple) -> String {
+        format!("{}:{}", host_text(t.laddr), self.port(t.lport, t.proto))
+    }
+
+    /// `github.com:https` where the address has a name, `*` for a UDP
+    /// socket's unknown peers.
+    pub fn remote(&self, t: &Tuple) -> String {
+        let Some(addr) = t.raddr else {
+            return "*".into();
+        };
+        let host = match self.dns.and_then(|d| d.name(addr)) {
+            Some(name) => escape_cow(&name).into_owned(),
+            None => host_text(addr),
+        };
+        format!("{host}:{}", self.port(t.rport, t.proto))
+    }
+}
+
+fn host_text(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
 fn conn_cell(
     col: Column,
     c: &Connection,
     r: RowFigures,
-    grouped: bool,
+    naming: &Naming,
     numbers: Numbers,
 ) -> String {
     if col.tcp_only() && c.tuple.proto == Proto::Udp {
@@ -224,11 +272,11 @@ fn conn_cell(
         Column::Pid => c.owner.pid.to_string(),
         Column::Process => {
             let name = escape_cow(&c.owner.comm);
-            if grouped { format!("  └ {name}") } else { name.into_owned() }
+            if naming.grouped { format!("  └ {name}") } else { name.into_owned() }
         }
         Column::Proto => proto_text(c.tuple.proto, c.tuple.family).into(),
-        Column::Local => c.tuple.local(),
-        Column::Remote => c.tuple.remote(),
+        Column::Local => naming.local(&c.tuple),
+        Column::Remote => naming.remote(&c.tuple),
         Column::State => state_text(c),
         Column::SendRate => numbers.rate(r.send),
         Column::RecvRate => numbers.rate(r.recv),

@@ -233,7 +233,7 @@ fn narrow_terminals_keep_what_a_diagnosis_needs() {
             assert!(header.contains(title), "{w} columns: {title} missing from {header}");
         }
         // The IPv6 remote end keeps its port, elided or not.
-        assert!(text.contains("]:8080"), "{w} columns:\n{text}");
+        assert!(text.contains(":http-alt "), "{w} columns:\n{text}");
     }
     let header = |w| screen(&mut app(), w, 12).lines().nth(2).unwrap().to_string();
     assert!(!header(80).contains("LOCAL") && !header(80).contains("AGE"), "{}", header(80));
@@ -277,6 +277,42 @@ fn health_columns_show_how_each_tcp_connection_is_doing() {
     }
     key(&mut a, KeyCode::Char('t'));
     assert!(screen(&mut a, 120, 12).lines().nth(2).unwrap().contains("AGE"), "t toggles back");
+}
+
+/// Names from a DNS server on loopback: the remote end shows its name once
+/// the lookup is back (asking never waits), `d` shows addresses again, `p`
+/// port numbers, and `host:` filters by name.
+#[test]
+fn remote_names_and_service_names_toggle() {
+    let (server, _) = crate::names::dns::test_server::server(Some("lb-7.example.test."));
+    let mut a = app();
+    a.dns = Some(crate::names::Dns::start(Some(server)).unwrap());
+    let row = |a: &mut App, needle: &str| {
+        let text = screen(a, 150, 12);
+        text.lines().find(|l| l.contains(needle)).map(str::to_owned).unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    while !row(&mut a, "nginx").contains("lb-7.example.test") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "never named");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let named = screen(&mut a, 150, 12);
+    assert!(named.contains("lb-7.example.test:51000"), "{named}");
+    // Ports as services (443 is https in /etc/services and the built-in list).
+    assert!(named.contains("10.0.0.5:https"), "{named}");
+    typed(&mut a, "/host:lb-7");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.lines.len(), 4, "every TCP peer has the name here: {:?}", pids(&a));
+    typed(&mut a, "/");
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Char('d'));
+    let numbers = screen(&mut a, 150, 12);
+    assert!(numbers.contains("203.0.113.7:51000") && !numbers.contains("lb-7"), "{numbers}");
+    key(&mut a, KeyCode::Char('p'));
+    assert!(screen(&mut a, 150, 12).contains("10.0.0.5:443"));
+    key(&mut a, KeyCode::Char('d'));
+    key(&mut a, KeyCode::Char('p'));
+    assert!(screen(&mut a, 150, 12).contains("lb-7.example.test"));
 }
 
 #[test]
@@ -522,10 +558,10 @@ fn closed_pause_and_scroll() {
     assert!(!pids(&a).contains(&5), "closed hidden");
     key(&mut a, KeyCode::Char('c'));
     assert!(pids(&a).contains(&5));
-    key(&mut a, KeyCode::Char('p'));
+    key(&mut a, KeyCode::Char(' '));
     a.ingest(Snapshot { now_ns: T0 + S, conns: conns(1)[..2].to_vec(), stats: stats() });
     assert_eq!(pids(&a).len(), 5, "paused: the display holds still");
-    key(&mut a, KeyCode::Char('p'));
+    key(&mut a, KeyCode::Char(' '));
     assert_eq!(pids(&a).len(), 2, "unpaused: the newest snapshot shows");
     a.ingest(Snapshot { now_ns: T0 + 2 * S, conns: conns(5), stats: stats() });
     let wheel = |a: &mut App, kind| {

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use crate::filter::{Filter, Subject};
+use crate::names::Dns;
 use crate::tracer::sock_diag::TcpInfo;
 use crate::tracer::{Connection, State};
 
@@ -360,6 +361,8 @@ impl RateState {
 
 pub struct Options<'a> {
     pub filter: &'a Filter,
+    /// Resolves remote names for `host:` terms; None with names off.
+    pub dns: Option<&'a Dns>,
     pub show_closed: bool,
     pub grouped: bool,
     pub expanded: &'a HashSet<u32>,
@@ -370,18 +373,26 @@ pub struct Options<'a> {
 /// The table's lines, in order, and the groups they refer to.
 pub fn lines(rows: &Rows, o: &Options) -> (Vec<Line>, Vec<Group>) {
     let mut matcher = o.filter.matcher();
+    // Names are asked for only when a term reads them: asking starts lookups.
+    let dns = o.dns.filter(|_| o.filter.reads_names());
     let mut shown: Vec<usize> = (0..rows.len())
         .filter(|&i| {
             let c = &rows[i];
-            (o.show_closed || rows.figures[i].open)
-                && (o.filter.is_empty()
-                    || matcher.matches(&Subject {
-                        tuple: &c.tuple,
-                        owner: &c.owner,
-                        state: c.state,
-                        direction: c.direction,
-                        health: c.health,
-                    }))
+            if !(o.show_closed || rows.figures[i].open) {
+                return false;
+            }
+            if o.filter.is_empty() {
+                return true;
+            }
+            let name = dns.zip(c.tuple.raddr).and_then(|(d, ip)| d.name(ip));
+            matcher.matches(&Subject {
+                tuple: &c.tuple,
+                owner: &c.owner,
+                state: c.state,
+                direction: c.direction,
+                health: c.health,
+                remote_name: name.as_deref(),
+            })
         })
         .collect();
     if !o.grouped {
