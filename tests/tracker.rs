@@ -631,6 +631,70 @@ fn netem_delay_and_loss_show_as_rtt_and_retransmits() {
     w.finish();
 }
 
+/// The process view's totals for this process equal the sum of its
+/// connections' exact bytes, connections that closed and left the table
+/// included (a 1 s linger here).
+#[test]
+fn the_process_view_keeps_the_bytes_of_closed_connections() {
+    use nettop::ui::{App, Snapshot};
+    let _g = serial();
+    let tracer = Arc::new(
+        Tracer::start(Config {
+            backend: backend_choice(),
+            linger: Duration::from_secs(1),
+            ..Config::default()
+        })
+        .unwrap(),
+    );
+    let app = Arc::new(std::sync::Mutex::new(App::new(
+        tracer.info().clone(),
+        nettop::Filter::default(),
+        nettop::ui::theme::Theme::plain(),
+        0.25,
+    )));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (tracer, app, stop) = (tracer.clone(), app.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let snap = Snapshot {
+                    now_ns: nettop::tracer::monotonic_ns(),
+                    conns: tracer.connections(),
+                    stats: tracer.stats(),
+                };
+                app.lock().unwrap().ingest(snap);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let mut total = 0u64;
+    let mut ends = Vec::new();
+    for k in 1..=6usize {
+        let (up, down) = (1000 * k + 1, 3000 * k + 7);
+        ends.push(exchange("127.0.0.19:0", up, down));
+        total += (up + down) as u64;
+    }
+    // Every end listed, closed, then gone from the table.
+    let start = Instant::now();
+    while tracer
+        .connections()
+        .iter()
+        .any(|c| ends.iter().any(|e| c.tuple.lport == e.0 || c.tuple.lport == e.1))
+        || start.elapsed() < Duration::from_secs(2)
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "the closed ends never left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    let app = app.lock().unwrap();
+    let me = app.ledger.processes.get(&std::process::id()).expect("this process in the view");
+    // Both ends are this process's: it sent, and received, every byte.
+    assert_eq!((me.sent, me.recv), (total, total), "{me:?}");
+    assert!(me.connections >= 12, "{me:?}");
+}
+
 /// A listing holds the table's lock while it runs (here a consumer of
 /// `for_each_connection` that takes its time; at 100 000 connections a
 /// listing takes a few hundred milliseconds). The reader keeps taking

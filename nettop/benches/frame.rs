@@ -53,8 +53,19 @@ fn conns(round: u64) -> Vec<Connection> {
             backfilled: false,
             counted_since_start: false,
             vanished: false,
-            tcp: None,
-            health: None,
+            // TCP rows carry their health, as the tracer's do after two reads.
+            tcp: (i % 5 != 0).then(|| nettop::tracer::sock_diag::TcpInfo {
+                rtt_us: 200 + (i % 5000) as u32,
+                total_retrans: (i % 7) as u32,
+                send_queue: (i % 3000) as u32,
+                snd_cwnd: 10,
+                ..Default::default()
+            }),
+            health: (i % 5 != 0).then(|| nettop::tracer::health::Health {
+                interval_ms: 1000,
+                retransmits: (i % 11 == 0) as u32,
+                ..Default::default()
+            }),
             first_ns: S,
             last_ns: S + round * S,
         })
@@ -85,6 +96,9 @@ fn main() {
         ("sorted by receive rate", &[][..]),
         ("sorted by process name", &[KeyCode::Char('s'); 5][..]),
         ("grouped by process", &[KeyCode::Char('g')][..]),
+        ("TCP health columns", &[KeyCode::Char('t')][..]),
+        ("process view", &[KeyCode::Char('2')][..]),
+        ("peer view", &[KeyCode::Char('3')][..]),
     ]
     .into_iter()
     .chain([("filtered: proc:svc42", &[][..])])

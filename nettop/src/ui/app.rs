@@ -7,7 +7,9 @@ use ratatui::crossterm::event::{
 };
 use ratatui::layout::Rect;
 
+use super::busiest::{self, BusyKey, BusyRow, BusySort, View};
 use super::history::History;
+use super::ledger::Ledger;
 use super::theme::Theme;
 use super::view::{self, Column, Group, Key, Line, RateState, Rows};
 use crate::filter::Filter;
@@ -67,6 +69,13 @@ pub struct App {
     pub dns: Option<Dns>,
     pub names: bool,
     pub services: bool,
+    /// Connections, or the busiest processes or peers (`1`, `2`, `3`, Tab);
+    /// the bytes those views add up, and their rows, ranked.
+    pub view: View,
+    pub ledger: Ledger,
+    pub busy: Vec<BusyRow>,
+    pub busy_sort: BusySort,
+    pub busy_reverse: bool,
     pub grouped: bool,
     pub expanded: HashSet<u32>,
     pub show_closed: bool,
@@ -116,6 +125,11 @@ impl App {
             dns: None,
             names: true,
             services: true,
+            view: View::Connections,
+            ledger: Ledger::default(),
+            busy: Vec::new(),
+            busy_sort: BusySort::Rate,
+            busy_reverse: false,
             grouped: false,
             expanded: HashSet::new(),
             show_closed: true,
@@ -155,6 +169,7 @@ impl App {
         let reuse = std::mem::take(&mut old.figures);
         self.rows = self.rates.rows(snap.conns, snap.now_ns, reuse);
         drop_elsewhere(old);
+        self.ledger.take(&self.rows, snap.now_ns);
         self.send_total = self.rows.figures.iter().map(|r| r.send).sum();
         self.recv_total = self.rows.figures.iter().map(|r| r.recv).sum();
         let rates = &self.rates;
@@ -178,6 +193,22 @@ impl App {
     /// Re-filter, re-group and re-sort, keeping the selection on the same
     /// connection or process.
     pub fn rebuild(&mut self) {
+        if self.view != View::Connections {
+            self.busy = busiest::rows(
+                &self.ledger,
+                &self.rows,
+                self.view,
+                self.busy_sort,
+                self.busy_reverse,
+            );
+            self.lines = (0..self.busy.len()).map(Line::Busy).collect();
+            let found = match self.selected {
+                Some(Key::Busy(k)) => self.busy.iter().position(|r| r.key == k),
+                _ => None,
+            };
+            self.settle(found);
+            return;
+        }
         let (lines, groups) = view::lines(
             &self.rows,
             &view::Options {
@@ -197,9 +228,14 @@ impl App {
         let target = match self.selected {
             Some(Key::Conn(id)) => self.rows.index_of(id).map(Line::Conn),
             Some(Key::Group(pid)) => self.groups.iter().position(|g| g.pid == pid).map(Line::Group),
-            None => None,
+            Some(Key::Busy(_)) | None => None,
         };
         let found = target.and_then(|t| self.lines.iter().position(|&l| l == t));
+        self.settle(found);
+    }
+
+    /// Put the cursor on the chosen line where it still is (`found`).
+    fn settle(&mut self, found: Option<usize>) {
         match found {
             Some(i) => self.cursor = i,
             None => {
@@ -215,7 +251,28 @@ impl App {
     }
 
     fn current_key(&self) -> Option<Key> {
-        self.lines.get(self.cursor).map(|&l| view::key_of(l, &self.rows, &self.groups))
+        self.lines.get(self.cursor).map(|&l| view::key_of(l, &self.rows, &self.groups, &self.busy))
+    }
+
+    /// Show another view, its top line chosen.
+    fn show(&mut self, view: View) {
+        self.view = view;
+        (self.selected, self.cursor, self.offset) = (None, 0, 0);
+        self.rebuild();
+    }
+
+    /// Enter on a process or peer: its connections.
+    fn open_busy(&mut self, i: usize) {
+        let text = match self.busy[i].key {
+            BusyKey::Process(pid) => format!("pid:{pid}"),
+            BusyKey::Peer(ip) => format!("addr:{ip}"),
+            BusyKey::Exited | BusyKey::OtherPeers => return,
+        };
+        if let Ok(f) = Filter::parse(&text) {
+            self.filter = f;
+            self.filter_text = text;
+        }
+        self.show(View::Connections);
     }
 
     pub fn selected_line(&self) -> Option<Line> {
@@ -272,6 +329,23 @@ impl App {
             KeyCode::PageDown => self.move_by(self.page() as isize),
             KeyCode::Home => self.move_to(0),
             KeyCode::End => self.move_to(usize::MAX),
+            KeyCode::Char('1') => self.show(View::Connections),
+            KeyCode::Char('2') => self.show(View::Processes),
+            KeyCode::Char('3') => self.show(View::Peers),
+            KeyCode::Tab => self.show(self.view.next()),
+            KeyCode::Char('s') if self.view != View::Connections => {
+                self.busy_sort = self.busy_sort.next();
+                self.rebuild();
+            }
+            KeyCode::Char('S') if self.view != View::Connections => {
+                self.busy_reverse = !self.busy_reverse;
+                self.rebuild();
+            }
+            KeyCode::Enter if self.view != View::Connections => {
+                if let Some(Line::Busy(i)) = self.selected_line() {
+                    self.open_busy(i);
+                }
+            }
             KeyCode::Char('s') => self.sort_by(self.sort.next_in(self.columns()), false),
             KeyCode::Char('t') => self.health_columns = !self.health_columns,
             KeyCode::Char('S') => {
@@ -299,7 +373,7 @@ impl App {
             KeyCode::Enter => match self.selected_line() {
                 Some(Line::Group(g)) => self.toggle_group(self.groups[g].pid, None),
                 Some(Line::Conn(_)) => self.details = !self.details,
-                None => {}
+                Some(Line::Busy(_)) | None => {}
             },
             KeyCode::Right | KeyCode::Char('+') => {
                 if let Some(Line::Group(g)) = self.selected_line() {

@@ -5,6 +5,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::App;
+use super::busiest::View;
 use crate::text::{escape, rate};
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect) {
@@ -28,6 +29,12 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     }
     first.push(sep());
     first.push(Span::raw(format!("every {}s", app.interval_s)));
+    first.push(sep());
+    for (key, view) in [("1", View::Connections), ("2", View::Processes), ("3", View::Peers)] {
+        first.push(Span::styled(key, t.key()));
+        let style = if app.view == view { t.sorted_column() } else { t.dim() };
+        first.push(Span::styled(format!(" {} ", view.title()), style));
+    }
     if app.paused {
         first.push(sep());
         first.push(Span::styled(" PAUSED ", t.alarm()));
@@ -46,7 +53,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         s.connections_closed,
         s.backfilled
     ))];
-    if app.grouped {
+    if app.view != View::Connections {
+        second.push(Span::raw(format!(", {} {}", app.busy.len(), app.view.title())));
+    } else if app.grouped {
         second.push(Span::raw(format!(", {} processes", app.groups.len())));
     } else if shown != app.rows.len() {
         second.push(Span::raw(format!(", {shown} shown")));

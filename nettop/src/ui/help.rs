@@ -11,6 +11,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("↑ ↓ j k", "move"),
     ("PgUp PgDn Home End", "move by a page, to the ends"),
+    ("1 2 3, Tab", "views: connections, processes, peers (busiest first)"),
     ("s / S", "next sort column / reverse it (or click a column title)"),
     ("t", "TCP health columns: RTT, retransmits, queues, send limit"),
     ("/", "filter as you type; Enter keeps it, Esc clears it"),

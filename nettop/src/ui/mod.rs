@@ -1,10 +1,12 @@
 //! The interactive table (`sudo nettop`). It reads `Tracer` through the
 //! feed thread and never touches BPF; the tracer knows nothing of it.
 pub mod app;
+pub mod busiest;
 pub mod feed;
 pub mod header;
 pub mod help;
 pub mod history;
+pub mod ledger;
 pub mod panes;
 pub mod status;
 pub mod table;
@@ -25,6 +27,7 @@ use ratatui::crossterm::event::{self, Event as TermEvent};
 use ratatui::layout::{Constraint, Layout};
 
 pub use app::{Action, App, Snapshot};
+use busiest::View;
 use feed::{Feed, Update};
 use theme::Theme;
 
@@ -72,7 +75,10 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     parts.push(Constraint::Length(1));
     let rects = Layout::vertical(parts).split(area);
     header::draw(f, app, rects[0]);
-    table::draw(f, app, rects[1]);
+    match app.view {
+        View::Connections => table::draw(f, app, rects[1]),
+        View::Processes | View::Peers => busiest::draw(f, app, rects[1]),
+    }
     let mut next = 2;
     if app.details {
         panes::details(f, app, rects[next]);

@@ -64,6 +64,25 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
             ));
             format!(" process {} ", grp.pid)
         }
+        Some(ViewLine::Busy(b)) => {
+            let r = &app.busy[b];
+            lines.push(field(app, "name", escape(&r.label)));
+            lines.push(field(
+                app,
+                "conns",
+                format!("{} open now, {} since nettop started", r.open, r.connections),
+            ));
+            lines.push(field(
+                app,
+                "bytes",
+                format!(
+                    "sent {}   received {}   (closed connections included)",
+                    bytes(r.sent),
+                    bytes(r.recv)
+                ),
+            ));
+            " since nettop started ".into()
+        }
         None => {
             lines.push(Line::raw("nothing selected"));
             " details ".into()

@@ -142,6 +142,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             let text = match line {
                 Line::Conn(r) => conn_cell(c, &app.rows[r], app.rows.figures(r), &naming, numbers),
                 Line::Group(g) => group_cell(c, app, g, numbers),
+                Line::Busy(_) => String::new(),
             };
             // Addresses lose their middle, not their port.
             let text = match c {
@@ -156,6 +157,7 @@ pub fn draw(f: &mut Frame, app: &mut App, area: Rect) {
             Line::Conn(r) if app.rows[r].state == State::Closed => t.closed(),
             Line::Conn(r) if marked(&app.rows[r]) => t.warn(),
             Line::Group(_) => t.group(),
+            Line::Busy(_) => ratatui::style::Style::new(),
             Line::Conn(_) => ratatui::style::Style::new(),
         };
         if app.offset + i == app.cursor {

@@ -211,6 +211,7 @@ fn pids(app: &App) -> Vec<u64> {
         .map(|l| match l {
             super::view::Line::Conn(i) => app.rows[*i].id,
             super::view::Line::Group(g) => 1000 + u64::from(app.groups[*g].pid),
+            super::view::Line::Busy(b) => 2000 + *b as u64,
         })
         .collect()
 }
@@ -313,6 +314,47 @@ fn remote_names_and_service_names_toggle() {
     key(&mut a, KeyCode::Char('d'));
     key(&mut a, KeyCode::Char('p'));
     assert!(screen(&mut a, 150, 12).contains("lb-7.example.test"));
+}
+
+/// The process and peer views: totals since nettop started, kept after a
+/// connection has gone; Enter lists the process's connections.
+#[test]
+fn busiest_processes_and_peers() {
+    let mut a = app();
+    // curl's closed connection (id 5) leaves the table; its bytes stay.
+    let later: Vec<Connection> = conns(3).into_iter().filter(|c| c.id != 5).collect();
+    a.ingest(Snapshot { now_ns: T0 + S, conns: later, stats: stats() });
+    key(&mut a, KeyCode::Char('2'));
+    let text = screen(&mut a, 120, 12);
+    insta::assert_snapshot!("processes_view", text);
+    let curl = a.busy.iter().find(|r| r.label == "curl").unwrap();
+    // All of connection 3's bytes (opened after nettop) and all of 5's.
+    assert_eq!((curl.sent, curl.recv), (1500 + 77, 9_000_000 + 1234), "{curl:?}");
+    assert_eq!((curl.open, curl.connections, curl.distinct), (1, 2, 2));
+    // nginx's connection 2 is older than nettop: only what moved since.
+    let nginx = a.busy.iter().find(|r| r.label == "nginx").unwrap();
+    assert_eq!(nginx.sent, 27_000_000 + (6_000 - 2_000), "{nginx:?}");
+    // Ranked by rate: nginx sends 8.6 MiB/s.
+    assert_eq!(a.busy[0].label, "nginx");
+    key(&mut a, KeyCode::Char('s')); // by total
+    assert_eq!(a.busy[0].label, "nginx");
+    for _ in 0..5 {
+        key(&mut a, KeyCode::Char('s'));
+    }
+    assert_eq!(a.busy_sort, super::busiest::BusySort::Rate, "s cycles");
+    key(&mut a, KeyCode::Char('3'));
+    insta::assert_snapshot!("peers_view", screen(&mut a, 120, 12));
+    assert_eq!(a.busy.len(), 4, "four remote addresses: {:?}", a.busy);
+    // Enter on a process: its connections.
+    key(&mut a, KeyCode::Char('2'));
+    let at = a.busy.iter().position(|r| r.label == "curl").unwrap();
+    key(&mut a, KeyCode::Home);
+    for _ in 0..at {
+        key(&mut a, KeyCode::Down);
+    }
+    key(&mut a, KeyCode::Enter);
+    assert_eq!((a.view, a.filter_text.as_str()), (super::busiest::View::Connections, "pid:200"));
+    assert_eq!(pids(&a), [3], "curl's open connection");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
+use super::busiest::BusyRow;
 use crate::filter::{Filter, Subject};
 use crate::names::Dns;
 use crate::tracer::sock_diag::TcpInfo;
@@ -208,6 +209,13 @@ pub struct RowFigures {
     /// Totals, for grouping without reading the connections.
     pub total_sent: u64,
     pub total_recv: u64,
+    /// Bytes since the previous snapshot (all of a new connection's, none
+    /// of one older than nettop when first seen): what the process and peer
+    /// views add up.
+    pub sent_delta: u64,
+    pub recv_delta: u64,
+    /// Not in the previous snapshot.
+    pub first: bool,
 }
 
 /// A snapshot's connections, kept as the tracer made them (100 000 of them
@@ -273,6 +281,8 @@ pub struct Group {
 pub enum Line {
     Conn(usize),
     Group(usize),
+    /// A row of the process or peer view (`App::busy`).
+    Busy(usize),
 }
 
 /// What stays selected while lines re-sort: a connection's id, or a pid.
@@ -280,6 +290,7 @@ pub enum Line {
 pub enum Key {
     Conn(u64),
     Group(u32),
+    Busy(super::busiest::BusyKey),
 }
 
 /// Rates need the previous snapshot's counters: (id, sent, received),
@@ -327,13 +338,13 @@ impl RateState {
                 _ if c.backfilled => None,
                 _ => Some((0, 0)),
             };
-            let (send, recv) = match before {
-                Some((s, r)) if !first => (
-                    c.bytes_sent.saturating_sub(s) as f64 / dt,
-                    c.bytes_recv.saturating_sub(r) as f64 / dt,
-                ),
-                _ => (0.0, 0.0),
+            let seen = matches!(self.prev.get(j), Some(&(id, _, _)) if id == c.id);
+            let (sent_delta, recv_delta) = match before {
+                Some((s, r)) => (c.bytes_sent.saturating_sub(s), c.bytes_recv.saturating_sub(r)),
+                None => (0, 0),
             };
+            let (send, recv) =
+                if first { (0.0, 0.0) } else { (sent_delta as f64 / dt, recv_delta as f64 / dt) };
             let end = if c.state == State::Closed { c.last_ns } else { now_ns };
             let age_s =
                 if c.first_ns == 0 { 0 } else { end.saturating_sub(c.first_ns) / 1_000_000_000 };
@@ -345,6 +356,9 @@ impl RateState {
                 pid: c.owner.pid,
                 total_sent: c.bytes_sent,
                 total_recv: c.bytes_recv,
+                sent_delta,
+                recv_delta,
+                first: !seen,
             };
             next.push((c.id, c.bytes_sent, c.bytes_recv));
         }
@@ -579,9 +593,10 @@ fn compare_groups(rows: &Rows, a: &Group, b: &Group, col: Column) -> Ordering {
     }
 }
 
-pub fn key_of(line: Line, rows: &Rows, groups: &[Group]) -> Key {
+pub fn key_of(line: Line, rows: &Rows, groups: &[Group], busy: &[BusyRow]) -> Key {
     match line {
         Line::Conn(i) => Key::Conn(rows[i].id),
         Line::Group(g) => Key::Group(groups[g].pid),
+        Line::Busy(b) => Key::Busy(busy[b].key),
     }
 }
