@@ -11,6 +11,7 @@ use super::busiest::{self, BusyKey, BusyRow, BusySort, View};
 use super::history::History;
 use super::ledger::Ledger;
 use super::theme::Theme;
+use super::trends::{Sample, Trends};
 use super::view::{self, Column, Group, Key, Line, RateState, Rows};
 use crate::filter::Filter;
 use crate::names::Dns;
@@ -76,6 +77,9 @@ pub struct App {
     pub busy: Vec<BusyRow>,
     pub busy_sort: BusySort,
     pub busy_reverse: bool,
+    /// Recent rates for the graph pane (`G`) and the details' sparklines.
+    pub trends: Trends,
+    pub graph: bool,
     pub grouped: bool,
     pub expanded: HashSet<u32>,
     pub show_closed: bool,
@@ -130,6 +134,8 @@ impl App {
             busy: Vec::new(),
             busy_sort: BusySort::Rate,
             busy_reverse: false,
+            trends: Trends::default(),
+            graph: false,
             grouped: false,
             expanded: HashSet::new(),
             show_closed: true,
@@ -175,6 +181,38 @@ impl App {
         let rates = &self.rates;
         self.history.prune(|id| rates.has(id));
         self.rebuild();
+        self.sample_trends();
+    }
+
+    /// This refresh's figures for the host and for each line on screen.
+    fn sample_trends(&mut self) {
+        self.trends.host(self.send_total, self.recv_total);
+        let end = (self.offset + self.page()).min(self.lines.len());
+        for i in self.offset.min(end)..end {
+            let line = self.lines[i];
+            let sample = match line {
+                Line::Conn(r) => {
+                    let f = self.rows.figures(r);
+                    let rtt_us = self.rows[r].tcp.map(|t| t.rtt_us);
+                    Sample { send: f.send, recv: f.recv, rtt_us }
+                }
+                Line::Group(g) => {
+                    let g = &self.groups[g];
+                    Sample { send: g.send_rate, recv: g.recv_rate, rtt_us: None }
+                }
+                Line::Busy(b) => {
+                    let b = &self.busy[b];
+                    Sample { send: b.send_rate, recv: b.recv_rate, rtt_us: None }
+                }
+            };
+            let key = view::key_of(line, &self.rows, &self.groups, &self.busy);
+            self.trends.line(key, sample);
+        }
+    }
+
+    /// The selected line's recent samples.
+    pub fn selected_trend(&self) -> Option<&std::collections::VecDeque<Sample>> {
+        self.current_key().and_then(|k| self.trends.of(k))
     }
 
     pub fn push_events(&mut self, events: impl IntoIterator<Item = Event>) {
@@ -395,6 +433,7 @@ impl App {
                 self.help = false;
             }
             KeyCode::Char('e') => self.events_pane = !self.events_pane,
+            KeyCode::Char('G') => self.graph = !self.graph,
             KeyCode::Char('c') => {
                 self.show_closed = !self.show_closed;
                 self.rebuild();

@@ -18,6 +18,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("g", "group by process; Enter, → and ← open and close a process"),
     ("Enter", "details of the selected connection, with its timeline"),
     ("e", "live events: connect, accept, close, failed, retransmit"),
+    ("G", "graph of the host's send and receive rates, last 5 minutes"),
     ("c", "show or hide closed connections (shown dimmed)"),
     ("d / p", "remote ends as names (reverse DNS) / ports as service names"),
     ("space", "pause the display (tracing goes on)"),

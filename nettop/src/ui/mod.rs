@@ -12,6 +12,7 @@ pub mod status;
 pub mod table;
 pub mod terminal;
 pub mod theme;
+pub mod trends;
 pub mod view;
 
 #[cfg(test)]
@@ -65,7 +66,11 @@ pub fn draw(f: &mut Frame, app: &mut App) {
     let area = f.area();
     let mut parts = vec![Constraint::Length(2), Constraint::Min(3)];
     let details_h = if app.details { (area.height / 3).max(8) } else { 0 };
+    let graph_h = if app.graph { (area.height / 4).max(6) } else { 0 };
     let events_h = if app.events_pane { (area.height / 4).max(6) } else { 0 };
+    if app.graph {
+        parts.push(Constraint::Length(graph_h));
+    }
     if app.details {
         parts.push(Constraint::Length(details_h));
     }
@@ -80,6 +85,10 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         View::Processes | View::Peers => busiest::draw(f, app, rects[1]),
     }
     let mut next = 2;
+    if app.graph {
+        panes::graph(f, app, rects[next]);
+        next += 1;
+    }
     if app.details {
         panes::details(f, app, rects[next]);
         next += 1;

@@ -2,13 +2,15 @@
 //! live events pane.
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::symbols;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Wrap};
 
 use super::app::App;
 use super::table::{proto_text, state_text};
+use super::trends::{Sample, sparkline};
 use super::view::Line as ViewLine;
-use crate::text::{age, bytes, escape, rate};
+use crate::text::{age, bytes, duration_us, escape, rate};
 use crate::tracer::{Connection, Event, EventKind, Owner, Proto};
 
 fn field<'a>(app: &App, name: &'a str, value: String) -> Line<'a> {
@@ -45,6 +47,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
             let (c, r) = (&app.rows[i], app.rows.figures(i));
             lines.extend(owner_lines(app, &c.owner));
             lines.extend(conn_lines(app, c, r.age_s));
+            lines.extend(trend_lines(app));
             lines.push(Line::styled("timeline", app.theme.key()));
             let t = app.history.timeline(c.id);
             if t.is_empty() {
@@ -62,6 +65,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
                 "bytes",
                 format!("sent {}   received {}", bytes(grp.sent), bytes(grp.recv)),
             ));
+            lines.extend(trend_lines(app));
             format!(" process {} ", grp.pid)
         }
         Some(ViewLine::Busy(b)) => {
@@ -81,6 +85,7 @@ pub fn details(f: &mut Frame, app: &App, area: Rect) {
                     bytes(r.recv)
                 ),
             ));
+            lines.extend(trend_lines(app));
             " since nettop started ".into()
         }
         None => {
@@ -199,6 +204,57 @@ pub fn event_text(app: &App, e: &Event) -> String {
         s.push_str(&format!("  errno {errno}"));
     }
     s
+}
+
+/// The selected line's last minute: send and receive rates, and RTT for
+/// TCP, as sparklines with their peaks.
+fn trend_lines(app: &App) -> Vec<Line<'static>> {
+    let Some(t) = app.selected_trend().filter(|t| t.len() >= 2) else {
+        return Vec::new();
+    };
+    let peak = |f: &dyn Fn(&Sample) -> f64| t.iter().map(f).fold(0.0, f64::max);
+    let mut out = vec![Line::styled(format!("last {} refreshes", t.len()), app.theme.key())];
+    let mut spark = |name: &'static str, values: Vec<f64>, peak: String| {
+        out.push(field(app, name, format!("{}  peak {peak}", sparkline(values.into_iter()))));
+    };
+    spark("send", t.iter().map(|s| s.send).collect(), rate(peak(&|s| s.send)));
+    spark("receive", t.iter().map(|s| s.recv).collect(), rate(peak(&|s| s.recv)));
+    if t.iter().any(|s| s.rtt_us.is_some()) {
+        let rtt: Vec<f64> = t.iter().map(|s| f64::from(s.rtt_us.unwrap_or(0))).collect();
+        let max = rtt.iter().copied().fold(0.0, f64::max) as u32;
+        spark("rtt", rtt, duration_us(max));
+    }
+    out
+}
+
+/// The host's send and receive rates over the last minutes.
+pub fn graph(f: &mut Frame, app: &App, area: Rect) {
+    let t = app.theme;
+    let host = &app.trends.host;
+    let send: Vec<(f64, f64)> = host.iter().enumerate().map(|(i, &(s, _))| (i as f64, s)).collect();
+    let recv: Vec<(f64, f64)> = host.iter().enumerate().map(|(i, &(_, r))| (i as f64, r)).collect();
+    let max = host.iter().map(|&(s, r)| s.max(r)).fold(0.0, f64::max).max(1.0);
+    let secs = host.len() as f64 * app.interval_s;
+    let now = |v: f64| if v > 0.0 { rate(v) } else { "0 B/s".into() };
+    let (up, down) = host.back().copied().unwrap_or_default();
+    let line = |data| {
+        Dataset::default().marker(symbols::Marker::Braille).graph_type(GraphType::Line).data(data)
+    };
+    let datasets = vec![line(&send).style(t.up()), line(&recv).style(t.down())];
+    // The legend is the title: a box over the lines would hide them.
+    let title = Line::from(vec![
+        Span::styled(format!(" host rates, last {}: ", age(secs as u64)), t.title()),
+        Span::styled(format!("↑ send {} ", now(up)), t.up()),
+        Span::styled(format!(" ↓ receive {} ", now(down)), t.down()),
+    ]);
+    let chart = Chart::new(datasets)
+        .block(Block::new().borders(Borders::TOP).title(title))
+        .x_axis(Axis::default().bounds([0.0, (host.len().max(2) - 1) as f64]))
+        .y_axis(
+            Axis::default().bounds([0.0, max]).labels(vec![Line::raw("0"), Line::raw(rate(max))]),
+        )
+        .legend_position(None);
+    f.render_widget(chart, area);
 }
 
 pub fn events(f: &mut Frame, app: &App, area: Rect) {

@@ -357,6 +357,44 @@ fn busiest_processes_and_peers() {
     assert_eq!(pids(&a), [3], "curl's open connection");
 }
 
+/// Pictures: the host graph (`G`) and the selected connection's
+/// sparklines in the details pane, after a minute of changing rates.
+#[test]
+fn graph_and_sparklines() {
+    let mut a = app();
+    render(&mut a, 150, 40);
+    let mut sent = [0u64; 6];
+    for r in 0..12u64 {
+        // Connection 3 (curl) receives in a ramp, then stops.
+        let mut cs = conns(2);
+        for c in &mut cs {
+            sent[c.id as usize] += if r < 8 { (r + 1) * 100_000 } else { 0 };
+            c.bytes_recv += sent[c.id as usize];
+            if let Some(t) = &mut c.tcp {
+                t.rtt_us = 1000 + 500 * r as u32;
+            }
+        }
+        a.ingest(Snapshot { now_ns: T0 + (r + 1) * S, conns: cs, stats: stats() });
+    }
+    typed(&mut a, "/lport:39000");
+    key(&mut a, KeyCode::Enter);
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Char('G'));
+    key(&mut a, KeyCode::Enter);
+    let text = screen(&mut a, 150, 52);
+    insta::assert_snapshot!(text);
+    assert!(text.contains("host rates, last 14s: ↑ send 0 B/s"), "{text}");
+    let spark = |name: &str| {
+        let label = format!("{name:<10}");
+        text.lines().find(|l| l.contains(&label)).map(str::to_owned).unwrap_or_default()
+    };
+    // The first refresh's 2.9 MiB/s, the ramp, then the stop; the RTT
+    // rising all along.
+    assert!(spark("receive").contains("█▁▁▂▂▂▂▃▃▁▁▁▁  peak 2.9 MiB/s"), "{text}");
+    assert!(spark("rtt").contains("▇█  peak 6.5ms"), "{text}");
+    assert_eq!(a.trends.host.len(), 14);
+}
+
 #[test]
 fn columns_are_chosen_by_name() {
     let cols = Column::parse_list("process, REMOTE,rtt,retrans,rtt").unwrap();
