@@ -42,6 +42,16 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
 
 /// How often the resolver looks.
 const EVERY: Duration = Duration::from_millis(500);
+/// The resolver's share of a CPU at most: a dump walks the kernel's whole
+/// TCP table, TIME_WAIT sockets included, so under churn one can take tens
+/// of milliseconds, and the resolver then waits longer between looks.
+const MAX_BUSY_SHARE: u32 = 20;
+
+/// The pause after a look that took `took`: EVERY, or longer where looks
+/// are slow, so that they take at most 1/MAX_BUSY_SHARE of the time.
+fn pause_after(took: Duration) -> Duration {
+    EVERY.max(took * (MAX_BUSY_SHARE - 1))
+}
 
 /// The reader's side: the waiting connections' events, and the way to the
 /// resolver, which starts with the first incoming connection (only the
@@ -51,7 +61,10 @@ pub struct Accepts {
     /// Sockets named here whose owner's close the probe will name again.
     told: FxHashSet<u64>,
     resolver: Option<Resolver>,
-    channels: Option<(Sender<Ask>, Receiver<Answer>)>,
+    channels: Option<(Sender<Vec<Ask>>, Receiver<Answer>)>,
+    /// Asks of this drain of the ring, sent together by `flush`: one
+    /// message per connection woke the resolver for each.
+    outbox: Vec<Ask>,
 }
 
 enum Ask {
@@ -83,13 +96,14 @@ impl Accepts {
             told: FxHashSet::default(),
             resolver: Some(resolver),
             channels: None,
+            outbox: Vec::new(),
         })
     }
 
     /// The resolver's thread, started on first use; it ends when this is
     /// dropped. None if it could not start: the probe still names each
     /// connection at its owner's close.
-    fn asks(&mut self) -> Option<&Sender<Ask>> {
+    fn started(&mut self) -> bool {
         if let Some(resolver) = self.resolver.take() {
             let (asks, asked) = channel();
             let (answer, answers) = channel();
@@ -100,7 +114,16 @@ impl Accepts {
                 self.channels = Some((asks, answers));
             }
         }
-        self.channels.as_ref().map(|(asks, _)| asks)
+        self.channels.is_some()
+    }
+
+    /// Send this drain's asks to the resolver, in one message.
+    pub fn flush(&mut self) {
+        if let Some((asks, _)) = &self.channels
+            && !self.outbox.is_empty()
+        {
+            let _ = asks.send(std::mem::take(&mut self.outbox));
+        }
     }
 
     /// The probe reported an incoming connection (`key.tgid` 0).
@@ -110,9 +133,8 @@ impl Accepts {
         if self.waiting.len() >= MAX_WAITING {
             return;
         }
-        if let Some(asks) = self.asks()
-            && asks.send(Ask::Find { sk: ev.sk, key: ev.key }).is_ok()
-        {
+        if self.started() {
+            self.outbox.push(Ask::Find { sk: ev.sk, key: ev.key });
             self.waiting.insert(ev.sk, ev);
         }
     }
@@ -121,10 +143,8 @@ impl Accepts {
     /// closed (an answer after that is stale).
     pub fn ended(&mut self, sk: u64) {
         self.told.remove(&sk);
-        if self.waiting.remove(&sk).is_some()
-            && let Some((asks, _)) = &self.channels
-        {
-            let _ = asks.send(Ask::Forget(sk));
+        if self.waiting.remove(&sk).is_some() && self.channels.is_some() {
+            self.outbox.push(Ask::Forget(sk));
         }
     }
 
@@ -188,23 +208,31 @@ struct Resolver {
 }
 
 impl Resolver {
-    fn run(mut self, asked: &Receiver<Ask>, answer: &Sender<Answer>) {
+    fn run(mut self, asked: &Receiver<Vec<Ask>>, answer: &Sender<Answer>) {
         let mut next = Instant::now() + EVERY;
         loop {
             match asked.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok(Ask::Find { sk, key }) => {
-                    self.waiting.insert(sk, (key, Instant::now()));
-                }
-                Ok(Ask::Forget(sk)) => {
-                    self.waiting.remove(&sk);
+                Ok(asks) => {
+                    let now = Instant::now();
+                    for ask in asks {
+                        match ask {
+                            Ask::Find { sk, key } => {
+                                self.waiting.insert(sk, (key, now));
+                            }
+                            Ask::Forget(sk) => {
+                                self.waiting.remove(&sk);
+                            }
+                        }
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    let started = Instant::now();
                     for a in self.resolve() {
                         if answer.send(a).is_err() {
                             return;
                         }
                     }
-                    next = Instant::now() + EVERY;
+                    next = Instant::now() + pause_after(started.elapsed());
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -346,10 +374,16 @@ fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_looks_wait_longer() {
+        assert_eq!(pause_after(Duration::from_millis(5)), EVERY);
+        assert_eq!(pause_after(Duration::from_millis(200)), Duration::from_millis(3800));
+    }
     use nettop_shared::{EV_ACCEPT, EV_INCOMING, IPPROTO_TCP};
 
     /// The reader's side, with the test as its resolver.
-    fn accepts() -> (Accepts, Sender<Answer>, Receiver<Ask>) {
+    fn accepts() -> (Accepts, Sender<Answer>, Receiver<Vec<Ask>>) {
         let (asks, asked) = channel();
         let (answer, answers) = channel();
         let told = FxHashSet::default();
@@ -358,6 +392,7 @@ mod tests {
             told,
             resolver: None,
             channels: Some((asks, answers)),
+            outbox: Vec::new(),
         };
         (a, answer, asked)
     }
@@ -371,7 +406,9 @@ mod tests {
     fn an_accept_named_here_and_again_by_the_probe_is_told_once() {
         let (mut a, answer, asked) = accepts();
         a.incoming(incoming(7));
-        assert!(matches!(asked.try_recv(), Ok(Ask::Find { sk: 7, .. })));
+        assert!(asked.try_recv().is_err(), "asks wait for the end of the drain");
+        a.flush();
+        assert!(matches!(asked.try_recv().as_deref(), Ok([Ask::Find { sk: 7, .. }])));
         answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
         let found = a.found();
         let [e] = &found[..] else { panic!("{found:?}") };
@@ -382,7 +419,8 @@ mod tests {
         // The probe named it first: the resolver's answer is stale.
         a.incoming(incoming(7));
         assert!(!a.repeated(7));
-        assert!(matches!(asked.try_iter().last(), Some(Ask::Forget(7))));
+        a.flush();
+        assert!(matches!(asked.try_iter().flatten().last(), Some(Ask::Forget(7))));
         answer.send(Answer::Owner { sk: 7, pid: 42 }).unwrap();
         assert!(a.found().is_empty());
         // Named here, its close lost, its memory a new connection's: the
