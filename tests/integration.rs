@@ -275,20 +275,9 @@ fn list_json_shows_an_older_connection_with_exact_totals() {
 /// ends, with the queues and the zero window that say why.
 #[test]
 fn list_interval_shows_a_stuck_receiver_at_both_ends() {
-    use std::os::fd::AsRawFd;
     let _g = serial();
     let listener = TcpListener::bind("127.0.0.18:0").unwrap();
-    let rcvbuf: libc::c_int = 64 << 10;
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&rcvbuf as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
+    common::small_receive_buffer(&listener);
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_srv, _) = listener.accept().unwrap();
     client.set_nonblocking(true).unwrap();

@@ -504,23 +504,10 @@ fn an_older_idle_connection_ends_with_its_final_totals() {
 #[test]
 fn a_receiver_that_stops_reading_marks_both_ends() {
     use nettop::tracer::health::SendLimit;
-    use std::os::fd::AsRawFd;
     let _g = serial();
     let w = Watch::start();
     let listener = TcpListener::bind("127.0.0.17:0").unwrap();
-    // A small receive buffer, inherited by the accepted socket: its window
-    // closes after a few hundred KiB.
-    let rcvbuf: libc::c_int = 64 << 10;
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&rcvbuf as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUF");
+    common::small_receive_buffer(&listener);
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (mut srv, _) = listener.accept().unwrap();
     let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());

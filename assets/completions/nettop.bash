@@ -65,7 +65,7 @@ _nettop() {
 
     case "${cmd}" in
         nettop)
-            opts="-f -d -h -V --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --interval --help --version completions manpage offsets trace list serve help"
+            opts="-f -d -h -V --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --interval --columns --no-resolve --dns-server --help --version completions manpage offsets trace list serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,6 +132,14 @@ _nettop() {
                     return 0
                     ;;
                 -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --columns)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dns-server)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -325,12 +333,16 @@ _nettop() {
             return 0
             ;;
         nettop__subcmd__list)
-            opts="-f -h --json --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --help"
+            opts="-f -h --json --interval --backend --offsets --btf --filter --pid --port --proto --comm --udp-timeout --linger --max-closed --max-connections --ring-bytes --no-ipv6 --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --backend)
                     COMPREPLY=($(compgen -W "auto kprobe fentry tracepoint" -- "${cur}"))
                     return 0

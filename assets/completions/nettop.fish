@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_nettop_global_optspecs
-    string join \n backend= offsets= btf= f/filter= pid= port= proto= comm= udp-timeout= linger= max-closed= max-connections= ring-bytes= no-ipv6 d/interval= h/help V/version
+    string join \n backend= offsets= btf= f/filter= pid= port= proto= comm= udp-timeout= linger= max-closed= max-connections= ring-bytes= no-ipv6 d/interval= columns= no-resolve dns-server= h/help V/version
 end
 
 function __fish_nettop_needs_command
@@ -32,7 +32,7 @@ complete -c nettop -n "__fish_nettop_needs_command" -l offsets -d 'Where struct 
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_needs_command" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_needs_command" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_needs_command" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -44,7 +44,10 @@ complete -c nettop -n "__fish_nettop_needs_command" -l max-closed -d 'At most th
 complete -c nettop -n "__fish_nettop_needs_command" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_needs_command" -s d -l interval -d 'Seconds between refreshes of the interactive table' -r
+complete -c nettop -n "__fish_nettop_needs_command" -l columns -d 'Columns of the interactive table, comma-separated, in order: pid, process, proto, local, remote, state, send-rate, recv-rate, sent, recv, age, rtt, retrans, send-q, recv-q, cwnd, delivery, limit [default: pid,process,proto,local,remote,state,rtt,send-rate,recv-rate,sent,recv,age]' -r
+complete -c nettop -n "__fish_nettop_needs_command" -l dns-server -d 'Reverse DNS from this server only, not those of /etc/resolv.conf (/etc/hosts is read either way)' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l no-ipv6 -d 'Leave out IPv6 connections'
+complete -c nettop -n "__fish_nettop_needs_command" -l no-resolve -d 'Show remote addresses as numbers: no reverse DNS lookups (the table; `d` toggles names otherwise)'
 complete -c nettop -n "__fish_nettop_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c nettop -n "__fish_nettop_needs_command" -s V -l version -d 'Print version'
 complete -c nettop -n "__fish_nettop_needs_command" -f -a "completions" -d 'Print shell completions for nettop (bash, zsh, fish, elvish or powershell)'
@@ -62,7 +65,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand completions" -l offsets -d
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand completions" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand completions" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -83,7 +86,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l offsets -d 'Wh
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand manpage" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand manpage" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -104,7 +107,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l offsets -d 'Wh
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand offsets" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand offsets" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -126,7 +129,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand trace" -l offsets -d 'Wher
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand trace" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand trace" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -140,6 +143,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand trace" -l ring-bytes -d 'S
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l json -d 'One JSON object per line; the first is {"event":"ready",…}'
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l no-ipv6 -d 'Leave out IPv6 connections'
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c nettop -n "__fish_nettop_using_subcommand list" -l interval -d 'Read the kernel\'s table twice, this far apart, so that TCP connections also have their health over the interval (retransmits, stalls, send limit). At least 0.2' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l backend -d 'Attach backend: kprobe where it attaches, else fentry, else tracepoint' -r -f -a "auto\t'kprobe where it attaches, else fentry, else tracepoint'
 kprobe\t''
 fentry\t''
@@ -148,7 +152,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand list" -l offsets -d 'Where
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand list" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand list" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l proto -d 'Only this protocol' -r -f -a "tcp\t''
@@ -177,7 +181,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand serve" -l offsets -d 'Wher
 guess\t'Guess only; never read BTF'
 btf\t'Read BTF only'"
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l btf -d 'Read BTF from this file instead of /sys/kernel/btf/vmlinux' -r -F
-complete -c nettop -n "__fish_nettop_using_subcommand serve" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state addr container netns; ! negates)' -r
+complete -c nettop -n "__fish_nettop_using_subcommand serve" -s f -l filter -d 'Only connections matching this filter, e.g. "proc:nginx !port:22 addr:10.0.0.0/8" (keys: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l pid -d 'Only this process (thread-group id)' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l port -d 'Only connections with this port at either end' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l proto -d 'Only this protocol' -r -f -a "tcp\t''

@@ -23,8 +23,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -36,7 +36,10 @@ btf\:"Read BTF only"))' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '-d+[Seconds between refreshes of the interactive table]:SECONDS:_default' \
 '--interval=[Seconds between refreshes of the interactive table]:SECONDS:_default' \
+'--columns=[Columns of the interactive table, comma-separated, in order\: pid, process, proto, local, remote, state, send-rate, recv-rate, sent, recv, age, rtt, retrans, send-q, recv-q, cwnd, delivery, limit \[default\: pid,process,proto,local,remote,state,rtt,send-rate,recv-rate,sent,recv,age\]]:LIST:_default' \
+'(--no-resolve)--dns-server=[Reverse DNS from this server only, not those of /etc/resolv.conf (/etc/hosts is read either way)]:IP:PORT:_default' \
 '--no-ipv6[Leave out IPv6 connections]' \
+'--no-resolve[Show remote addresses as numbers\: no reverse DNS lookups (the table; \`d\` toggles names otherwise)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
@@ -60,8 +63,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -87,8 +90,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -113,8 +116,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -140,8 +143,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -159,6 +162,7 @@ btf\:"Read BTF only"))' \
 ;;
 (list)
 _arguments "${_arguments_options[@]}" : \
+'--interval=[Read the kernel'\''s table twice, this far apart, so that TCP connections also have their health over the interval (retransmits, stalls, send limit). At least 0.2]:SECONDS:_default' \
 '--backend=[Attach backend\: kprobe where it attaches, else fentry, else tracepoint]:BACKEND:((auto\:"kprobe where it attaches, else fentry, else tracepoint"
 kprobe\:""
 fentry\:""
@@ -167,8 +171,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \
@@ -201,8 +205,8 @@ tracepoint\:""))' \
 guess\:"Guess only; never read BTF"
 btf\:"Read BTF only"))' \
 '--btf=[Read BTF from this file instead of /sys/kernel/btf/vmlinux]:FILE:_files' \
-'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
-'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state addr container netns; ! negates)]:TERMS:_default' \
+'-f+[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
+'--filter=[Only connections matching this filter, e.g. "proc\:nginx !port\:22 addr\:10.0.0.0/8" (keys\: port lport rport pid proc proto state health addr user cgroup container netns; ! negates)]:TERMS:_default' \
 '--pid=[Only this process (thread-group id)]:PID:_default' \
 '--port=[Only connections with this port at either end]:PORT:_default' \
 '--proto=[Only this protocol]:PROTO:(tcp udp)' \

@@ -53,3 +53,21 @@ pub fn exchange(listen: &str, up: usize, down: usize) -> (u16, u16) {
     server.join().unwrap();
     (cport, addr.port())
 }
+
+/// A 64 KiB receive buffer on a listener, inherited by what it accepts: its
+/// window closes after a few hundred KiB unread.
+pub fn small_receive_buffer(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    let rcvbuf: libc::c_int = 64 << 10;
+    // SAFETY: a c_int option on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&rcvbuf as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF");
+}
