@@ -336,9 +336,11 @@ fn names_from_etc_hosts_and_a_silent_dns_server() {
             "ip link set lo up && ip addr add 192.0.2.2/32 dev lo && ip addr add 192.0.2.3/32 dev lo \
              && mount --bind {hosts} /etc/hosts || exit 9\n\
              python3 {peers} {ports} &\n\
+             peers=$!\n\
+             trap 'kill $peers' EXIT HUP TERM\n\
              while [ ! -s {ports} ]; do sleep 0.1; done\n\
              read dns named unnamed < {ports}\n\
-             exec {bin} --interval 0.5 --dns-server 127.0.0.1:$dns --filter \"port:$named|$unnamed\"\n",
+             {bin} --interval 0.5 --dns-server 127.0.0.1:$dns --filter \"port:$named|$unnamed\"\n",
             hosts = hosts.display(),
             peers = peers.display(),
             ports = ports.display(),
@@ -375,11 +377,11 @@ fn names_from_etc_hosts_and_a_silent_dns_server() {
     // `/` edits the filter in force; Ctrl-U clears it first.
     t.type_text("/");
     t.keys(&["C-u"]);
-    t.type_text("host:db.example");
+    t.type_text(&format!("host:db.example port:{named}"));
     t.keys(&["Enter"]);
     // Both ends of the named connection have it as their remote end.
     let s = t.wait_for("only the named peer's rows", |s| {
-        rows(s).len() == 2 && s.contains("filter: host:db.example")
+        rows(s).len() == 2 && s.contains("filter: host:db.example port:")
     });
     assert!(rows(&s).iter().all(|r| r.contains("db.example.test")), "{s}");
     t.keys(&["q"]);
