@@ -33,10 +33,20 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// What crosses a link.
+#[derive(Clone, Copy, Debug)]
+pub enum Traffic {
+    /// The client sends this many bytes; the server reads them all.
+    Bulk(usize),
+    /// This many 1-byte requests, each answered before the next: every
+    /// round trip is an RTT sample of the path alone, no queue in it.
+    PingPong(usize),
+}
+
 /// A new namespace whose `lo` (MTU 1500, so that a transfer is many
-/// segments) has `netem` (e.g. "delay 25ms loss 5%"), where a client sends
-/// `bytes` to a server that reads them all. Err where netem is unavailable.
-pub fn link(netem: &str, bytes: usize) -> Result<Link, String> {
+/// segments) has `netem` (e.g. "delay 25ms"), carrying `traffic` from a
+/// client to a server. Err where netem is unavailable.
+pub fn link(netem: &str, traffic: Traffic) -> Result<Link, String> {
     let (tx, rx) = mpsc::channel();
     let (keep, done) = mpsc::channel::<()>();
     let netem: Vec<String> = netem.split_whitespace().map(str::to_owned).collect();
@@ -55,11 +65,37 @@ pub fn link(netem: &str, bytes: usize) -> Result<Link, String> {
             let mut client =
                 TcpStream::connect(listener.local_addr().unwrap()).map_err(|e| e.to_string())?;
             let (mut srv, _) = listener.accept().map_err(|e| e.to_string())?;
-            let reader = std::thread::spawn(move || {
-                let mut buf = vec![0u8; bytes];
-                srv.read_exact(&mut buf).map(|_| srv)
-            });
-            client.write_all(&vec![5u8; bytes]).map_err(|e| e.to_string())?;
+            let (reader, ask): (std::thread::JoinHandle<std::io::Result<TcpStream>>, usize) =
+                match traffic {
+                    Traffic::Bulk(bytes) => (
+                        std::thread::spawn(move || {
+                            let mut buf = vec![0u8; bytes];
+                            srv.read_exact(&mut buf).map(|_| srv)
+                        }),
+                        bytes,
+                    ),
+                    Traffic::PingPong(rounds) => (
+                        std::thread::spawn(move || {
+                            let mut b = [0u8; 1];
+                            for _ in 0..rounds {
+                                srv.read_exact(&mut b)?;
+                                srv.write_all(&b)?;
+                            }
+                            Ok(srv)
+                        }),
+                        0,
+                    ),
+                };
+            match traffic {
+                Traffic::Bulk(_) => client.write_all(&vec![5u8; ask]).map_err(|e| e.to_string())?,
+                Traffic::PingPong(rounds) => {
+                    let mut b = [0u8; 1];
+                    for _ in 0..rounds {
+                        client.write_all(&b).map_err(|e| e.to_string())?;
+                        client.read_exact(&mut b).map_err(|e| e.to_string())?;
+                    }
+                }
+            }
             let srv = reader.join().unwrap().map_err(|e| e.to_string())?;
             let netns = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() as u32;
             let ports = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
