@@ -42,7 +42,7 @@ impl View {
 }
 
 /// What a process or peer row stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BusyKey {
     Process(u32),
     Peer(IpAddr),
@@ -188,8 +188,7 @@ pub fn rows(
         };
         // Largest first; ties by label, then key, so the order holds still.
         let o = if reverse { o } else { o.reverse() };
-        o.then_with(|| a.label.cmp(&b.label))
-            .then_with(|| format!("{:?}", a.key).cmp(&format!("{:?}", b.key)))
+        o.then_with(|| a.label.cmp(&b.label)).then_with(|| a.key.cmp(&b.key))
     });
     out
 }
