@@ -36,10 +36,10 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
 /// What crosses a link.
 #[derive(Clone, Copy, Debug)]
 pub enum Traffic {
-    /// The client sends this many bytes; the server reads them all.
-    Bulk(usize),
     /// This many 1-byte requests, each answered before the next: every
-    /// round trip is an RTT sample of the path alone, no queue in it.
+    /// round trip is an RTT sample of the path alone, no queue in it, and
+    /// every byte its own packet (a bulk transfer over `lo` is a few 64 KiB
+    /// GSO packets, too few for a loss rate to show).
     PingPong(usize),
 }
 
@@ -65,36 +65,19 @@ pub fn link(netem: &str, traffic: Traffic) -> Result<Link, String> {
             let mut client =
                 TcpStream::connect(listener.local_addr().unwrap()).map_err(|e| e.to_string())?;
             let (mut srv, _) = listener.accept().map_err(|e| e.to_string())?;
-            let (reader, ask): (std::thread::JoinHandle<std::io::Result<TcpStream>>, usize) =
-                match traffic {
-                    Traffic::Bulk(bytes) => (
-                        std::thread::spawn(move || {
-                            let mut buf = vec![0u8; bytes];
-                            srv.read_exact(&mut buf).map(|_| srv)
-                        }),
-                        bytes,
-                    ),
-                    Traffic::PingPong(rounds) => (
-                        std::thread::spawn(move || {
-                            let mut b = [0u8; 1];
-                            for _ in 0..rounds {
-                                srv.read_exact(&mut b)?;
-                                srv.write_all(&b)?;
-                            }
-                            Ok(srv)
-                        }),
-                        0,
-                    ),
-                };
-            match traffic {
-                Traffic::Bulk(_) => client.write_all(&vec![5u8; ask]).map_err(|e| e.to_string())?,
-                Traffic::PingPong(rounds) => {
-                    let mut b = [0u8; 1];
-                    for _ in 0..rounds {
-                        client.write_all(&b).map_err(|e| e.to_string())?;
-                        client.read_exact(&mut b).map_err(|e| e.to_string())?;
-                    }
+            let Traffic::PingPong(rounds) = traffic;
+            let reader = std::thread::spawn(move || -> std::io::Result<TcpStream> {
+                let mut b = [0u8; 1];
+                for _ in 0..rounds {
+                    srv.read_exact(&mut b)?;
+                    srv.write_all(&b)?;
                 }
+                Ok(srv)
+            });
+            let mut b = [0u8; 1];
+            for _ in 0..rounds {
+                client.write_all(&b).map_err(|e| e.to_string())?;
+                client.read_exact(&mut b).map_err(|e| e.to_string())?;
             }
             let srv = reader.join().unwrap().map_err(|e| e.to_string())?;
             let netns = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino() as u32;
