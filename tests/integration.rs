@@ -314,18 +314,8 @@ fn list_interval_shows_a_stuck_receiver_at_both_ends() {
 /// of packets, and 5 % loss then often drops none.)
 #[test]
 fn list_interval_shows_netem_delay_and_loss() {
-    use netem::Traffic;
     let _g = serial();
-    let links = netem::link("delay 25ms", Traffic::PingPong(30))
-        .and_then(|slow| Ok((slow, netem::link("delay 1ms loss 10%", Traffic::PingPong(50))?)));
-    let (slow, lossy) = match links {
-        Ok(links) => links,
-        Err(why) if !netem::expected() => {
-            eprintln!("netem unavailable here ({why}); the VM matrix runs this test");
-            return;
-        }
-        Err(why) => panic!("netem: {why}"),
-    };
+    let Some((slow, lossy)) = netem::slow_and_lossy() else { return };
     let ports = format!("port:{}|{}", slow.server_port, lossy.server_port);
     let list = json_of(&["list", "--json", "--interval", "1", "--filter", &ports]);
     let end = |link: &netem::Link| {

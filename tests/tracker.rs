@@ -586,19 +586,9 @@ fn a_receiver_that_stops_reading_marks_both_ends() {
 /// exactly; both in the connection and on screen.
 #[test]
 fn netem_delay_and_loss_show_as_rtt_and_retransmits() {
-    use netem::Traffic;
     let _g = serial();
     let w = Watch::start();
-    let links = netem::link("delay 25ms", Traffic::PingPong(30))
-        .and_then(|slow| Ok((slow, netem::link("delay 1ms loss 10%", Traffic::PingPong(50))?)));
-    let (slow, lossy) = match links {
-        Ok(links) => links,
-        Err(why) if !netem::expected() => {
-            eprintln!("netem unavailable here ({why}); the VM matrix runs this test");
-            return;
-        }
-        Err(why) => panic!("netem: {why}"),
-    };
+    let Some((slow, lossy)) = netem::slow_and_lossy() else { return };
     let read = |link: &netem::Link| {
         let ours =
             |c: &Connection| c.tuple.netns == link.netns && c.tuple.lport == link.client_port;
