@@ -21,7 +21,7 @@ pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
     }
     if let Some(interval) = opts.interval {
         // The first read is the base the second judges against.
-        drop(tracer.connections());
+        tracer.for_each_connection(|_| {});
         std::thread::sleep(interval);
     }
     let mut conns = tracer.connections();

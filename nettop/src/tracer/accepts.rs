@@ -24,7 +24,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::backfill::{key_of, socket_owners};
 use super::conntrack::slot;
-use super::sock_diag::{Detail, Namespaces};
+use super::sock_diag::{Detail, Namespaces, rest_after_walk};
 
 /// A connection not accepted within this long (a full accept queue, a
 /// server that stopped accepting) is no longer looked for here: its close
@@ -40,17 +40,13 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
     | (1 << 8) // CLOSE_WAIT
     | (1 << TCP_LISTEN); // LISTEN
 
-/// How often the resolver looks.
+/// How often the resolver looks, at most.
 const EVERY: Duration = Duration::from_millis(500);
-/// The resolver's share of a CPU at most: a dump walks the kernel's whole
-/// TCP table, TIME_WAIT sockets included, so under churn one can take tens
-/// of milliseconds, and the resolver then waits longer between looks.
-const MAX_BUSY_SHARE: u32 = 20;
 
 /// The pause after a look that took `took`: EVERY, or longer where looks
-/// are slow, so that they take at most 1/MAX_BUSY_SHARE of the time.
+/// are slow (sock_diag::rest_after_walk).
 fn pause_after(took: Duration) -> Duration {
-    EVERY.max(took * (MAX_BUSY_SHARE - 1))
+    EVERY.max(rest_after_walk(took))
 }
 
 /// The reader's side: the waiting connections' events, and the way to the

@@ -15,7 +15,7 @@ use super::accepts::Accepts;
 use super::conntrack::{Change, Entry};
 use super::live::Live;
 use super::owners::Owners;
-use super::sock_diag::Detail;
+use super::sock_diag::{Detail, rest_after_walk};
 use super::{
     Config, Connection, Event, EventConn, EventKind, Shared, State, monotonic_ns, queue, wanted,
 };
@@ -69,10 +69,8 @@ pub(super) fn read_loop(
             .then(|| {
                 let s = lock_draining(shared, &mut ring, &mut pending);
                 let age = s.table.read_age_ns(monotonic_ns());
-                // A read walks the kernel's whole TCP table (TIME_WAIT
-                // included): where reads are slow, as under churn, they
-                // wait long enough to take at most 1/20 of the time.
-                let spaced = last_own_read.elapsed() >= own_read_took * 19;
+                // Slow reads (churn: TIME_WAIT) wait longer.
+                let spaced = last_own_read.elapsed() >= rest_after_walk(own_read_took);
                 (spaced && age.is_none_or(|a| a >= OWN_READ_AFTER_NS))
                     .then(|| super::live::plan(&s.table))
             })

@@ -98,6 +98,17 @@ pub struct TcpInfo {
     pub received_raw: u64,
 }
 
+/// A dump walks the kernel's whole TCP table, TIME_WAIT sockets included:
+/// under churn one can take tens of milliseconds. Periodic dumps that are
+/// not a listing's wait after a slow one so that they take at most
+/// 1/MAX_WALK_SHARE of the time.
+const MAX_WALK_SHARE: u32 = 20;
+
+/// How long to wait after a periodic dump that took `took`, at least.
+pub fn rest_after_walk(took: std::time::Duration) -> std::time::Duration {
+    took * (MAX_WALK_SHARE - 1)
+}
+
 /// `sizeof(struct inet_diag_msg)`; attributes follow at this (aligned) offset.
 const DIAG_MSG_LEN: usize = 72;
 /// `sizeof(struct inet_diag_req_v2)`.

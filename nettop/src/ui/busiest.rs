@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::app::App;
 use super::ledger::{Ledger, MAX_DISTINCT, Tally};
-use super::view::Rows;
+use super::view::{RowFigures, Rows};
 use crate::text::{bytes, elide_middle, escape_cow, rate};
 
 /// Which table the screen shows.
@@ -131,48 +131,44 @@ pub fn rows(
         sent: t.sent,
         recv: t.recv,
     };
+    // Each row's rates and open connections now, keyed as the ledger is.
+    fn ranked<K: Copy + Eq + std::hash::Hash>(
+        tallies: &FxHashMap<K, Tally>,
+        folded: (BusyKey, &Tally),
+        key: fn(K) -> BusyKey,
+        each_now: impl Iterator<Item = (K, RowFigures)>,
+        row: impl Fn(BusyKey, &Tally, Now) -> BusyRow,
+    ) -> Vec<BusyRow> {
+        let mut now: FxHashMap<K, Now> = FxHashMap::default();
+        for (k, f) in each_now {
+            let n = now.entry(k).or_default();
+            n.open += usize::from(f.open);
+            (n.send, n.recv) = (n.send + f.send, n.recv + f.recv);
+        }
+        let mut v: Vec<BusyRow> = tallies
+            .iter()
+            .map(|(&k, t)| row(key(k), t, now.get(&k).copied().unwrap_or_default()))
+            .collect();
+        if folded.1.connections > 0 {
+            v.push(row(folded.0, folded.1, Now::default()));
+        }
+        v
+    }
     let mut out: Vec<BusyRow> = match view {
-        View::Processes => {
-            let mut now: FxHashMap<u32, Now> = FxHashMap::default();
-            for f in &rows.figures {
-                let n = now.entry(f.pid).or_default();
-                n.open += usize::from(f.open);
-                (n.send, n.recv) = (n.send + f.send, n.recv + f.recv);
-            }
-            let mut v: Vec<BusyRow> = ledger
-                .processes
-                .iter()
-                .map(|(&pid, t)| {
-                    row(BusyKey::Process(pid), t, now.get(&pid).copied().unwrap_or_default())
-                })
-                .collect();
-            if ledger.exited.connections > 0 {
-                v.push(row(BusyKey::Exited, &ledger.exited, Now::default()));
-            }
-            v
-        }
-        View::Peers => {
-            let mut now: FxHashMap<IpAddr, Now> = FxHashMap::default();
-            for i in 0..rows.len() {
-                let f = rows.figures(i);
-                if let Some(ip) = rows[i].tuple.raddr {
-                    let n = now.entry(ip).or_default();
-                    n.open += usize::from(f.open);
-                    (n.send, n.recv) = (n.send + f.send, n.recv + f.recv);
-                }
-            }
-            let mut v: Vec<BusyRow> = ledger
-                .peers
-                .iter()
-                .map(|(&ip, t)| {
-                    row(BusyKey::Peer(ip), t, now.get(&ip).copied().unwrap_or_default())
-                })
-                .collect();
-            if ledger.other_peers.connections > 0 {
-                v.push(row(BusyKey::OtherPeers, &ledger.other_peers, Now::default()));
-            }
-            v
-        }
+        View::Processes => ranked(
+            &ledger.processes,
+            (BusyKey::Exited, &ledger.exited),
+            BusyKey::Process,
+            rows.figures.iter().map(|f| (f.pid, *f)),
+            row,
+        ),
+        View::Peers => ranked(
+            &ledger.peers,
+            (BusyKey::OtherPeers, &ledger.other_peers),
+            BusyKey::Peer,
+            (0..rows.len()).filter_map(|i| rows[i].tuple.raddr.map(|ip| (ip, rows.figures(i)))),
+            row,
+        ),
         View::Connections => Vec::new(),
     };
     let float = |a: f64, b: f64| a.partial_cmp(&b).unwrap_or(Ordering::Equal);
