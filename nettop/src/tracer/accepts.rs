@@ -35,10 +35,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 const MAX_WAITING: usize = 1 << 18;
 /// Every process is searched at most this often.
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(2);
-/// The states of an accepted connection still open, and of a listener.
-const STATES: u32 = (1 << 1) // ESTABLISHED
-    | (1 << 8) // CLOSE_WAIT
-    | (1 << TCP_LISTEN); // LISTEN
+/// The states of an accepted connection still open.
+const ACCEPTED_STATES: u32 = (1 << 1) // ESTABLISHED
+    | (1 << 8); // CLOSE_WAIT
 
 /// How often the resolver looks, at most.
 const EVERY: Duration = Duration::from_millis(500);
@@ -261,46 +260,65 @@ impl Resolver {
             self.namespaces.open_every_process_namespace();
         }
         // What the kernel has now: each waiting connection's inode (0 until
-        // accepted), and the listeners' inodes by namespace and port. Taken
-        // reply by reply: the dump lists every connection on the host.
-        let by_key: FxHashMap<ConnKey, u64> =
-            self.waiting.iter().map(|(&sk, (k, _))| (slot(k), sk)).collect();
+        // accepted), looked up one by one (a dump would walk every socket
+        // on the host, TIME_WAIT ones included), then the listeners on the
+        // accepted ones' ports.
         let mut inodes: FxHashMap<u64, u64> = FxHashMap::default();
-        let mut listeners: FxHashMap<(u32, u16), Vec<u64>> = FxHashMap::default();
-        let mut dumped = Vec::new();
+        let mut answered = Vec::new();
         for &ns in &netns {
             let Some(sock) = self.namespaces.get(ns) else { continue };
-            let found = sock.stream_tcp(STATES, Detail::Presence, |batch| {
+            let (sks, keys): (Vec<u64>, Vec<ConnKey>) = (self.waiting.iter())
+                .filter(|(_, (k, _))| k.netns == ns)
+                .map(|(&sk, (k, _))| (sk, *k))
+                .unzip();
+            let by_key: FxHashMap<ConnKey, u64> =
+                keys.iter().zip(&sks).map(|(k, &sk)| (slot(k), sk)).collect();
+            let found = sock.lookup_tcp(&keys, ACCEPTED_STATES, Detail::Presence, |batch| {
                 for e in batch {
-                    if e.state == TCP_LISTEN {
-                        listeners.entry((ns, e.lport)).or_default().push(e.inode);
-                    } else if let Some(&sk) = by_key.get(&slot(&key_of(e))) {
+                    if let Some(&sk) = by_key.get(&slot(&key_of(e))) {
                         inodes.insert(sk, e.inode);
                     }
                 }
             });
             if found.is_ok() {
-                dumped.push(ns);
+                answered.push(ns);
             }
         }
         // Gone before anyone accepted it (or its namespace with it): its
         // close comes from the probe.
         self.waiting.retain(|sk, (k, _)| {
-            let keep = !dumped.contains(&k.netns) || inodes.contains_key(sk);
+            let keep = !answered.contains(&k.netns) || inodes.contains_key(sk);
             if !keep {
                 out.push(Answer::Gone(*sk));
             }
             keep
         });
-        let accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.iter())
-            .filter_map(|(&sk, (k, _))| {
+        let mut accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.iter())
+            .filter_map(|(&sk, _)| {
                 let inode = *inodes.get(&sk).filter(|&&n| n != 0)?;
-                let on_port = listeners.get(&(k.netns, k.lport)).cloned().unwrap_or_default();
-                Some((sk, inode, on_port))
+                Some((sk, inode, Vec::new()))
             })
             .collect();
         if accepted.is_empty() {
             return out;
+        }
+        // Listeners only: the kernel walks its small listening table, not
+        // the connections'.
+        let mut listeners: FxHashMap<(u32, u16), Vec<u64>> = FxHashMap::default();
+        let mut listed: Vec<u32> = accepted.iter().map(|a| self.waiting[&a.0].0.netns).collect();
+        listed.sort_unstable();
+        listed.dedup();
+        for ns in listed {
+            let Some(sock) = self.namespaces.get(ns) else { continue };
+            let _ = sock.stream_tcp(1 << TCP_LISTEN, Detail::Presence, |batch| {
+                for e in batch.iter().filter(|e| e.state == TCP_LISTEN) {
+                    listeners.entry((ns, e.lport)).or_default().push(e.inode);
+                }
+            });
+        }
+        for (sk, _, on_port) in &mut accepted {
+            let k = &self.waiting[sk].0;
+            *on_port = listeners.get(&(k.netns, k.lport)).cloned().unwrap_or_default();
         }
         let wanted: FxHashSet<u64> = accepted.iter().map(|a| a.1).collect();
         let mut owners: FxHashMap<u64, Vec<u32>> = FxHashMap::default();

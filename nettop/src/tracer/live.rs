@@ -25,11 +25,21 @@ pub(super) struct Live {
     generation: u32,
 }
 
+/// At most this many open TCP connections are read one lookup each
+/// (about 2.5 µs apiece); more, by dumping each namespace's table. A dump
+/// walks every bucket of the kernel's table and every socket in it,
+/// TIME_WAIT ones included: a millisecond or more even on a quiet host,
+/// ten under churn. Measured in docs/performance.md.
+const LOOKUPS_AT_MOST: usize = 512;
+
 /// What a read will cover: each namespace holding a TCP connection, with a
 /// few of its owners (one of them is the way in), and the newest
 /// connection's id when it was planned.
 pub(super) struct Plan {
     wanted: FxHashMap<u32, Vec<u32>>,
+    /// Each namespace's connections, where there are few enough to look
+    /// up one by one.
+    lookups: Option<FxHashMap<u32, Vec<ConnKey>>>,
     last_id: u64,
 }
 
@@ -42,13 +52,22 @@ pub(super) struct Batch<'a> {
 
 pub(super) fn plan(table: &Table) -> Plan {
     let mut wanted: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    let mut lookups: Option<FxHashMap<u32, Vec<ConnKey>>> = Some(FxHashMap::default());
+    let mut count = 0;
     for e in table.open_entries().filter(|e| e.key.proto == IPPROTO_TCP) {
         let pids = wanted.entry(e.key.netns).or_default();
         if pids.len() < 4 && e.key.tgid != 0 && !pids.contains(&e.key.tgid) {
             pids.push(e.key.tgid);
         }
+        count += 1;
+        if count > LOOKUPS_AT_MOST {
+            lookups = None;
+        }
+        if let Some(l) = &mut lookups {
+            l.entry(e.key.netns).or_default().push(e.key);
+        }
     }
-    Plan { wanted, last_id: table.last_id() }
+    Plan { wanted, lookups, last_id: table.last_id() }
 }
 
 impl Live {
@@ -56,7 +75,7 @@ impl Live {
         Ok(Live { namespaces: Namespaces::new()?, generation: 0 })
     }
 
-    /// Dump the connected TCP sockets of every namespace `plan` names,
+    /// Read the connected TCP sockets of every namespace `plan` names,
     /// handing them to `take` reply by reply. The mark to give
     /// `Table::read_applied` once the batches are in.
     pub fn dump(&mut self, plan: Plan, detail: Detail, mut take: impl FnMut(Batch)) -> ReadMark {
@@ -70,7 +89,11 @@ impl Live {
             // A namespace whose dump failed part way is left out of the
             // mark: what it did not list is not thereby gone.
             let each = |sockets: &[SocketEntry]| take(Batch { detail, generation, sockets });
-            if sock.stream_tcp(CONNECTED_STATES, detail, each).is_ok() {
+            let read = match plan.lookups.as_ref().and_then(|l| l.get(ns)) {
+                Some(keys) => sock.lookup_tcp(keys, CONNECTED_STATES, detail, each),
+                None => sock.stream_tcp(CONNECTED_STATES, detail, each),
+            };
+            if read.is_ok() {
                 netns.push(*ns);
             }
         }

@@ -27,6 +27,7 @@ use netlink_packet_sock_diag::constants::{
 };
 use netlink_packet_sock_diag::inet::ExtensionFlags;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use nettop_shared::ConnKey;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -152,6 +153,8 @@ pub struct DiagSocket {
     /// The kernel refused the older request form (one walk for both
     /// families): ask per family instead.
     per_family: std::cell::Cell<bool>,
+    /// The sequence number of the next single-socket lookup.
+    next_seq: std::cell::Cell<u32>,
 }
 
 impl DiagSocket {
@@ -163,7 +166,12 @@ impl DiagSocket {
         sock.bind_auto().context("binding sock_diag socket")?;
         sock.connect(&SocketAddr::new(0, 0))
             .context("connecting sock_diag socket to the kernel")?;
-        Ok(DiagSocket { sock, netns, per_family: std::cell::Cell::new(false) })
+        Ok(DiagSocket {
+            sock,
+            netns,
+            per_family: std::cell::Cell::new(false),
+            next_seq: std::cell::Cell::new(1 << 16),
+        })
     }
 
     /// In the network namespace `ns_file` names (`/proc/PID/ns/net`): a
@@ -222,6 +230,58 @@ impl DiagSocket {
             let req = request(Proto::Tcp, family, states, detail, seq);
             run_dump(&self.sock, &req, Proto::Tcp, seq, self.netns, &mut take)
                 .with_context(|| format!("sock_diag dump of TCP family {family}"))?;
+        }
+        Ok(())
+    }
+
+    /// The TCP sockets of `keys` that the kernel has now in one of
+    /// `states`, handed to `take` a few dozen at a time. One hash lookup
+    /// each, where a dump walks the whole table, every bucket and every
+    /// TIME_WAIT socket: the cheaper way to read a few sockets on a busy
+    /// host. A tuple the kernel no longer has (or has in another state) is
+    /// left out; an error means some tuples went unanswered, and nothing
+    /// may be concluded from their absence.
+    pub fn lookup_tcp(
+        &self,
+        keys: &[ConnKey],
+        states: u32,
+        detail: Detail,
+        mut take: impl FnMut(&[SocketEntry]),
+    ) -> Result<()> {
+        let mut req = Vec::with_capacity(LOOKUPS_PER_SEND * LOOKUP_LEN);
+        let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+        let mut found = Vec::with_capacity(LOOKUPS_PER_SEND);
+        for chunk in keys.chunks(LOOKUPS_PER_SEND) {
+            let first = self.next_seq.get();
+            self.next_seq.set(first.wrapping_add(chunk.len() as u32));
+            req.clear();
+            for (i, key) in chunk.iter().enumerate() {
+                req.extend_from_slice(&lookup_request(key, detail, first.wrapping_add(i as u32)));
+            }
+            self.sock.send(&req, 0).context("sending lookups")?;
+            // The kernel answers within send(), one message per request
+            // (the socket, or NLMSG_ERROR): all are queued by now.
+            let mut answered = 0;
+            found.clear();
+            loop {
+                buf.clear();
+                let n = match self.sock.recv(&mut buf, libc::MSG_TRUNC | libc::MSG_DONTWAIT) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e).context("receiving lookups"),
+                };
+                if n == 0 || n > buf.len() {
+                    bail!("reply of {n} bytes does not fit a {} byte buffer", buf.len());
+                }
+                answered +=
+                    parse_answers(&buf[..n], first, chunk.len() as u32, self.netns, &mut found)?;
+            }
+            if answered != chunk.len() {
+                bail!("{} of {} lookups went unanswered", chunk.len() - answered, chunk.len());
+            }
+            found.retain(|e| states & (1 << e.state) != 0);
+            take(&found);
         }
         Ok(())
     }
@@ -295,6 +355,81 @@ fn request(
     // queries.
     req[4..8].copy_from_slice(&states.to_ne_bytes());
     buf
+}
+
+/// One request and its header: `inet_diag_req_v2` naming one socket.
+const LOOKUP_LEN: usize = 16 + DIAG_REQ_LEN;
+/// Single-socket requests sent in one datagram. Each answer waits in the
+/// socket's receive buffer (about 200 KiB) until read, a kilobyte or two
+/// apiece: more would overflow it, and a dropped answer is unanswered.
+const LOOKUPS_PER_SEND: usize = 64;
+
+/// `inet_diag_req_v2` for the one TCP socket `key` names.
+fn lookup_request(key: &ConnKey, detail: Detail, seq: u32) -> [u8; LOOKUP_LEN] {
+    let mut buf = [0u8; LOOKUP_LEN];
+    let mut nl = NetlinkBuffer::new(&mut buf[..]);
+    nl.set_length(LOOKUP_LEN as u32);
+    nl.set_message_type(SOCK_DIAG_BY_FAMILY);
+    nl.set_flags(NLM_F_REQUEST);
+    nl.set_sequence_number(seq);
+    let req = &mut buf[16..];
+    req[0] = key.family;
+    req[1] = IPPROTO_TCP;
+    req[2] = extensions(detail);
+    req[4..8].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    // inet_diag_sockid: ports big-endian, the local end first, addresses
+    // as the key keeps them (an IPv4 one in the first four bytes).
+    req[8..10].copy_from_slice(&key.lport.to_be_bytes());
+    req[10..12].copy_from_slice(&key.rport.to_be_bytes());
+    req[12..28].copy_from_slice(&key.laddr);
+    req[28..44].copy_from_slice(&key.raddr);
+    // No interface; INET_DIAG_NOCOOKIE: any socket on the tuple.
+    req[48..56].fill(0xff);
+    buf
+}
+
+/// The answers to lookups `first..first + count` in one datagram: sockets
+/// into `out`. Returns how many lookups it answered (a socket, or "none").
+fn parse_answers(
+    buf: &[u8],
+    first: u32,
+    count: u32,
+    netns: u32,
+    out: &mut Vec<SocketEntry>,
+) -> Result<usize> {
+    let mut answered = 0;
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..])
+            .map_err(|e| anyhow!("{e}"))
+            .context("malformed netlink message")?;
+        off += (msg.length() as usize + 3) & !3;
+        if msg.sequence_number().wrapping_sub(first) >= count {
+            continue;
+        }
+        match msg.message_type() {
+            NLMSG_ERROR => {
+                let err = ErrorBuffer::new_checked(msg.payload())
+                    .map_err(|e| anyhow!("{e}"))
+                    .context("malformed NLMSG_ERROR")?;
+                match err.code().map(|c| c.get().saturating_neg()) {
+                    Some(libc::ENOENT) | None => answered += 1,
+                    Some(code) => {
+                        return Err(io::Error::from_raw_os_error(code))
+                            .context("kernel rejected a lookup");
+                    }
+                }
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                answered += 1;
+                if let Some(e) = parse_diag_msg(msg.payload(), Proto::Tcp, netns)? {
+                    out.push(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(answered)
 }
 
 /// `inet_diag_req` under `TCPDIAG_GETSOCK`: TCP, every family.
@@ -650,5 +785,58 @@ mod tests {
             v.iter().map(|e| (e.family, e.lport, e.rport, e.state, e.inode)).collect()
         };
         assert_eq!(strip(&bare), strip(&found));
+    }
+
+    #[test]
+    fn lookups_find_what_the_dump_finds_and_nothing_closed() {
+        use super::super::backfill::key_of;
+        let mut keep = Vec::new();
+        let mut ends = Vec::new();
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = TcpListener::bind(addr) else {
+                eprintln!("{addr}: no such family here; left out");
+                continue;
+            };
+            // More than one datagram of lookups.
+            for _ in 0..100 {
+                let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                c.write_all(b"hello").unwrap();
+                let (s, _) = l.accept().unwrap();
+                ends.extend([c.local_addr().unwrap(), s.local_addr().unwrap()]);
+                keep.push((c, s));
+            }
+        }
+        let sock = DiagSocket::here().unwrap();
+        let mut dumped = Vec::new();
+        sock.dump_tcp(CONNECTED_STATES, Detail::Counters, &mut dumped).unwrap();
+        let dumped = ours(&dumped, &ends);
+        assert_eq!(dumped.len(), 2 * keep.len());
+        let mut keys: Vec<ConnKey> = dumped.iter().map(key_of).collect();
+        // A tuple nobody has: answered, with nothing.
+        keys.push(ConnKey { lport: 1, rport: 1, ..keys[0] });
+        let mut looked = Vec::new();
+        sock.lookup_tcp(&keys, CONNECTED_STATES, Detail::Counters, |b| looked.extend_from_slice(b))
+            .unwrap();
+        let strip = |v: &[SocketEntry]| -> Vec<(u8, u16, u16, u8, u64, Option<u64>)> {
+            let mut v: Vec<_> = v
+                .iter()
+                .map(|e| (e.family, e.lport, e.rport, e.state, e.inode, e.bytes_acked))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(strip(&ours(&looked, &ends)), strip(&dumped));
+        // Closed (TIME_WAIT or gone): left out.
+        let (c, s) = keep.remove(0);
+        let closed = [key_of(
+            &dumped.iter().find(|e| e.lport == c.local_addr().unwrap().port()).unwrap().clone(),
+        )];
+        drop((c, s));
+        let mut after = Vec::new();
+        sock.lookup_tcp(&closed, CONNECTED_STATES, Detail::Presence, |b| {
+            after.extend_from_slice(b)
+        })
+        .unwrap();
+        assert!(after.is_empty(), "{after:#?}");
     }
 }
