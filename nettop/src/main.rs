@@ -248,13 +248,16 @@ impl Args {
 /// the system when freed: with glibc's rising default threshold, a freed
 /// large block (a hash table's old buckets) stayed in RSS by chance. Not
 /// lower, or the TUI's per-second lists would be mapped afresh each time
-/// (docs/performance.md has the figures).
+/// (docs/performance.md has the figures). Smaller frees do not shrink the
+/// heaps at once: each second's lists were given back and faulted in again
+/// every second; `trim_free_memory` returns free pages every few seconds.
 fn return_large_frees() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // SAFETY: mallopt only sets allocator parameters; called before any
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 

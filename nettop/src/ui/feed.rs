@@ -1,6 +1,10 @@
 //! The tracer's side of the TUI: a thread that owns the `Tracer`, takes a
 //! snapshot every interval and forwards events, so the UI never waits on it.
-//! Stopping the feed drops the tracer, which detaches the probes.
+//! Stopping the feed drops the tracer, which detaches the probes. Each
+//! update also writes a byte to `wake`, which the UI sleeps on.
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,8 @@ pub enum Update {
 
 pub struct Feed {
     pub rx: Receiver<Update>,
+    /// Readable once an update is waiting.
+    wake: UnixStream,
     worker: Worker,
 }
 
@@ -25,6 +31,9 @@ const FEED_TICK: Duration = Duration::from_millis(50);
 impl Feed {
     pub fn start(mut tracer: Tracer, interval: Duration) -> Result<Feed> {
         let (tx, rx) = sync_channel(256);
+        let (wake, mut bell) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        bell.set_nonblocking(true)?;
         let mut events = tracer.events();
         let worker = Worker::spawn("nettop-feed", move |stop| {
             let mut dropped = 0;
@@ -41,8 +50,11 @@ impl Feed {
                 }
                 if let Some(batch) = batch {
                     let n = batch.len() as u64;
-                    if let Err(TrySendError::Full(_)) = tx.try_send(Update::Events(batch)) {
-                        dropped += n;
+                    match tx.try_send(Update::Events(batch)) {
+                        // A full socket already wakes the UI.
+                        Ok(()) => drop(bell.write(&[1])),
+                        Err(TrySendError::Full(_)) => dropped += n,
+                        Err(TrySendError::Disconnected(_)) => break,
                     }
                 }
                 if Instant::now() >= next {
@@ -54,16 +66,28 @@ impl Feed {
                         conns: tracer.connections(),
                         stats,
                     };
-                    if let Err(TrySendError::Disconnected(_)) = tx.try_send(Update::Snapshot(snap))
-                    {
-                        break;
+                    match tx.try_send(Update::Snapshot(snap)) {
+                        Ok(()) => drop(bell.write(&[1])),
+                        Err(TrySendError::Full(_)) => {}
+                        Err(TrySendError::Disconnected(_)) => break,
                     }
                 }
                 std::thread::sleep(FEED_TICK);
             }
             tracer.stop();
         })?;
-        Ok(Feed { rx, worker })
+        Ok(Feed { rx, wake, worker })
+    }
+
+    /// What the UI waits on for updates.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// Empty the wake socket before taking the updates it announced.
+    pub fn woken(&self) {
+        let mut drain = [0u8; 256];
+        while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
     }
 
     /// Stop and wait: once this returns, the probes are detached.

@@ -9,7 +9,6 @@
 //! the ring: a hash entry and a queue per connection, for every event, had
 //! been the TUI's largest cost.
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -24,9 +23,9 @@ pub const TIMELINE: usize = 64;
 pub struct History {
     /// With each event its connection's id (0 for none), so that finding a
     /// timeline scans a dense array of ids, not every event.
-    recent: VecDeque<(u64, Arc<Event>)>,
+    recent: VecDeque<(u64, Event)>,
     /// Events that left the ring while their connection was listed.
-    older: FxHashMap<u64, VecDeque<Arc<Event>>>,
+    older: FxHashMap<u64, VecDeque<Event>>,
 }
 
 impl History {
@@ -45,11 +44,11 @@ impl History {
             }
             t.push_back(old);
         }
-        self.recent.push_back((id, Arc::new(ev)));
+        self.recent.push_back((id, ev));
     }
 
     /// The ring, oldest first.
-    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Arc<Event>> + ExactSizeIterator {
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> + ExactSizeIterator {
         self.recent.iter().map(|(_, e)| e)
     }
 
@@ -62,8 +61,8 @@ impl History {
     }
 
     /// Connection `id`'s events, oldest first, at most TIMELINE.
-    pub fn timeline(&self, id: u64) -> Vec<&Arc<Event>> {
-        let mut t: Vec<&Arc<Event>> = self.older.get(&id).into_iter().flatten().collect();
+    pub fn timeline(&self, id: u64) -> Vec<&Event> {
+        let mut t: Vec<&Event> = self.older.get(&id).into_iter().flatten().collect();
         t.extend(self.recent.iter().filter(|(i, _)| *i == id).map(|(_, e)| e));
         let excess = t.len().saturating_sub(TIMELINE);
         t.drain(..excess);
@@ -92,7 +91,7 @@ mod tests {
         Event {
             event: EventKind::Retransmit,
             ts_ns,
-            conn: Some(EventConn::new(Some(id), &ConnKey::default(), 1, Arc::default())),
+            conn: Some(EventConn::new(Some(id), &ConnKey::default(), 1, std::sync::Arc::default())),
             bytes_sent: None,
             bytes_recv: None,
             errno: None,

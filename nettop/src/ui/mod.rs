@@ -122,10 +122,11 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
     let mut dirty = true;
     let mut new_events = false;
     let mut last_draw = Instant::now();
-    let result = loop {
+    let result = 'run: loop {
         if screen.signalled() {
             break Ok(());
         }
+        feed.woken();
         let mut feed_gone = false;
         loop {
             match feed.rx.try_recv() {
@@ -162,24 +163,45 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
                 panic!("NETTOP_TEST_PANIC is set");
             }
         }
-        match event::poll(Duration::from_millis(50)) {
-            Ok(false) => {}
-            Ok(true) => match event::read() {
-                Ok(TermEvent::Key(k)) => {
-                    dirty = true;
-                    if app.on_key(k) == Action::Quit {
-                        break Ok(());
-                    }
-                }
-                Ok(TermEvent::Mouse(m)) => {
-                    dirty = true;
-                    app.on_mouse(m);
-                }
-                Ok(TermEvent::Resize(..)) => dirty = true,
-                Ok(_) => {}
-                Err(e) => break Err(e.into()),
-            },
+        // Asleep until the next draw is due, unless something comes first.
+        let due = if new_events { EVENTS_REDRAW } else { opts.interval };
+        let woken = match screen.wait(feed.wake_fd(), due.saturating_sub(last_draw.elapsed())) {
+            Ok(w) => w,
             Err(e) => break Err(e.into()),
+        };
+        // A resize, or a stop that the flag shows.
+        dirty |= woken.signal;
+        if !(woken.input || woken.hangup) {
+            continue;
+        }
+        // crossterm reads what the terminal has, maybe several events; the
+        // last poll waits a millisecond for more.
+        let mut read_any = false;
+        loop {
+            match event::poll(Duration::from_millis(1)) {
+                Ok(false) => break,
+                Ok(true) => match event::read() {
+                    Ok(TermEvent::Key(k)) => {
+                        dirty = true;
+                        if app.on_key(k) == Action::Quit {
+                            break 'run Ok(());
+                        }
+                    }
+                    Ok(TermEvent::Mouse(m)) => {
+                        dirty = true;
+                        app.on_mouse(m);
+                    }
+                    Ok(TermEvent::Resize(..)) => dirty = true,
+                    Ok(_) => {}
+                    Err(e) => break 'run Err(e.into()),
+                },
+                Err(e) => break 'run Err(e.into()),
+            }
+            read_any = true;
+        }
+        // Hung up with nothing left to read: the terminal is gone.
+        if woken.hangup && !read_any {
+            break Ok(());
         }
     };
     drop(screen);

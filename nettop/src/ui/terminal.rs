@@ -1,9 +1,14 @@
 //! The terminal, entered and always restored: on return, on error, on
 //! panic (a hook restores before the message prints) and on SIGTERM, SIGINT
-//! and SIGHUP (which set a flag the main loop checks).
-use std::io::{Stdout, stdout};
+//! and SIGHUP (which set a flag the main loop checks). The main loop sleeps
+//! here until a key, a signal, the feed or its timeout wakes it.
+use std::fs::File;
+use std::io::{Read, Stdout, stdout};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ratatui::Terminal;
@@ -17,7 +22,24 @@ use ratatui::crossterm::{cursor, execute};
 pub struct Screen {
     pub terminal: Terminal<CrosstermBackend<Stdout>>,
     pub signalled: Arc<AtomicBool>,
+    /// The terminal's input, as crossterm reads it: stdin if that is a
+    /// terminal, else /dev/tty (kept open here).
+    input: RawFd,
+    _tty: Option<File>,
+    /// A byte arrives on each signal (SIGWINCH included), waking `wait`.
+    signals: UnixStream,
     _restore: Restore,
+}
+
+/// What ended a `wait`.
+#[derive(Debug, Default)]
+pub struct Woken {
+    /// The terminal has input for crossterm to read.
+    pub input: bool,
+    /// The terminal hung up or failed: with no input left, it is gone.
+    pub hangup: bool,
+    /// The window changed size, or a signal came.
+    pub signal: bool,
 }
 
 /// Restores when dropped, from the first change to the terminal on.
@@ -62,7 +84,60 @@ impl Screen {
             .context("set up the terminal")?;
         let terminal =
             Terminal::new(CrosstermBackend::new(stdout())).context("open the terminal")?;
-        Ok(Screen { terminal, signalled, _restore: guard })
+        // SAFETY: isatty only inspects the descriptor.
+        let (input, tty) = if unsafe { libc::isatty(libc::STDIN_FILENO) } == 1 {
+            (libc::STDIN_FILENO, None)
+        } else {
+            let f =
+                File::options().read(true).write(true).open("/dev/tty").context("open /dev/tty")?;
+            (f.as_raw_fd(), Some(f))
+        };
+        let (signals, sender) = UnixStream::pair().context("make the signal socket")?;
+        signals.set_nonblocking(true).context("make the signal socket")?;
+        for sig in [
+            signal_hook::consts::SIGWINCH,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ] {
+            let sender = sender.try_clone().context("make the signal socket")?;
+            signal_hook::low_level::pipe::register(sig, sender).context("handle signals")?;
+        }
+        Ok(Screen { terminal, signalled, input, _tty: tty, signals, _restore: guard })
+    }
+
+    /// Sleep until the terminal has input, a signal comes, `feed` becomes
+    /// readable, or `timeout` passes. crossterm's own poll is not used to
+    /// wait: it rounds what is left of its timeout down to whole
+    /// milliseconds and spins through the last one, every time.
+    pub fn wait(&self, feed: RawFd, timeout: Duration) -> std::io::Result<Woken> {
+        let mut fds = [self.input, self.signals.as_raw_fd(), feed].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            // A signal: the flags say which.
+            return if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(Woken { signal: true, ..Woken::default() })
+            } else {
+                Err(e)
+            };
+        }
+        let signal = fds[1].revents != 0;
+        if signal {
+            let mut drain = [0u8; 64];
+            while matches!((&self.signals).read(&mut drain), Ok(n) if n > 0) {}
+        }
+        Ok(Woken {
+            input: fds[0].revents & libc::POLLIN != 0,
+            hangup: fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+            signal,
+        })
     }
 
     pub fn signalled(&self) -> bool {
