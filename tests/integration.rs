@@ -455,3 +455,136 @@ fn version_names_the_commit_and_the_probe_object() {
     assert_eq!(ready["commit"], commit.as_str(), "{ready}");
     assert_eq!(ready["probe_sha256"], sha.as_str(), "{ready}");
 }
+
+/// A capability set (a bit per capability) from a task's status file.
+fn cap_set(status: &str, key: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("{key}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+fn cap_bits(names: &str) -> u64 {
+    const NUMBERS: &[(&str, u32)] = &[
+        ("CAP_DAC_READ_SEARCH", 2),
+        ("CAP_SETGID", 6),
+        ("CAP_SETUID", 7),
+        ("CAP_SYS_MODULE", 16),
+        ("CAP_SYS_RAWIO", 17),
+        ("CAP_SYS_PTRACE", 19),
+        ("CAP_SYS_ADMIN", 21),
+        ("CAP_BPF", 39),
+    ];
+    (names.split(',').map(str::trim).filter(|n| !n.is_empty() && *n != "none"))
+        .map(|n| NUMBERS.iter().find(|(k, _)| *k == n).unwrap_or_else(|| panic!("{n}")).1)
+        .fold(0, |set, c| set | 1 << c)
+}
+
+fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = r.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse().ok());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// The capabilities docs/security.md says nettop's threads and its
+/// helper keep on this kernel: the table's row for this kernel's version
+/// and `kernel.unprivileged_bpf_disabled`.
+fn documented_sets() -> (u64, u64) {
+    let doc = include_str!("../docs/security.md");
+    let table = doc.split("<!-- capabilities: read by tests/integration.rs -->").nth(1).unwrap();
+    let version = |s: &str| -> Option<(u32, u32)> {
+        let (a, b) = s.trim().split_once('.')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let here = kernel_version();
+    let unpriv =
+        std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or_default();
+    let rows = table.lines().skip_while(|l| l.trim().is_empty()).take_while(|l| l.starts_with('|'));
+    for row in rows.skip(2) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (from, below, sysctl, ours, helper) =
+            (cells[1], cells[2], cells[3], cells[4], cells[5]);
+        let in_range =
+            version(from).is_some_and(|f| here >= f) && version(below).is_none_or(|b| here < b);
+        let sysctl_ok = sysctl == "any" || sysctl.split(',').any(|v| v.trim() == unpriv.trim());
+        if in_range && sysctl_ok {
+            return (cap_bits(ours), cap_bits(helper));
+        }
+    }
+    panic!("docs/security.md has no row for {here:?} with unprivileged_bpf_disabled {unpriv}");
+}
+
+#[test]
+fn a_running_nettop_keeps_only_the_capabilities_docs_security_md_lists() {
+    let _g = serial();
+    let (trace, ready) = Trace::start();
+    let (ours, helpers) = documented_sets();
+    let pid = trace.child.id();
+    let forbidden = cap_bits("CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SETUID, CAP_SETGID");
+    let check = |pid: u32, want: u64, who: &str| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let mut n = 0;
+        for t in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(t.path().join("status")) else { continue };
+            let name = status.lines().next().unwrap_or_default();
+            for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+                let set = cap_set(&status, key);
+                assert_eq!(set & forbidden, 0, "{who} {name} {key} {set:x} holds a forbidden one");
+                assert_eq!(set, want, "{who} {name} {key} {set:x}, docs/security.md: {want:x}");
+            }
+            assert_eq!(cap_set(&status, "CapAmb:"), 0, "{who} {name}");
+            assert!(status.contains("NoNewPrivs:\t1"), "{who} {name} without no_new_privs");
+            n += 1;
+        }
+        n
+    };
+    // The tracer's own threads are up once the ready line is out.
+    assert!(check(pid, ours, "nettop") >= 2, "nettop's threads");
+    let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        cap_set(&main, "CapEff:") & cap_bits("CAP_SYS_ADMIN"),
+        0,
+        "nettop holds CAP_SYS_ADMIN"
+    );
+    let helper = ready["protections"]["helper"]["pid"].as_u64().expect("a helper") as u32;
+    let status = std::fs::read_to_string(format!("/proc/{helper}/status")).unwrap();
+    assert!(status.contains(&format!("PPid:\t{pid}\n")), "the helper is nettop's: {status}");
+    assert!(check(helper, helpers, "the helper") >= 1);
+    trace.interrupt();
+}
+
+/// Whether Landlock is among the active LSMs (securityfs mounted if need be).
+fn landlock_active() -> bool {
+    let lsm = std::path::Path::new("/sys/kernel/security/lsm");
+    if !lsm.exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
+            .status();
+    }
+    std::fs::read_to_string(lsm).unwrap_or_default().split(',').any(|l| l.trim() == "landlock")
+}
+
+#[test]
+fn landlock_refuses_a_write_outside_the_allowed_paths_where_the_kernel_has_it() {
+    let _g = serial();
+    let target = std::env::temp_dir().join(format!("nettop-landlock-{}", std::process::id()));
+    let _ = std::fs::remove_file(&target);
+    let out = nettop(&["offsets", "--json"]).env("NETTOP_TEST_WRITE", &target).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["protections"];
+    let landlock = p["landlock"].as_str().unwrap();
+    let wrote = target.exists();
+    let _ = std::fs::remove_file(&target);
+    if landlock_active() {
+        assert!(landlock.starts_with("enforced"), "{p}");
+        assert!(p["test_write"].as_str().unwrap().starts_with("refused"), "{p}");
+        assert!(!wrote, "{} was written", target.display());
+    } else {
+        assert!(landlock.starts_with("unavailable"), "{p}");
+        // Nothing refused it: the switch itself works.
+        assert_eq!(p["test_write"], "written", "{p}");
+        assert!(wrote);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("nettop: note: Landlock unavailable"), "a one-line note: {err}");
+    }
+    assert_eq!(p["no_new_privs"], true, "{p}");
+}

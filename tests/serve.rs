@@ -574,3 +574,56 @@ fn an_over_slow_agent_hits_the_bound_and_is_told() {
     assert_eq!(status["clients"]["refused"], 1, "{status}");
     daemon.stop();
 }
+
+/// A connection in a network namespace made after `serve` confined itself
+/// (tests/support: a thread of this test holds the namespace, as a
+/// container's process would): nettop has dropped CAP_SYS_ADMIN, so its
+/// helper enters the namespace, and finds who accepted the connection.
+#[test]
+fn a_namespace_made_after_start_is_read_through_the_helper() {
+    let _g = serial();
+    let daemon = Daemon::start(&[]);
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status")).unwrap();
+    assert!(status["protections"]["helper"]["pid"].as_u64().is_some(), "{status}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (keep, done) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        // SAFETY: affects only this thread.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+        let up = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+        assert!(up.is_ok_and(|s| s.success()), "ip link set lo up");
+        use std::os::unix::fs::MetadataExt;
+        let netns = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(&[1u8; 3333]).unwrap();
+        let mut buf = vec![0u8; 4444];
+        server.read_exact(&mut buf[..3333]).unwrap();
+        server.write_all(&[2u8; 4444]).unwrap();
+        client.read_exact(&mut buf).unwrap();
+        let ports = (client.local_addr().unwrap().port(), server.local_addr().unwrap().port());
+        tx.send((ports, netns)).unwrap();
+        let _ = done.recv();
+    });
+    let ((cport, sport), netns) = rx.recv().unwrap();
+    let ends =
+        wait_until("both ends, exact, the accepting one named", Duration::from_secs(20), || {
+            let all: Vec<serde_json::Value> =
+                serde_json::from_str(&daemon.get("/connections")).ok()?;
+            let end = |l: u16, r: u16| {
+                all.iter()
+                    .find(|c| c["lport"] == l && c["rport"] == r && c["netns"] == netns)
+                    .cloned()
+            };
+            let (c, s) = (end(cport, sport)?, end(sport, cport)?);
+            let exact = |c: &serde_json::Value, sent: u64, recv: u64| {
+                c["bytes_sent"] == sent && c["bytes_recv"] == recv
+            };
+            (exact(&c, 3333, 4444) && exact(&s, 4444, 3333) && s["pid"] == std::process::id())
+                .then_some((c, s))
+        });
+    assert_eq!(ends.0["pid"], std::process::id(), "{ends:?}");
+    drop(keep);
+    daemon.stop();
+}

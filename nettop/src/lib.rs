@@ -3,8 +3,10 @@
 //! guessing `struct sock` offsets at run time.
 pub mod export;
 pub mod filter;
+pub mod helper;
 pub mod names;
 pub mod probe;
+pub mod sandbox;
 pub mod text;
 pub mod tracer;
 pub mod ui;

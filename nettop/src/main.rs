@@ -148,6 +148,9 @@ struct Switches {
     guess: GuessSwitches,
     /// NETTOP_TEST_PANIC: the TUI panics after its first frame.
     test_panic: bool,
+    /// NETTOP_TEST_WRITE=PATH: once confined, try to create PATH and
+    /// report the outcome with the protections.
+    test_write: Option<PathBuf>,
 }
 
 impl Switches {
@@ -159,6 +162,7 @@ impl Switches {
                 dump_dir: std::env::var_os("NETTOP_GUESS_DUMP").map(PathBuf::from),
             },
             test_panic: std::env::var_os("NETTOP_TEST_PANIC").is_some(),
+            test_write: std::env::var_os("NETTOP_TEST_WRITE").map(PathBuf::from),
         }
     }
 }
@@ -267,24 +271,8 @@ fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Args::command().version(env!("CARGO_PKG_VERSION"))).render(out)
 }
 
-/// Memory freed inside the allocator's heaps (a burst's event batches, freed
-/// by another thread than made them) stays in RSS until trimmed: give it
-/// back every few seconds. At 100 000 connections, after opening them, that
-/// was 15 MB.
-fn trim_free_memory() {
-    #[cfg(target_env = "gnu")]
-    let _ = std::thread::Builder::new().name("nettop-trim".into()).spawn(|| {
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            // SAFETY: malloc_trim only returns free pages to the system.
-            unsafe { libc::malloc_trim(0) };
-        }
-    });
-}
-
 fn main() -> ExitCode {
     return_large_frees();
-    trim_free_memory();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -302,6 +290,28 @@ fn main() -> ExitCode {
         }
     };
     let switches = Switches::from_env();
+    let traces = matches!(
+        args.command,
+        None | Some(
+            Command::Offsets { .. }
+                | Command::Trace { .. }
+                | Command::List { .. }
+                | Command::Serve { .. }
+        )
+    );
+    // Forked now, while this is the only thread; it keeps what the running
+    // phase still needs once nettop drops everything (nettop::sandbox).
+    if traces
+        && nettop::sandbox::may_start_helper()
+        && let Err(e) = nettop::helper::start()
+    {
+        eprintln!("nettop: note: no privileged helper: {}", cli::escape(&format!("{e:#}")));
+    }
+    let allowed = nettop::sandbox::Allowed {
+        read: args.btf.iter().cloned().collect(),
+        test_write: switches.test_write.clone(),
+        ..Default::default()
+    };
     let result = match &args.command {
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Args::command(), "nettop", &mut std::io::stdout());
@@ -318,10 +328,10 @@ fn main() -> ExitCode {
                 guess: switches.guess.clone(),
                 ..StartConfig::default()
             };
-            cli::offsets::run(&config, *json)
+            cli::offsets::run(&config, *json, &allowed)
         }
         Some(Command::Trace { json }) => {
-            args.headless_config(&switches).and_then(|c| cli::trace::run(c, *json))
+            args.headless_config(&switches).and_then(|c| cli::trace::run(c, *json, &allowed))
         }
         Some(Command::List { json, interval }) => args.headless_config(&switches).and_then(|c| {
             let interval = match interval {
@@ -333,7 +343,7 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
-            cli::list::run(c, cli::list::Options { json: *json, interval })
+            cli::list::run(c, cli::list::Options { json: *json, interval }, &allowed)
         }),
         Some(Command::Serve {
             listen,
@@ -360,7 +370,7 @@ fn main() -> ExitCode {
                     },
                 },
             };
-            cli::serve::run(c, opts)
+            cli::serve::run(c, opts, &allowed)
         }),
         None => args.tracer_config(&switches).and_then(|c| {
             let interval = secs_arg("interval", args.interval)?;
@@ -379,7 +389,10 @@ fn main() -> ExitCode {
             // Start (and fail, with a plain one-line error) before the
             // terminal changes.
             let filter = c.filter.clone();
-            let tracer = nettop::Tracer::start(nettop::Config { filter: Filter::default(), ..c })?;
+            let mut allowed = allowed.clone();
+            allowed.read_write.push("/dev/tty".into());
+            let (tracer, protections) =
+                cli::start_tracer(nettop::Config { filter: Filter::default(), ..c }, &allowed)?;
             let resolve = match (args.no_resolve, args.dns_server) {
                 (true, _) => nettop::ui::Resolve::Off,
                 (false, Some(addr)) => nettop::ui::Resolve::Server(addr),
@@ -391,6 +404,7 @@ fn main() -> ExitCode {
                 columns,
                 resolve,
                 panic_after_draw: switches.test_panic,
+                protections: protections.summary(),
             };
             nettop::ui::run(tracer, opts)?;
             Ok(ExitCode::SUCCESS)

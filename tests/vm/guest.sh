@@ -36,7 +36,7 @@ check() { # NAME COMMAND…: run, keep the log, record the verdict
     tail -3 /out/"$name".log
 }
 
-tests="guessed_offsets auto_mode btf_mode trace_json list_json list_interval no_program filters bad_input"
+tests="guessed_offsets auto_mode btf_mode trace_json list_json list_interval no_program filters bad_input capabilities landlock"
 if [ -n "${NETTOP_VM_HIDE_BTF:-}" ]; then
     # As on a kernel built without BTF: nettop sees an empty file; the test
     # oracle keeps a copy.
@@ -44,7 +44,7 @@ if [ -n "${NETTOP_VM_HIDE_BTF:-}" ]; then
     : >/tmp/empty
     mount -o bind /tmp/empty /sys/kernel/btf/vmlinux
     export NETTOP_ORACLE_BTF=/tmp/vmlinux.btf
-    tests="guessed_offsets trace_json list_json list_interval no_program filters bad_input"
+    tests="guessed_offsets trace_json list_json list_interval no_program filters bad_input capabilities landlock"
     check fentry-unavailable sh -c \
         '! ./nettop --backend fentry offsets 2>/out/fentry.err && grep -q "BTF" /out/fentry.err'
     check auto-unverified sh -c \

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use nettop::tracer::{Connection, Tracer};
+use nettop::sandbox::Allowed;
+use nettop::tracer::Connection;
 
 use super::escape;
 
@@ -13,9 +14,9 @@ pub struct Options {
     pub interval: Option<Duration>,
 }
 
-pub fn run(config: nettop::Config, opts: Options) -> Result<ExitCode> {
+pub fn run(config: nettop::Config, opts: Options, allowed: &Allowed) -> Result<ExitCode> {
     let json = opts.json;
-    let tracer = Tracer::start(config)?;
+    let (tracer, _) = super::start_tracer(config, allowed)?;
     if let Some(why) = &tracer.info().backfill_error {
         eprintln!("nettop: warning: {}", escape(why));
     }

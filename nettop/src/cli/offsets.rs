@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use nettop::probe::guess::Field;
 use nettop::probe::{Attempt, Backend, OffsetsMode, Probe, StartConfig, Verification};
+use nettop::sandbox::{Allowed, Protections};
 use serde::Serialize;
 
 use super::{escape, kernel_release};
@@ -30,6 +31,8 @@ struct Report {
     missing_hooks: Vec<String>,
     kprobe_missed: Option<u64>,
     fields: Vec<FieldReport>,
+    /// What nettop gave up once started (nettop::sandbox).
+    protections: Protections,
 }
 
 #[derive(Serialize)]
@@ -40,9 +43,13 @@ struct FieldReport {
     agree: Option<bool>,
 }
 
-pub fn run(config: &StartConfig, json: bool) -> Result<ExitCode> {
+pub fn run(config: &StartConfig, json: bool, allowed: &Allowed) -> Result<ExitCode> {
     let mut probe = Probe::start(config)?;
     let verification = probe.verify();
+    let mut allowed = allowed.clone();
+    allowed.read_write.extend(probe.kprobe_events());
+    let protections = nettop::sandbox::confine(&allowed, &mut || probe.counters().is_ok());
+    super::say_notes(&protections);
     let guessed = probe.guess.as_ref().map(|g| g.offsets);
     let btf = match &verification {
         Verification::Checked(b) => Some(b.clone()),
@@ -91,6 +98,7 @@ pub fn run(config: &StartConfig, json: bool) -> Result<ExitCode> {
         missing_hooks: probe.missing_hooks.clone(),
         kprobe_missed: probe.kprobe_missed(),
         fields,
+        protections,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -121,6 +129,7 @@ fn print_text(r: &Report) {
     if let Some(why) = &r.ipv6_unavailable {
         println!("ipv6      unavailable: {}", escape(why));
     }
+    println!("running   {}", escape(&r.protections.summary()));
     println!();
     println!("{:<10} {:>8} {:>8}", "field", "guessed", "btf");
     for f in &r.fields {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nettop::export::{Aggregator, LabelSpec, PortClass, encode_health};
+use nettop::sandbox::{Allowed, Protections};
 use nettop::tracer::{Connection, Tracer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -40,21 +41,25 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// How long a server thread waits for a request before checking for stop.
 const SERVE_TICK: Duration = Duration::from_millis(100);
 
-pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
+pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Result<ExitCode> {
     // Agents hear of every connection that closed between their polls.
     config.close_rows = true;
     // Listen first: a port in use or a bad socket path is a quick one-line
-    // error, before any probe loads.
-    let mut servers = Vec::new();
+    // error, before any probe loads. The HTTP servers (and their threads)
+    // start once the tracer has given up its privileges.
+    let mut listeners: Vec<(String, tiny_http::Listener)> = Vec::new();
     if opts.listen.is_some() || opts.unix.is_none() {
         let addr = opts.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
         let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-        servers.push((format!("http://{addr}"), serve_on(l)?));
+        listeners.push((format!("http://{addr}"), l.into()));
     }
+    let mut allowed = allowed.clone();
     let unix = match &opts.unix {
         Some(path) => {
             let l = bind_unix(path)?;
-            servers.push((format!("unix:{}", escape(&path.display().to_string())), serve_on(l)?));
+            listeners.push((format!("unix:{}", escape(&path.display().to_string())), l.into()));
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            allowed.socket_dirs.push(dir.to_owned());
             Some(UnixSocket(path.clone()))
         }
         None => None,
@@ -64,7 +69,11 @@ pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
         signal_hook::flag::register(sig, stop.clone()).context("install signal handlers")?;
     }
 
-    let mut tracer = Tracer::start(config)?;
+    let (mut tracer, protections) = super::start_tracer(config, &allowed)?;
+    let servers = listeners
+        .into_iter()
+        .map(|(name, l)| Ok((name, serve_on(l)?)))
+        .collect::<Result<Vec<_>>>()?;
     let mut events = tracer.events().expect("first call");
     if let Some(why) = &tracer.info().backfill_error {
         eprintln!("nettop: warning: {}", escape(why));
@@ -75,6 +84,7 @@ pub fn run(mut config: nettop::Config, opts: Options) -> Result<ExitCode> {
         tracer,
         started: Instant::now(),
         longest_listing_us: AtomicU64::new(0),
+        protections,
     });
     let mut registry = Registry::with_prefix("nettop");
     registry.register_collector(Box::new(Metrics(shared.clone())));
@@ -158,6 +168,7 @@ struct ServeState {
     /// The longest a listing of the connections took, in µs: the tracer's
     /// lock is held all that time, and its reader waits.
     longest_listing_us: AtomicU64,
+    protections: Protections,
 }
 
 impl ServeState {
@@ -218,6 +229,7 @@ impl ServeState {
         v["clients"] = c;
         let longest = self.longest_listing_us.load(Ordering::Relaxed);
         v["longest_listing_ms"] = (longest as f64 / 1e3).into();
+        v["protections"] = serde_json::to_value(&self.protections).unwrap_or_default();
         v
     }
 }
@@ -276,7 +288,7 @@ fn handle(req: Request, shared: &ServeState, registry: &Registry) {
     let _ = req.respond(Response::from_string(body).with_status_code(code).with_header(header));
 }
 
-fn serve_on(listener: impl Into<tiny_http::Listener>) -> Result<Server> {
+fn serve_on(listener: tiny_http::Listener) -> Result<Server> {
     Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("start the HTTP server: {e}"))
 }
 

@@ -3,24 +3,25 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use nettop::tracer::{Event, EventKind, Tracer};
+use nettop::sandbox::Allowed;
+use nettop::tracer::{Event, EventKind};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::escape;
 use super::event_json::EventWriter;
 
-pub fn run(config: nettop::Config, json: bool) -> Result<ExitCode> {
+pub fn run(config: nettop::Config, json: bool, allowed: &Allowed) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(stream(config, json))
+    rt.block_on(stream(config, json, allowed))
 }
 
-async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
+async fn stream(config: nettop::Config, json: bool, allowed: &Allowed) -> Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut tracer = Tracer::start(config)?;
+    let (mut tracer, protections) = super::start_tracer(config, allowed)?;
     let mut events = tracer.events().expect("first call");
     let info = tracer.info().clone();
     if let Some(why) = &info.backfill_error {
@@ -29,6 +30,7 @@ async fn stream(config: nettop::Config, json: bool) -> Result<ExitCode> {
     if json {
         let mut ready = serde_json::to_value(&info)?;
         ready["event"] = "ready".into();
+        ready["protections"] = serde_json::to_value(&protections)?;
         println!("{ready}");
     } else {
         eprintln!(

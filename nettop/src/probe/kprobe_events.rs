@@ -30,6 +30,11 @@ pub struct KprobeEvents {
 }
 
 impl KprobeEvents {
+    /// The control file, written to make and remove the probes.
+    pub fn control(&self) -> PathBuf {
+        self.tracefs.join("kprobe_events")
+    }
+
     pub fn new(tracefs: &Path) -> Result<Self> {
         let control = tracefs.join("kprobe_events");
         if !control.exists() {

@@ -339,6 +339,11 @@ impl Probe {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// tracefs `kprobe_events`, where the kprobes were made, if they were.
+    pub fn kprobe_events(&self) -> Option<std::path::PathBuf> {
+        self.kprobes.as_ref().map(KprobeEvents::control)
+    }
+
     /// The probe's counters, summed over CPUs, indexed by `nettop_shared::Counter`.
     pub fn counters(&self) -> Result<[u64; COUNTER_MAX as usize]> {
         let map: PerCpuArray<&MapData, u64> =

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_sock_diag::constants::TCP_LISTEN;
 use nettop_shared::{ConnKey, Event as RawEvent};
-use procfs::process::{FDTarget, Process};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::backfill::{key_of, socket_owners};
+use super::backfill::{key_of, socket_inodes, socket_owners};
 use super::conntrack::slot;
 use super::sock_diag::{Detail, Namespaces, rest_after_walk};
 
@@ -333,9 +332,7 @@ impl Resolver {
                 .collect();
             pids.sort_unstable();
             pids.dedup();
-            for pid in pids {
-                sockets_of(pid, &wanted, &mut owners);
-            }
+            sockets_of(&pids, &wanted, &mut owners);
             if wanted.iter().any(|i| !owners.contains_key(i))
                 && self.last_full_scan.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY)
             {
@@ -373,13 +370,10 @@ impl Resolver {
     }
 }
 
-/// Which of `wanted` process `pid` holds.
-fn sockets_of(pid: u32, wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec<u32>>) {
-    let Ok(fds) = Process::new(pid as i32).and_then(|p| p.fd()) else { return };
-    for fd in fds.flatten() {
-        if let FDTarget::Socket(inode) = fd.target
-            && wanted.contains(&inode)
-        {
+/// Which of `wanted` the processes `pids` hold.
+fn sockets_of(pids: &[u32], wanted: &FxHashSet<u64>, owners: &mut FxHashMap<u64, Vec<u32>>) {
+    for (inode, pid) in socket_inodes(Some(pids)) {
+        if wanted.contains(&inode) {
             owners.entry(inode).or_default().push(pid);
         }
     }

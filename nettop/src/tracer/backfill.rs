@@ -38,23 +38,52 @@ fn with_owners(sockets: &mut [SocketEntry]) {
 /// Processes that vanish or deny access during the scan are skipped silently.
 pub fn socket_owners() -> HashMap<u64, Vec<u32>> {
     let mut map: HashMap<u64, Vec<u32>> = HashMap::new();
-    let Ok(procs) = procfs::process::all_processes() else {
-        return map;
-    };
-    for p in procs.flatten() {
-        let Ok(fds) = p.fd() else { continue };
-        let pid = p.pid() as u32;
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(ino) = fd.target {
-                map.entry(ino).or_default().push(pid);
-            }
-        }
+    for (ino, pid) in socket_inodes(None) {
+        map.entry(ino).or_default().push(pid);
     }
     for pids in map.values_mut() {
         pids.sort_unstable();
         pids.dedup();
     }
     map
+}
+
+/// (socket inode, pid) for each socket descriptor of `pids`, or of every
+/// process: through the privileged helper where nettop runs one (other
+/// users' `/proc/PID/fd` needs capabilities nettop has dropped).
+pub fn socket_inodes(pids: Option<&[u32]>) -> Vec<(u64, u32)> {
+    match crate::helper::get() {
+        Some(h) => h.socket_inodes(pids).unwrap_or_default(),
+        None => scan_socket_inodes(pids),
+    }
+}
+
+/// `socket_inodes`, read here.
+pub fn scan_socket_inodes(pids: Option<&[u32]>) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    let mut each = |p: &procfs::process::Process| {
+        let Ok(fds) = p.fd() else { return };
+        for fd in fds.flatten() {
+            if let FDTarget::Socket(ino) = fd.target {
+                out.push((ino, p.pid() as u32));
+            }
+        }
+    };
+    match pids {
+        Some(pids) => {
+            for &pid in pids {
+                if let Ok(p) = procfs::process::Process::new(pid as i32) {
+                    each(&p);
+                }
+            }
+        }
+        None => {
+            for p in procfs::process::all_processes().into_iter().flatten().flatten() {
+                each(&p);
+            }
+        }
+    }
+    out
 }
 
 /// TCP listening sockets, to tell incoming connections from outgoing ones.

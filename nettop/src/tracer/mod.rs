@@ -161,8 +161,56 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A tracer attached, its offsets found and older connections read, before
+/// any thread of its own runs: the moment to give up privileges
+/// (`crate::sandbox`), which threads made later inherit.
+pub struct Prepared {
+    shared: Shared,
+    live: live::Live,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    accepts: accepts::Accepts,
+    info: Info,
+}
+
+impl Prepared {
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// Whether the probe's maps can be read now (with the caller's
+    /// capabilities).
+    pub fn can_read_maps(&self) -> bool {
+        self.shared.probe.counters().is_ok()
+    }
+
+    /// tracefs `kprobe_events`, if the probe made kprobes there: they are
+    /// removed through it at exit.
+    pub fn kprobe_events(&self) -> Option<std::path::PathBuf> {
+        self.shared.probe.kprobe_events()
+    }
+
+    /// Start the reader thread.
+    pub fn start(self) -> Result<Tracer> {
+        let Prepared { shared, live, ring, accepts, info } = self;
+        let event_queue = shared.config.event_queue;
+        let shared = Arc::new(Mutex::new(shared));
+        let live = Arc::new(Mutex::new(live));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = queue::queue(event_queue, dropped.clone());
+        let reader = {
+            let (shared, live) = (shared.clone(), live.clone());
+            Worker::spawn("nettop-tracer", move |stop| {
+                reader::read_loop(ring, &shared, &live, accepts, &stop, &tx)
+            })?
+        };
+        Ok(Tracer { shared, live, reader, events: Some(rx), dropped, info })
+    }
+}
+
 impl Tracer {
-    pub fn start(config: Config) -> Result<Tracer> {
+    /// Attach, find the offsets and read the connections older than the
+    /// tracer, in the calling thread (threads it needs meanwhile end).
+    pub fn prepare(config: Config) -> Result<Prepared> {
         let mut probe = Probe::start(&StartConfig {
             backend: config.backend,
             offsets: config.offsets,
@@ -224,19 +272,13 @@ impl Tracer {
             info.backfill_error =
                 Some(format!("connections older than nettop are not listed: {e:#}"));
         }
-        let event_queue = shared.config.event_queue;
-        let shared = Arc::new(Mutex::new(shared));
-        let live = Arc::new(Mutex::new(live));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = queue::queue(event_queue, dropped.clone());
         let accepts = accepts::Accepts::new().context("open a sock_diag socket")?;
-        let reader = {
-            let (shared, live) = (shared.clone(), live.clone());
-            Worker::spawn("nettop-tracer", move |stop| {
-                reader::read_loop(ring, &shared, &live, accepts, &stop, &tx)
-            })?
-        };
-        Ok(Tracer { shared, live, reader, events: Some(rx), dropped, info })
+        Ok(Prepared { shared, live, ring, accepts, info })
+    }
+
+    /// Start tracing: `prepare`, then `Prepared::start`.
+    pub fn start(config: Config) -> Result<Tracer> {
+        Tracer::prepare(config)?.start()
     }
 
     pub fn info(&self) -> &Info {

@@ -196,6 +196,37 @@ impl DiagSocket {
             .map_err(|_| anyhow!("the namespace thread panicked"))?
     }
 
+    /// In namespace `netns`, entered through the first of `pids` (or one
+    /// of its threads) that is in it.
+    pub fn entered(netns: u32, pids: &[u32]) -> Result<DiagSocket> {
+        let file = pids.iter().find_map(|&pid| namespace_file(pid, netns)).ok_or_else(|| {
+            anyhow!("no process of {} is in network namespace {netns}", pids.len())
+        })?;
+        DiagSocket::in_namespace(&file)
+    }
+
+    /// The socket's descriptor, to pass to another process.
+    pub fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the socket's descriptor, open while `self` lives; the
+        // copy outlives it.
+        unsafe { BorrowedFd::borrow_raw(self.sock.as_raw_fd()) }.try_clone_to_owned()
+    }
+
+    /// A socket the privileged helper made in namespace `netns`.
+    pub fn from_fd(fd: std::os::fd::OwnedFd, netns: u32) -> DiagSocket {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor is ours alone, and a NETLINK_SOCK_DIAG
+        // socket already bound and connected.
+        let sock = unsafe { Socket::from_raw_fd(fd.into_raw_fd()) };
+        DiagSocket {
+            sock,
+            netns,
+            per_family: std::cell::Cell::new(false),
+            next_seq: std::cell::Cell::new(1 << 16),
+        }
+    }
+
     /// Every TCP socket in this namespace whose state is in `states` (a
     /// bit per state), both families, in one walk of the kernel's table
     /// where the kernel allows it.
@@ -652,6 +683,27 @@ fn namespace_file(pid: u32, netns: u32) -> Option<std::path::PathBuf> {
         .find(|f| netns_of(f).is_ok_and(|ns| ns == netns))
 }
 
+/// Every network namespace some process or thread is in, with the first
+/// process found in it.
+pub fn every_process_namespace() -> Vec<(u32, u32)> {
+    let mut first_pid: rustc_hash::FxHashMap<u32, u32> = Default::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for d in dir.flatten() {
+            let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            // A thread can have a namespace of its own (unshare, setns).
+            let tasks = std::fs::read_dir(d.path().join("task")).into_iter().flatten();
+            for t in tasks.flatten() {
+                if let Ok(ns) = netns_of(&t.path().join("ns/net")) {
+                    first_pid.entry(ns).or_insert(pid);
+                }
+            }
+        }
+    }
+    first_pid.into_iter().collect()
+}
+
 /// How long a namespace that could not be entered is left alone.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -681,16 +733,17 @@ impl Namespaces {
             if self.failed.get(&netns).is_some_and(|t| t.elapsed() < RETRY) {
                 return None;
             }
-            let opened = pids.into_iter().find_map(|pid| {
-                let file = namespace_file(pid, netns)?;
-                DiagSocket::in_namespace(&file).ok()
-            });
+            let pids: Vec<u32> = pids.into_iter().collect();
+            let opened = match crate::helper::get() {
+                Some(h) => h.netns_socket(netns, &pids).map(|fd| DiagSocket::from_fd(fd, netns)),
+                None => DiagSocket::entered(netns, &pids),
+            };
             match opened {
-                Some(s) => {
+                Ok(s) => {
                     self.failed.remove(&netns);
                     self.sockets.insert(netns, s);
                 }
-                None => {
+                Err(_) => {
                     self.failed.insert(netns, std::time::Instant::now());
                     return None;
                 }
@@ -702,22 +755,11 @@ impl Namespaces {
     /// A socket in every network namespace some process, or some thread,
     /// is in (the backfill's reach: containers included).
     pub fn open_every_process_namespace(&mut self) {
-        let mut first_pid: rustc_hash::FxHashMap<u32, u32> = Default::default();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for d in dir.flatten() {
-                let Some(pid) = d.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                    continue;
-                };
-                // A thread can have a namespace of its own (unshare, setns).
-                let tasks = std::fs::read_dir(d.path().join("task")).into_iter().flatten();
-                for t in tasks.flatten() {
-                    if let Ok(ns) = netns_of(&t.path().join("ns/net")) {
-                        first_pid.entry(ns).or_insert(pid);
-                    }
-                }
-            }
-        }
-        for (ns, pid) in first_pid {
+        let found = match crate::helper::get() {
+            Some(h) => h.namespaces().unwrap_or_default(),
+            None => every_process_namespace(),
+        };
+        for (ns, pid) in found {
             self.open(ns, [pid]);
         }
     }

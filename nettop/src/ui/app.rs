@@ -44,6 +44,8 @@ const HELD_EVENTS: usize = super::history::RECENT;
 
 pub struct App {
     pub info: Info,
+    /// The protections in force (`nettop::sandbox`), for the help screen.
+    pub protections: String,
     pub theme: Theme,
     pub interval_s: f64,
     pub rows: Rows,
@@ -109,6 +111,7 @@ impl App {
     pub fn new(info: Info, filter: Filter, theme: Theme, interval_s: f64) -> App {
         App {
             info,
+            protections: String::new(),
             theme,
             interval_s,
             rows: Rows::default(),

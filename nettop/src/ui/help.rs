@@ -50,6 +50,9 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
     lines.extend(FILTER.iter().map(|l| Line::raw(format!("  {l}"))));
     lines.push(Line::raw(""));
     lines.push(Line::raw(STATE));
+    if !app.protections.is_empty() {
+        lines.push(Line::raw(format!("protections: {}", app.protections)));
+    }
     let h = (lines.len() as u16 + 2).min(area.height);
     let w = 84.min(area.width);
     let [v] = Layout::vertical([Constraint::Length(h)]).flex(Flex::Center).areas(area);

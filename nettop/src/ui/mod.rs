@@ -48,6 +48,8 @@ pub struct Options {
     /// Test-only: panic after the first frame (NETTOP_TEST_PANIC), for the
     /// end-to-end test that a panic leaves a usable terminal.
     pub panic_after_draw: bool,
+    /// The protections in force, for the help screen.
+    pub protections: String,
 }
 
 /// Where remote names come from.
@@ -119,6 +121,7 @@ pub fn run(tracer: Tracer, opts: Options) -> Result<()> {
         app.chosen_columns = opts.columns;
     }
     app.dns = dns;
+    app.protections = opts.protections;
     let mut dirty = true;
     let mut new_events = false;
     let mut last_draw = Instant::now();
