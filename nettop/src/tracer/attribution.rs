@@ -207,7 +207,23 @@ fn read(dir: &str, file: &str) -> Result<Vec<u8>, Unattributed> {
 fn read_process(pid: u32) -> Result<ProcessInfo, Unattributed> {
     let dir = format!("/proc/{pid}");
     let status = read(&dir, "status")?;
-    let status = String::from_utf8_lossy(&status);
+    let comm = read(&dir, "comm")?;
+    let cmdline = read(&dir, "cmdline")?;
+    let cgroup = read(&dir, "cgroup").ok();
+    parse_process(pid, &status, &comm, &cmdline, cgroup.as_deref())
+}
+
+/// A process from the texts of its `/proc/PID` files, which the process's
+/// owner writes (its name, its command line) or shapes (its cgroup path):
+/// any bytes at all. Public for the fuzz target.
+pub fn parse_process(
+    pid: u32,
+    status: &[u8],
+    comm: &[u8],
+    cmdline: &[u8],
+    cgroup: Option<&[u8]>,
+) -> Result<ProcessInfo, Unattributed> {
+    let status = String::from_utf8_lossy(status);
     // /proc/PID also resolves thread ids: if the tgid has been recycled as
     // another process's thread, the process we were asked about is gone.
     let tgid = status_field(&status, "Tgid:").and_then(|v| v.trim().parse::<u32>().ok());
@@ -217,17 +233,15 @@ fn read_process(pid: u32) -> Result<ProcessInfo, Unattributed> {
     let uid = status_field(&status, "Uid:")
         .and_then(|v| v.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok());
-    let comm = read(&dir, "comm")?;
-    let comm = String::from_utf8_lossy(&comm);
-    let cmdline = join_cmdline(&read(&dir, "cmdline")?);
-    let (cgroup, container) = match read(&dir, "cgroup") {
-        Ok(text) => parse_cgroup(&String::from_utf8_lossy(&text)),
-        Err(_) => (None, None),
+    let comm = String::from_utf8_lossy(comm);
+    let (cgroup, container) = match cgroup {
+        Some(text) => parse_cgroup(&String::from_utf8_lossy(text)),
+        None => (None, None),
     };
     Ok(ProcessInfo {
         pid,
         comm: comm.strip_suffix('\n').unwrap_or(&comm).to_owned(),
-        cmdline,
+        cmdline: join_cmdline(cmdline),
         uid,
         user: None,
         cgroup,
