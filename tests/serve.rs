@@ -627,3 +627,68 @@ fn a_namespace_made_after_start_is_read_through_the_helper() {
     drop(keep);
     daemon.stop();
 }
+
+/// The status line of the answer to `raw`, sent on a connection of its own.
+fn status_line(base: &str, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may answer (431) and close before taking it all.
+    let _ = s.write_all(raw);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).lines().next().unwrap_or_default().to_owned()
+}
+
+/// Hostile clients, on loopback: a thousand connections held open, some
+/// with half a request sent (slowloris), do not keep `/metrics` from
+/// answering within a second, and are closed once their time for a
+/// request head is up; an oversized request line or header is refused
+/// (431); anything but GET gets 405, an unknown path 404.
+#[test]
+fn hostile_clients_do_not_stop_the_scrape() {
+    let _g = serial();
+    let daemon = Daemon::start(&[]);
+    let addr = daemon.base.trim_start_matches("http://").to_owned();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            if i % 2 == 1 {
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+            }
+            s
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let text = daemon.get("/metrics");
+        slowest = slowest.max(t.elapsed());
+        assert!(text.contains("nettop_"), "{text}");
+    }
+    eprintln!("the slowest of 5 scrapes beside 1000 idle clients: {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Their time is up: the server closes them (bounded wait).
+    let mut first = idle.into_iter().next().unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut buf = [0u8; 64];
+    let t = Instant::now();
+    let closed =
+        matches!(first.read(&mut buf), Ok(0) | Err(_)) && t.elapsed() < Duration::from_secs(15);
+    assert!(closed, "an idle client was not closed in {:?}", t.elapsed());
+
+    let long_line =
+        [b"GET /".to_vec(), vec![b'a'; 100_000], b" HTTP/1.1\r\n\r\n".to_vec()].concat();
+    assert!(status_line(&daemon.base, &long_line).contains(" 431 "), "a 100 kB request line");
+    let long_header =
+        [b"GET /metrics HTTP/1.1\r\nX: ".to_vec(), vec![b'a'; 100_000], b"\r\n\r\n".to_vec()]
+            .concat();
+    assert!(status_line(&daemon.base, &long_header).contains(" 431 "), "a 100 kB header");
+    let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
+    let many = format!("GET /metrics HTTP/1.1\r\n{many}\r\n");
+    assert!(status_line(&daemon.base, many.as_bytes()).contains(" 431 "), "200 headers");
+    let req = |line: &str| format!("{line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(status_line(&daemon.base, req("POST /metrics").as_bytes()).contains(" 405 "));
+    assert!(status_line(&daemon.base, req("GET /etc/passwd").as_bytes()).contains(" 404 "));
+    assert!(status_line(&daemon.base, req("GET /healthz").as_bytes()).contains(" 200 "));
+    daemon.stop();
+}

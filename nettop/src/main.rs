@@ -271,8 +271,23 @@ fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Args::command().version(env!("CARGO_PKG_VERSION"))).render(out)
 }
 
+/// As many descriptors as the hard limit allows: `serve` holds one per
+/// client (a thousand idle ones must not starve a scrape), and the soft
+/// limit is often 1024.
+fn raise_descriptor_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     return_large_frees();
+    raise_descriptor_limit();
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -7,18 +7,18 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use nettop::export::http::{self, Handler, Reply, Route, TEXT};
 use nettop::export::{Aggregator, LabelSpec, PortClass, encode_health};
 use nettop::sandbox::{Allowed, Protections};
 use nettop::tracer::{Connection, Tracer};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::clients::{ClientLimits, Clients, Refused};
 use super::escape;
@@ -38,7 +38,7 @@ pub struct Options {
 /// How often the connection table is read between scrapes, so that counters
 /// move on even when nobody scrapes (and `/status` stays current).
 const REFRESH: Duration = Duration::from_secs(1);
-/// How long a server thread waits for a request before checking for stop.
+/// How often the HTTP thread checks for stop.
 const SERVE_TICK: Duration = Duration::from_millis(100);
 
 pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Result<ExitCode> {
@@ -47,17 +47,18 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
     // Listen first: a port in use or a bad socket path is a quick one-line
     // error, before any probe loads. The HTTP servers (and their threads)
     // start once the tracer has given up its privileges.
-    let mut listeners: Vec<(String, tiny_http::Listener)> = Vec::new();
+    let mut listeners: Vec<(String, Bound)> = Vec::new();
     if opts.listen.is_some() || opts.unix.is_none() {
         let addr = opts.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid"));
         let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
-        listeners.push((format!("http://{addr}"), l.into()));
+        listeners.push((format!("http://{addr}"), Bound::Tcp(l)));
     }
     let mut allowed = allowed.clone();
     let unix = match &opts.unix {
         Some(path) => {
             let l = bind_unix(path)?;
-            listeners.push((format!("unix:{}", escape(&path.display().to_string())), l.into()));
+            listeners
+                .push((format!("unix:{}", escape(&path.display().to_string())), Bound::Unix(l)));
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             allowed.socket_dirs.push(dir.to_owned());
             Some(UnixSocket(path.clone()))
@@ -70,10 +71,6 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
     }
 
     let (mut tracer, protections) = super::start_tracer(config, &allowed)?;
-    let servers = listeners
-        .into_iter()
-        .map(|(name, l)| Ok((name, serve_on(l)?)))
-        .collect::<Result<Vec<_>>>()?;
     let mut events = tracer.events().expect("first call");
     if let Some(why) = &tracer.info().backfill_error {
         eprintln!("nettop: warning: {}", escape(why));
@@ -92,28 +89,12 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
     // The connections at start (older ones included) before any scrape.
     shared.refresh();
 
-    let names: Vec<String> = servers.iter().map(|(n, _)| n.clone()).collect();
-    let threads = servers
-        .into_iter()
-        .map(|(name, server)| {
-            let (shared, registry, stop) = (shared.clone(), registry.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("nettop-http".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(SERVE_TICK) {
-                            Ok(Some(req)) => handle(req, &shared, &registry),
-                            Ok(None) => {}
-                            Err(e) => {
-                                eprintln!("nettop: {name}: {}", escape(&e.to_string()));
-                                std::thread::sleep(SERVE_TICK);
-                            }
-                        }
-                    }
-                })
-                .context("spawn an HTTP thread")
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<String> = listeners.iter().map(|(n, _)| n.clone()).collect();
+    let handler: Handler = {
+        let (shared, registry) = (shared.clone(), registry.clone());
+        Arc::new(move |route| handle(route, &shared, &registry))
+    };
+    let http = spawn_http(listeners, handler, stop.clone())?;
     let info = shared.tracer.info();
     eprintln!(
         "nettop: serving {} on the {} backend (offsets {}); SIGTERM or Ctrl-C to stop",
@@ -146,9 +127,7 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    for t in threads {
-        let _ = t.join();
-    }
+    let _ = http.join();
     drop(unix);
     // The HTTP threads are gone and the registry's collector goes now: this
     // is the last handle, and stopping it detaches the probes.
@@ -254,13 +233,10 @@ impl Collector for Metrics {
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
 
-fn handle(req: Request, shared: &ServeState, registry: &Registry) {
-    let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
-    let client_id = query.split('&').find_map(|kv| kv.strip_prefix("client_id="));
-    let (code, kind, body) = match (req.method(), path) {
-        (Method::Get, "/metrics") => {
+fn handle(route: Route, shared: &ServeState, registry: &Registry) -> Reply {
+    let (code, kind, body) = match route {
+        Route::Metrics => {
             // Counters exactly as of this scrape, not of the last tick.
             shared.refresh();
             let mut text = String::new();
@@ -269,27 +245,113 @@ fn handle(req: Request, shared: &ServeState, registry: &Registry) {
                 Err(_) => (500, TEXT, "could not encode the metrics\n".into()),
             }
         }
-        (Method::Get, "/connections") => match client_id {
-            Some(id) => shared.poll(id),
-            None => {
-                let conns = shared.connections();
-                (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
-            }
-        },
-        (Method::Get, "/status") => (200, JSON, shared.status().to_string()),
-        (Method::Get, "/healthz") => (200, TEXT, "ok\n".into()),
-        (Method::Get, _) => {
+        Route::Connections { client_id: Some(id) } => shared.poll(&id),
+        Route::Connections { client_id: None } => {
+            let conns = shared.connections();
+            (200, JSON, serde_json::to_string(&conns).unwrap_or_default())
+        }
+        Route::Status => (200, JSON, shared.status().to_string()),
+        Route::Healthz => (200, TEXT, "ok\n".into()),
+        Route::NotFound => {
             (404, TEXT, "not found; try /metrics, /connections, /status or /healthz\n".into())
         }
-        _ => (405, TEXT, "only GET\n".into()),
+        Route::MethodNotAllowed => (405, TEXT, "only GET\n".into()),
     };
-    let header = Header::from_bytes("Content-Type", kind).expect("a valid header");
-    // A client that went away is its own problem.
-    let _ = req.respond(Response::from_string(body).with_status_code(code).with_header(header));
+    Reply { code, kind, body }
 }
 
-fn serve_on(listener: tiny_http::Listener) -> Result<Server> {
-    Server::from_listener(listener, None).map_err(|e| anyhow::anyhow!("start the HTTP server: {e}"))
+/// A listening socket, bound before the probes load.
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// At most this many connections are served at once; more are closed as
+/// they come. Each holds at most a request head's buffer (`http::MAX_HEAD`).
+const MAX_CONNECTIONS: usize = 4096;
+
+/// The HTTP thread: one runtime for every listener, until `stop`.
+fn spawn_http(
+    listeners: Vec<(String, Bound)>,
+    handler: Handler,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .context("start the HTTP runtime")?;
+    std::thread::Builder::new()
+        .name("nettop-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let open = Arc::new(AtomicUsize::new(0));
+                for (name, bound) in listeners {
+                    let (handler, open) = (handler.clone(), open.clone());
+                    let started = match bound {
+                        Bound::Tcp(l) => listen_tcp(l).map(|l| {
+                            tokio::spawn(async move {
+                                loop {
+                                    match l.accept().await {
+                                        Ok((s, _)) => serve(s, &handler, &open),
+                                        Err(e) => accept_failed(&name, e).await,
+                                    }
+                                }
+                            })
+                        }),
+                        Bound::Unix(l) => listen_unix(l).map(|l| {
+                            tokio::spawn(async move {
+                                loop {
+                                    match l.accept().await {
+                                        Ok((s, _)) => serve(s, &handler, &open),
+                                        Err(e) => accept_failed(&name, e).await,
+                                    }
+                                }
+                            })
+                        }),
+                    };
+                    if let Err(e) = started {
+                        eprintln!("nettop: cannot serve: {}", escape(&e.to_string()));
+                    }
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(SERVE_TICK).await;
+                }
+            });
+        })
+        .context("spawn the HTTP thread")
+}
+
+fn listen_tcp(l: TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
+fn listen_unix(l: UnixListener) -> std::io::Result<tokio::net::UnixListener> {
+    l.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(l)
+}
+
+/// Out of descriptors, say: not a reason to stop serving.
+async fn accept_failed(name: &str, e: std::io::Error) {
+    eprintln!("nettop: {name}: {}", escape(&e.to_string()));
+    tokio::time::sleep(SERVE_TICK).await;
+}
+
+/// One connection, unless MAX_CONNECTIONS are open: then it is closed.
+fn serve<IO>(io: IO, handler: &Handler, open: &Arc<AtomicUsize>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if open.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
+        open.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let (handler, open) = (handler.clone(), open.clone());
+    tokio::spawn(async move {
+        http::serve_connection(io, handler).await;
+        open.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 /// A unix socket only its owner (root) can use. A socket file left by a

@@ -3,6 +3,7 @@
 //! deltas while it lives and its final totals on close, so nothing is taken
 //! back when it leaves the tracer's table. The number of label sets is
 //! capped; sets beyond the cap are summed into one overflow set.
+pub mod http;
 pub mod labels;
 
 use std::time::{Duration, Instant};
