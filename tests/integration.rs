@@ -588,3 +588,83 @@ fn landlock_refuses_a_write_outside_the_allowed_paths_where_the_kernel_has_it() 
     }
     assert_eq!(p["no_new_privs"], true, "{p}");
 }
+
+/// A flood of short-lived processes with hostile names: each child of a
+/// Python parent renames itself to escape sequences and invalid UTF-8
+/// (`prctl(PR_SET_NAME)`), connects, and exits once the test closes its
+/// end; the parent's command line, which they share, is 64 KiB of the same. Every output shows them escaped, never raw,
+/// and the command line cut to its bound.
+#[test]
+fn hostile_process_names_are_escaped_and_bounded_in_every_output() {
+    let _g = serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (trace, _) = Trace::start_with(&["--filter", &format!("rport:{port}")]);
+    let script = r#"
+import ctypes, os, socket, sys
+libc = ctypes.CDLL(None)
+port = int(sys.argv[1])
+kids = []
+for i in range(1000):
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(15, b"\x1b[2J\x9b\xff" + str(i % 10).encode(), 0, 0, 0)
+        s = socket.create_connection(("127.0.0.1", port)); s.send(b"x")
+        s.recv(1)  # until the test closes its end: alive while listed
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+"#;
+    let hostile = [b"\x1b]0;pwned\x07\x1b[31m\x9b\xff\xfe".to_vec(), vec![b'A'; 64 << 10]].concat();
+    use std::os::unix::ffi::OsStrExt;
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(std::ffi::OsStr::from_bytes(&hostile))
+        .spawn()
+        .expect("python3");
+    listener.set_nonblocking(false).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..1000 {
+        held.push(listener.accept().unwrap().0);
+    }
+    // `list` while the accepted ends are open: the table, as a terminal shows it.
+    let out = nettop(&["list", "--filter", &format!("rport:{port}")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw_control =
+        |b: &[u8]| String::from_utf8_lossy(b).chars().any(|c| c.is_control() && c != '\n');
+    assert!(
+        !raw_control(&out.stdout) && !raw_control(&out.stderr),
+        "list printed a control character"
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.matches("\\u{1b}[2J").count() >= 1000,
+        "the children's rows, escaped:\n{listed}"
+    );
+    let json = nettop(&["list", "--json", "--filter", &format!("rport:{port}")]).output().unwrap();
+    assert!(json.status.success());
+    let rows: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.len(), 1000);
+    assert!(
+        rows.iter().all(|r| r["cmdline"].as_str().unwrap().ends_with('…')),
+        "cut command lines"
+    );
+    drop(held);
+    assert!(py.wait().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let lines = trace.interrupt();
+    assert!(lines.last().unwrap()["event"] == "stats");
+    let connects: Vec<&Value> = lines.iter().filter(|v| v["event"] == "connect").collect();
+    assert_eq!(connects.len(), 1000, "{:?}", lines.last());
+    // JSON escapes what JSON must; the names survive, decoded, and the
+    // command line is cut.
+    for v in connects {
+        let comm = v["comm"].as_str().unwrap();
+        assert!(comm.starts_with("\u{1b}[2J"), "{comm:?}");
+        let cmdline = v["cmdline"].as_str().unwrap();
+        assert!(cmdline.chars().count() <= 4097 && cmdline.ends_with('…'), "{}", cmdline.len());
+    }
+}

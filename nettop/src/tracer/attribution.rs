@@ -208,7 +208,7 @@ fn read_process(pid: u32) -> Result<ProcessInfo, Unattributed> {
     let dir = format!("/proc/{pid}");
     let status = read(&dir, "status")?;
     let comm = read(&dir, "comm")?;
-    let cmdline = read(&dir, "cmdline")?;
+    let cmdline = read_at_most(&format!("{dir}/cmdline"), MAX_CMDLINE + 1)?;
     let cgroup = read(&dir, "cgroup").ok();
     parse_process(pid, &status, &comm, &cmdline, cgroup.as_deref())
 }
@@ -249,11 +249,31 @@ pub fn parse_process(
     })
 }
 
+/// The most of a command line kept: a process chooses its own, up to
+/// megabytes, and a flood of them must not grow nettop without bound.
+pub const MAX_CMDLINE: usize = 4096;
+
+fn read_at_most(path: &str, limit: usize) -> Result<Vec<u8>, Unattributed> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(limit as u64).read_to_end(&mut out));
+    read.map(|_| out).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ESRCH) => Unattributed::Exited,
+        _ => Unattributed::Unknown,
+    })
+}
+
 fn join_cmdline(raw: &[u8]) -> String {
+    let cut = raw.len() > MAX_CMDLINE;
+    let raw = &raw[..raw.len().min(MAX_CMDLINE)];
     // All trailing NULs go, not just the terminator: setproctitle-style
     // renames pad the old argv area with them.
     let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    String::from_utf8_lossy(&raw[..end]).replace('\0', " ")
+    let mut s = String::from_utf8_lossy(&raw[..end]).replace('\0', " ");
+    if cut {
+        s.push('…');
+    }
+    s
 }
 
 /// (cgroup path, container id) from the text of /proc/PID/cgroup.
@@ -398,6 +418,10 @@ mod tests {
         assert_eq!(join_cmdline(b"ls\0-l\0\xff\0"), "ls -l \u{fffd}");
         assert_eq!(join_cmdline(b"nginx: worker\0\0\0"), "nginx: worker");
         assert_eq!(join_cmdline(b""), "");
+        // A command line past the bound is cut, and says so.
+        let long = join_cmdline(&vec![b'a'; MAX_CMDLINE + 1]);
+        assert_eq!((long.chars().count(), long.ends_with('…')), (MAX_CMDLINE + 1, true));
+        assert_eq!(join_cmdline(&vec![b'a'; MAX_CMDLINE]).len(), MAX_CMDLINE);
     }
 
     #[test]
