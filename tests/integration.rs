@@ -208,7 +208,11 @@ fn trace_json_streams_ready_then_events_with_final_totals() {
         assert_eq!(v["pid"], std::process::id());
         assert_eq!(v["family"], 4);
     }
-    let close = |l: u16| seen.iter().find(|v| is_close(v) && v["lport"] == l).unwrap();
+    let close = |l: u16| {
+        seen.iter()
+            .find(|v| is_close(v) && v["lport"] == l)
+            .unwrap_or_else(|| panic!("no close of {l} in {seen:#?}"))
+    };
     // Exact: TCP totals are the kernel's own.
     let stats = &rest.last().unwrap()["stats"];
     for (port, want) in [(cport, (512, 32768)), (sport, (32768, 512))] {

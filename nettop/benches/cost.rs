@@ -35,8 +35,20 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// utime + stime of a process, in milliseconds.
+/// utime + stime of a process and its children (nettop's privileged
+/// helper does part of its work), in milliseconds.
 fn cpu_ms(pid: u32) -> f64 {
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect();
+    own_cpu_ms(pid) + children.into_iter().map(own_cpu_ms).sum::<f64>()
+}
+
+fn own_cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised name; utime and stime are 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");

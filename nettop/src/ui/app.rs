@@ -218,7 +218,7 @@ impl App {
         self.current_key().and_then(|k| self.trends.of(k))
     }
 
-    pub fn push_events(&mut self, events: impl IntoIterator<Item = Event>) {
+    pub fn push_events(&mut self, events: Vec<Event>) {
         if self.paused {
             self.held_events.extend(events);
             let excess = self.held_events.len().saturating_sub(HELD_EVENTS);
@@ -226,9 +226,7 @@ impl App {
             return;
         }
         let rates = &self.rates;
-        for ev in events {
-            self.history.push(ev, |id| rates.has(id));
-        }
+        self.history.push_batch(events, |id| rates.has(id));
     }
 
     /// Re-filter, re-group and re-sort, keeping the selection on the same

@@ -7,7 +7,7 @@
 //! connection's first events can be gone before a snapshot lists it. In
 //! exchange, under churn nearly every event costs no more than its place in
 //! the ring: a hash entry and a queue per connection, for every event, had
-//! been the TUI's largest cost.
+//! been the TUI's largest cost. The ring keeps the feed's batches whole.
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
@@ -21,49 +21,73 @@ pub const TIMELINE: usize = 64;
 
 #[derive(Default)]
 pub struct History {
-    /// With each event its connection's id (0 for none), so that finding a
-    /// timeline scans a dense array of ids, not every event.
-    recent: VecDeque<(u64, Event)>,
+    /// The ring: batches as the feed sent them, oldest first, so that an
+    /// event costs no move of its own on the way in. The first
+    /// `front_left` events of the front batch have left the ring; the batch
+    /// goes once all have.
+    batches: VecDeque<Vec<Event>>,
+    front_left: usize,
+    len: usize,
     /// Events that left the ring while their connection was listed.
     older: FxHashMap<u64, VecDeque<Event>>,
+}
+
+fn id_of(ev: &Event) -> u64 {
+    ev.conn.as_ref().and_then(|c| c.id).unwrap_or(0)
 }
 
 impl History {
     /// Keep `ev`; `listed` says whether a connection is still shown, for
     /// the event this pushes out of the ring.
     pub fn push(&mut self, ev: Event, listed: impl Fn(u64) -> bool) {
-        let id = ev.conn.as_ref().and_then(|c| c.id).unwrap_or(0);
-        if self.recent.len() == RECENT
-            && let Some((old_id, old)) = self.recent.pop_front()
-            && old_id != 0
-            && listed(old_id)
-        {
-            let t = self.older.entry(old_id).or_default();
-            if t.len() == TIMELINE {
-                t.pop_front();
-            }
-            t.push_back(old);
+        self.push_batch(vec![ev], listed);
+    }
+
+    /// Keep a batch of events, in order.
+    pub fn push_batch(&mut self, batch: Vec<Event>, listed: impl Fn(u64) -> bool) {
+        if batch.is_empty() {
+            return;
         }
-        self.recent.push_back((id, ev));
+        self.len += batch.len();
+        self.batches.push_back(batch);
+        while self.len > RECENT {
+            let Some(front) = self.batches.front() else { break };
+            let old = &front[self.front_left];
+            let id = id_of(old);
+            if id != 0 && listed(id) {
+                let t = self.older.entry(id).or_default();
+                if t.len() == TIMELINE {
+                    t.pop_front();
+                }
+                t.push_back(old.clone());
+            }
+            self.front_left += 1;
+            self.len -= 1;
+            if self.front_left == front.len() {
+                self.batches.pop_front();
+                self.front_left = 0;
+            }
+        }
     }
 
     /// The ring, oldest first.
-    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> + ExactSizeIterator {
-        self.recent.iter().map(|(_, e)| e)
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Event> {
+        let skip = self.front_left;
+        self.batches.iter().enumerate().flat_map(move |(i, b)| &b[if i == 0 { skip } else { 0 }..])
     }
 
     pub fn len(&self) -> usize {
-        self.recent.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.recent.is_empty()
+        self.len == 0
     }
 
     /// Connection `id`'s events, oldest first, at most TIMELINE.
     pub fn timeline(&self, id: u64) -> Vec<&Event> {
         let mut t: Vec<&Event> = self.older.get(&id).into_iter().flatten().collect();
-        t.extend(self.recent.iter().filter(|(i, _)| *i == id).map(|(_, e)| e));
+        t.extend(self.recent().filter(|e| id_of(e) == id));
         let excess = t.len().saturating_sub(TIMELINE);
         t.drain(..excess);
         t

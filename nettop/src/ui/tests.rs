@@ -488,7 +488,7 @@ fn details_snapshot() {
         vanished: false,
         row: None,
     };
-    let events = [ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];
+    let events = vec![ev(EventKind::Connect, T0 - 75 * S), ev(EventKind::Retransmit, T0 - 2 * S)];
     a.push_events(events);
     let at =
         a.lines.iter().position(|l| matches!(l, super::view::Line::Conn(i) if a.rows[*i].id == 3));
