@@ -23,7 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::backfill::{key_of, socket_inodes, socket_owners};
 use super::conntrack::slot;
-use super::sock_diag::{Detail, Namespaces, rest_after_walk};
+use super::sock_diag::{Detail, LOOKUPS_AT_MOST, Namespaces, SocketEntry, rest_after_walk};
 
 /// A connection not accepted within this long (a full accept queue, a
 /// server that stopped accepting) is no longer looked for here: its close
@@ -41,10 +41,10 @@ const ACCEPTED_STATES: u32 = (1 << 1) // ESTABLISHED
 /// How often the resolver looks, at most.
 const EVERY: Duration = Duration::from_millis(500);
 
-/// The pause after a look that took `took`: EVERY, or longer where looks
-/// are slow (sock_diag::rest_after_walk).
-fn pause_after(took: Duration) -> Duration {
-    EVERY.max(rest_after_walk(took))
+/// The pause after a look that walked the kernel's table for `walked`:
+/// EVERY, or longer where walks are slow (sock_diag::rest_after_walk).
+fn pause_after(walked: Duration) -> Duration {
+    EVERY.max(rest_after_walk(walked))
 }
 
 /// The reader's side: the waiting connections' events, and the way to the
@@ -84,6 +84,7 @@ impl Accepts {
             holders: FxHashMap::default(),
             last_full_scan: None,
             namespaces: Namespaces::new()?,
+            walked: Duration::ZERO,
         };
         Ok(Accepts {
             waiting: FxHashMap::default(),
@@ -199,6 +200,11 @@ struct Resolver {
     last_full_scan: Option<Instant>,
     /// Its own sock_diag sockets, opened when a namespace is first seen.
     namespaces: Namespaces,
+    /// Time the last look spent walking the kernel's whole table: what
+    /// the pause after it is measured by. (Not the `/proc` scans: those
+    /// have their own bound, FULL_SCAN_EVERY, and a burst of accepts
+    /// waited half a minute behind a 1.5 s scan.)
+    walked: Duration,
 }
 
 impl Resolver {
@@ -229,13 +235,12 @@ impl Resolver {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
-            let started = Instant::now();
             for a in self.resolve() {
                 if answer.send(a).is_err() {
                     return;
                 }
             }
-            pause = pause_after(started.elapsed());
+            pause = pause_after(std::mem::take(&mut self.walked));
         }
     }
 
@@ -265,9 +270,9 @@ impl Resolver {
             self.namespaces.open_every_process_namespace();
         }
         // What the kernel has now: each waiting connection's inode (0 until
-        // accepted), looked up one by one (a dump would walk every socket
-        // on the host, TIME_WAIT ones included), then the listeners on the
-        // accepted ones' ports.
+        // accepted), looked up one by one where few wait (a dump walks
+        // every socket on the host, TIME_WAIT ones included), then the
+        // listeners on the accepted ones' ports.
         let mut inodes: FxHashMap<u64, u64> = FxHashMap::default();
         let mut answered = Vec::new();
         for &ns in &netns {
@@ -278,13 +283,21 @@ impl Resolver {
                 .unzip();
             let by_key: FxHashMap<ConnKey, u64> =
                 keys.iter().zip(&sks).map(|(k, &sk)| (slot(k), sk)).collect();
-            let found = sock.lookup_tcp(&keys, ACCEPTED_STATES, Detail::Presence, |batch| {
+            let each = |batch: &[SocketEntry]| {
                 for e in batch {
                     if let Some(&sk) = by_key.get(&slot(&key_of(e))) {
                         inodes.insert(sk, e.inode);
                     }
                 }
-            });
+            };
+            let found = if keys.len() <= LOOKUPS_AT_MOST {
+                sock.lookup_tcp(&keys, ACCEPTED_STATES, Detail::Presence, each)
+            } else {
+                let walk = Instant::now();
+                let dumped = sock.stream_tcp(ACCEPTED_STATES, Detail::Presence, each);
+                self.walked += walk.elapsed();
+                dumped
+            };
             if found.is_ok() {
                 answered.push(ns);
             }

@@ -18,19 +18,12 @@ use rustc_hash::FxHashMap;
 
 use super::backfill::key_of;
 use super::conntrack::{ReadMark, Table};
-use super::sock_diag::{CONNECTED_STATES, Detail, Namespaces, SocketEntry};
+use super::sock_diag::{CONNECTED_STATES, Detail, LOOKUPS_AT_MOST, Namespaces, SocketEntry};
 
 pub(super) struct Live {
     pub namespaces: Namespaces,
     generation: u32,
 }
-
-/// At most this many open TCP connections are read one lookup each
-/// (about 2.5 µs apiece); more, by dumping each namespace's table. A dump
-/// walks every bucket of the kernel's table and every socket in it,
-/// TIME_WAIT ones included: a millisecond or more even on a quiet host,
-/// ten under churn. Measured in docs/performance.md.
-const LOOKUPS_AT_MOST: usize = 512;
 
 /// What a read will cover: each namespace holding a TCP connection, with a
 /// few of its owners (one of them is the way in), and the newest

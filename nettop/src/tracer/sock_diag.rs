@@ -110,6 +110,12 @@ pub fn rest_after_walk(took: std::time::Duration) -> std::time::Duration {
     took * (MAX_WALK_SHARE - 1)
 }
 
+/// At most this many sockets are read one lookup each (about 2.5 µs
+/// apiece); more, by dumping the namespace's table. A dump walks every
+/// bucket of the kernel's table and every socket in it, TIME_WAIT ones
+/// included: a millisecond or more even on a quiet host, ten under churn.
+pub const LOOKUPS_AT_MOST: usize = 512;
+
 /// `sizeof(struct inet_diag_msg)`; attributes follow at this (aligned) offset.
 const DIAG_MSG_LEN: usize = 72;
 /// `sizeof(struct inet_diag_req_v2)`.
