@@ -435,12 +435,8 @@ fn parse_answers(
     out: &mut Vec<SocketEntry>,
 ) -> Result<usize> {
     let mut answered = 0;
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])
-            .map_err(|e| anyhow!("{e}"))
-            .context("malformed netlink message")?;
-        off += (msg.length() as usize + 3) & !3;
+    for msg in messages(buf) {
+        let msg = msg?;
         if msg.sequence_number().wrapping_sub(first) >= count {
             continue;
         }
@@ -515,6 +511,24 @@ fn run_dump(
     }
 }
 
+/// The netlink messages of one datagram, in order; a malformed one ends it.
+fn messages(buf: &[u8]) -> impl Iterator<Item = Result<NetlinkBuffer<&[u8]>>> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let rest = buf.get(off..).filter(|r| !r.is_empty())?;
+        match NetlinkBuffer::new_checked(rest) {
+            Ok(msg) => {
+                off += (msg.length() as usize + 3) & !3;
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                off = buf.len();
+                Some(Err(anyhow!("{e}")).context("malformed netlink message"))
+            }
+        }
+    })
+}
+
 /// The messages of one reply datagram, into `out`. True once the dump is
 /// done.
 pub fn parse_replies(
@@ -524,12 +538,8 @@ pub fn parse_replies(
     netns: u32,
     out: &mut Vec<SocketEntry>,
 ) -> Result<bool> {
-    let mut off = 0;
-    while off < buf.len() {
-        let msg = NetlinkBuffer::new_checked(&buf[off..])
-            .map_err(|e| anyhow!("{e}"))
-            .context("malformed netlink message")?;
-        off += (msg.length() as usize + 3) & !3;
+    for msg in messages(buf) {
+        let msg = msg?;
         // Dumps are run one after another on one socket; anything else
         // (a stray reply to an earlier request) is not ours.
         if msg.sequence_number() != seq {
