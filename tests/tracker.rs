@@ -1091,3 +1091,41 @@ fn stop_and_drop_leave_nothing_attached() {
     let events = std::fs::read_to_string("/sys/kernel/tracing/kprobe_events").unwrap_or_default();
     assert!(!events.contains("nettop_"), "kprobe events left behind:\n{events}");
 }
+
+/// A socket bound to an interface (SO_BINDTODEVICE here; IPv6 link-local
+/// and VRF sockets are bound too) is invisible to sock_diag's exact lookup
+/// of its tuple, which names no interface: across several refreshes it
+/// stays open, its totals exact, never ended as vanished.
+#[test]
+fn a_connection_bound_to_an_interface_stays_open_with_exact_totals() {
+    let _g = serial();
+    let w = Watch::start();
+    let listener = TcpListener::bind("127.0.0.18:0").unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind_device(Some(b"lo")).unwrap();
+    sock.connect(&listener.local_addr().unwrap().into()).unwrap();
+    let mut client: TcpStream = sock.into();
+    let (mut srv, _) = listener.accept().unwrap();
+    client.write_all(&[1u8; 3210]).unwrap();
+    let mut buf = vec![0u8; 3210];
+    srv.read_exact(&mut buf).unwrap();
+    srv.write_all(&[2u8; 123]).unwrap();
+    client.read_exact(&mut buf[..123]).unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    wait_acked(&[((cport, sport), 3210 + 1), ((sport, cport), 123)]);
+    // Each listing reads the kernel's counters; a miss counts twice.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(700));
+        let conns = w.tracer.connections();
+        let c = entry(&conns, "tcp", cport, sport);
+        assert_eq!(c.state, State::Open, "{c:?}");
+        assert_eq!((c.bytes_sent, c.bytes_recv), (3210, 123), "{c:?}");
+    }
+    let (_, evs, _) = w.finish();
+    assert!(
+        closes(&evs, cport, sport).is_empty(),
+        "ended while open: {:?}",
+        closes(&evs, cport, sport)
+    );
+    drop((client, srv));
+}

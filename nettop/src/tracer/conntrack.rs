@@ -268,6 +268,11 @@ impl Table {
         (self.open.len() as u64, self.closed.len() as u64)
     }
 
+    /// Whether a connection with this tuple is open.
+    pub fn is_open(&self, key: &ConnKey) -> bool {
+        self.open.get(key).is_some()
+    }
+
     /// The open connection with this tuple, else the latest closed one.
     pub fn get(&self, key: &ConnKey) -> Option<&Entry> {
         self.open.get(key).or_else(|| self.closed.iter().rev().find(|e| slot(&e.key) == slot(key)))

@@ -17,12 +17,23 @@ use nettop_shared::{ConnKey, IPPROTO_TCP};
 use rustc_hash::FxHashMap;
 
 use super::backfill::key_of;
-use super::conntrack::{ReadMark, Table};
+use super::conntrack::{ReadMark, Table, slot};
 use super::sock_diag::{CONNECTED_STATES, Detail, LOOKUPS_AT_MOST, Namespaces, SocketEntry};
+
+/// How long a listing waits for the reader to take in the closes of the
+/// connections a lookup missed, before dumping to find them.
+const MISS_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(super) struct Live {
     pub namespaces: Namespaces,
     generation: u32,
+    /// Connections a lookup did not find in the last read. An exact lookup
+    /// names no interface, so it misses a socket bound to one (IPv6
+    /// link-local, VRF, SO_BINDTODEVICE) as surely as a closed one: a miss
+    /// the table cannot explain by a close is looked for in a dump of its
+    /// namespace before anything concludes it is gone. (Under churn a miss
+    /// is nearly always a close whose event is on its way.)
+    missed: rustc_hash::FxHashSet<ConnKey>,
 }
 
 /// What a read will cover: each namespace holding a TCP connection, with a
@@ -65,31 +76,72 @@ pub(super) fn plan(table: &Table) -> Plan {
 
 impl Live {
     pub fn new() -> Result<Live> {
-        Ok(Live { namespaces: Namespaces::new()?, generation: 0 })
+        Ok(Live { namespaces: Namespaces::new()?, generation: 0, missed: Default::default() })
     }
 
     /// Read the connected TCP sockets of every namespace `plan` names,
     /// handing them to `take` reply by reply. The mark to give
-    /// `Table::read_applied` once the batches are in.
-    pub fn dump(&mut self, plan: Plan, detail: Detail, mut take: impl FnMut(Batch)) -> ReadMark {
+    /// `Table::read_applied` once the batches are in. `still_open` (for
+    /// listings, while the reader takes in events) says whether the table
+    /// still has a connection open; without it a connection a lookup
+    /// misses twice running is looked for in a dump.
+    pub fn dump(
+        &mut self,
+        plan: Plan,
+        detail: Detail,
+        still_open: Option<&dyn Fn(&ConnKey) -> bool>,
+        mut take: impl FnMut(Batch),
+    ) -> ReadMark {
         self.generation = self.generation.wrapping_add(1).max(1);
         let generation = self.generation;
         let mut netns = Vec::with_capacity(plan.wanted.len());
+        let mut next_missed = rustc_hash::FxHashSet::default();
         for (ns, pids) in &plan.wanted {
             let Some(sock) = self.namespaces.open(*ns, pids.iter().copied()) else {
                 continue;
             };
             // A namespace whose dump failed part way is left out of the
             // mark: what it did not list is not thereby gone.
-            let each = |sockets: &[SocketEntry]| take(Batch { detail, generation, sockets });
+            let mut each = |sockets: &[SocketEntry]| take(Batch { detail, generation, sockets });
             let read = match plan.lookups.as_ref().and_then(|l| l.get(ns)) {
-                Some(keys) => sock.lookup_tcp(keys, CONNECTED_STATES, detail, each),
+                Some(keys) => {
+                    let mut found = rustc_hash::FxHashSet::default();
+                    let looked = sock.lookup_tcp(keys, CONNECTED_STATES, detail, |sockets| {
+                        found.extend(sockets.iter().map(|s| slot(&key_of(s))));
+                        each(sockets)
+                    });
+                    let missed: Vec<ConnKey> =
+                        keys.iter().map(slot).filter(|k| !found.contains(k)).collect();
+                    let unexplained = !missed.is_empty()
+                        && match still_open {
+                            // A close on its way is taken in by the reader
+                            // within moments: what is still open after that
+                            // the lookup itself missed, and a listing must
+                            // show its counters now.
+                            Some(still_open) => {
+                                std::thread::sleep(MISS_GRACE);
+                                missed.iter().any(|k| still_open(k))
+                            }
+                            None => missed.iter().any(|k| self.missed.contains(k)),
+                        };
+                    let looked = if looked.is_ok() && unexplained {
+                        sock.stream_tcp(CONNECTED_STATES, detail, |sockets| {
+                            found.extend(sockets.iter().map(|s| slot(&key_of(s))));
+                            each(sockets)
+                        })
+                    } else {
+                        looked
+                    };
+                    next_missed.extend(missed.into_iter().filter(|k| !found.contains(k)));
+                    looked
+                }
                 None => sock.stream_tcp(CONNECTED_STATES, detail, each),
             };
             if read.is_ok() {
                 netns.push(*ns);
             }
         }
+        self.missed = next_missed;
         self.namespaces.retain(|ns| plan.wanted.contains_key(&ns));
         ReadMark { generation, netns, last_id: plan.last_id, at_ns: super::monotonic_ns() }
     }

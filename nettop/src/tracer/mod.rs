@@ -348,9 +348,11 @@ fn each_connection(
     let plan = live::plan(&lock(shared).table);
     // Streamed into the table, not copied first: a copy costs RSS in
     // proportion to the connections.
-    let read = lock_live(live).dump(plan, sock_diag::Detail::Counters, |batch| {
-        batch.apply(&mut lock(shared).table, monotonic_ns())
-    });
+    let still_open = |k: &nettop_shared::ConnKey| lock(shared).table.is_open(k);
+    let read =
+        lock_live(live).dump(plan, sock_diag::Detail::Counters, Some(&still_open), |batch| {
+            batch.apply(&mut lock(shared).table, monotonic_ns())
+        });
     let mut s = lock(shared);
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = &mut *s;

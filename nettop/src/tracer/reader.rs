@@ -78,7 +78,7 @@ pub(super) fn read_loop(
         let own_read = plan.map(|plan| {
             let started = Instant::now();
             let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-            let read = live.dump(plan, Detail::Presence, |batch| {
+            let read = live.dump(plan, Detail::Presence, None, |batch| {
                 batch.apply(&mut lock_draining(shared, &mut ring, &mut pending).table, 0)
             });
             (own_read_took, last_own_read) = (started.elapsed(), Instant::now());
