@@ -120,7 +120,7 @@ impl Live {
                             // show its counters now.
                             Some(still_open) => {
                                 std::thread::sleep(MISS_GRACE);
-                                missed.iter().any(|k| still_open(k))
+                                missed.iter().any(still_open)
                             }
                             None => missed.iter().any(|k| self.missed.contains(k)),
                         };
