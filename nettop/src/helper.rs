@@ -6,7 +6,8 @@
 //! over a socket pair. Threads share memory, so a thread that kept them
 //! would be no boundary; a process is (docs/security.md).
 //!
-//! Three requests, answered one at a time:
+//! Three requests, over two connections (a thread of the helper each),
+//! answered one at a time on each:
 //! - a sock_diag socket made inside the network namespace `netns`, entered
 //!   through one of the given processes (its descriptor comes back);
 //! - every network namespace some process or thread is in, with a process
@@ -19,6 +20,7 @@ use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -45,10 +47,45 @@ const ASK_NETNS_SOCKET: u8 = 1;
 const ASK_NAMESPACES: u8 = 2;
 const ASK_SOCKET_OWNERS: u8 = 3;
 
-/// The tracer's way to the helper.
+/// The tracer's way to the helper: two connections, each served by a
+/// thread of its own there, so that a long scan of `/proc` for the accepts
+/// resolver never holds up the reader's request for a namespace's socket.
 pub struct Helper {
-    stream: Mutex<UnixStream>,
+    scans: Link,
+    namespaces: Link,
     pub pid: u32,
+}
+
+/// One connection to the helper. Once a request on it fails part way it
+/// is shut for good: what was left unread would be taken for the next
+/// reply.
+struct Link {
+    stream: Mutex<UnixStream>,
+    broken: AtomicBool,
+}
+
+impl Link {
+    fn new(stream: UnixStream) -> Link {
+        Link { stream: Mutex::new(stream), broken: AtomicBool::new(false) }
+    }
+
+    fn ask(&self, ask: u8, body: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>)> {
+        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+        if self.broken.load(Ordering::Relaxed) {
+            bail!("the connection to the helper broke earlier");
+        }
+        let answered = send_frame(&stream, ask, body, None)
+            .context("ask the helper")
+            .and_then(|()| read_reply(&stream).context("hear from the helper"));
+        let (status, body, fd) = answered.inspect_err(|_| {
+            self.broken.store(true, Ordering::Relaxed);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        })?;
+        if status != 0 {
+            bail!("{}", String::from_utf8_lossy(&body));
+        }
+        Ok((body, fd))
+    }
 }
 
 static HELPER: OnceLock<Helper> = OnceLock::new();
@@ -65,7 +102,9 @@ pub fn start() -> Result<u32> {
     if HELPER.get().is_some() {
         bail!("the helper is already running");
     }
-    let (ours, theirs) = UnixStream::pair().context("make the helper's socket pair")?;
+    let (scans, their_scans) = UnixStream::pair().context("make the helper's socket pair")?;
+    let (namespaces, their_namespaces) =
+        UnixStream::pair().context("make the helper's socket pair")?;
     let parent = std::process::id();
     // SAFETY: fork in a process with one thread (the caller's promise):
     // the child runs only this module's code and ends with _exit.
@@ -74,8 +113,8 @@ pub fn start() -> Result<u32> {
         return Err(std::io::Error::last_os_error()).context("fork the helper");
     }
     if pid == 0 {
-        drop(ours);
-        let code = match child(theirs, parent) {
+        drop((scans, namespaces));
+        let code = match child([their_scans, their_namespaces], parent) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("nettop: helper: {}", crate::text::escape(&format!("{e:#}")));
@@ -85,13 +124,13 @@ pub fn start() -> Result<u32> {
         // SAFETY: ends the child without running the parent's exit hooks.
         unsafe { libc::_exit(code) };
     }
-    drop(theirs);
+    drop((their_scans, their_namespaces));
     let pid = pid as u32;
-    let _ = HELPER.set(Helper { stream: Mutex::new(ours), pid });
+    let _ = HELPER.set(Helper { scans: Link::new(scans), namespaces: Link::new(namespaces), pid });
     Ok(pid)
 }
 
-fn child(stream: UnixStream, parent: u32) -> Result<()> {
+fn child(streams: [UnixStream; 2], parent: u32) -> Result<()> {
     // Gone with nettop, even if it is killed.
     // SAFETY: prctl with plain integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -100,58 +139,71 @@ fn child(stream: UnixStream, parent: u32) -> Result<()> {
     }
     // SAFETY: prctl with a static name.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"nettop-helper".as_ptr()) };
+    // Not into the TUI's screen: on a terminal its errors go nowhere.
+    // SAFETY: isatty, open, dup2 and close on this process's descriptors.
+    unsafe {
+        if libc::isatty(2) == 1 {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null >= 0 {
+                libc::dup2(null, 2);
+                libc::close(null);
+            }
+        }
+    }
     crate::sandbox::confine_helper()?;
-    serve(&stream)
+    let [scans, namespaces] = streams;
+    let other = std::thread::Builder::new()
+        .name("nettop-helper".into())
+        .spawn(move || serve(&namespaces))
+        .context("spawn the helper's second thread")?;
+    let first = serve(&scans);
+    let second = other.join().unwrap_or_else(|_| Err(anyhow!("the helper's thread panicked")));
+    first.and(second)
 }
 
-/// Answer requests until the other end closes.
+/// Answer requests until the other end closes. A request it cannot make
+/// sense of gets an error reply; only a broken connection ends it.
 fn serve(mut stream: &UnixStream) -> Result<()> {
-    loop {
-        let (ask, body) = match read_frame(&mut stream) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let reply = match ask {
-            ASK_NETNS_SOCKET => {
-                let (netns, pids) = decode_netns_ask(&body)?;
-                let made =
-                    sock_diag::DiagSocket::entered(netns, &pids).and_then(|s| Ok(s.into_fd()?));
-                match made {
-                    Ok(fd) => {
-                        send_frame(stream, 0, &[], Some(fd.as_fd()))?;
-                        continue;
-                    }
-                    Err(e) => Err(format!("{e:#}")),
-                }
-            }
-            ASK_NAMESPACES => {
-                let mut out = Vec::new();
-                for (ns, pid) in sock_diag::every_process_namespace() {
-                    out.extend_from_slice(&ns.to_le_bytes());
-                    out.extend_from_slice(&pid.to_le_bytes());
-                }
-                Ok(out)
-            }
-            ASK_SOCKET_OWNERS => {
-                // A first byte of 1: the processes follow; 0: every one.
-                let pids = match body.split_first() {
-                    Some((1, rest)) => Some(decode_pids(rest)?),
-                    _ => None,
-                };
-                let mut out = Vec::new();
-                for (inode, pid) in crate::tracer::backfill::scan_socket_inodes(pids.as_deref()) {
-                    out.extend_from_slice(&inode.to_le_bytes());
-                    out.extend_from_slice(&pid.to_le_bytes());
-                }
-                Ok(out)
-            }
-            other => bail!("unknown request {other}"),
-        };
-        match reply {
-            Ok(body) => send_frame(stream, 0, &body, None)?,
-            Err(why) => send_frame(stream, 1, why.as_bytes(), None)?,
+    while let Some((ask, body)) = read_frame(&mut stream)? {
+        match answer(ask, &body) {
+            Ok((body, fd)) => send_frame(stream, 0, &body, fd.as_ref().map(|f| f.as_fd()))?,
+            Err(e) => send_frame(stream, 1, format!("{e:#}").as_bytes(), None)?,
         }
+    }
+    Ok(())
+}
+
+/// One request's answer: a body, and for a namespace, its socket.
+fn answer(ask: u8, body: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>)> {
+    match ask {
+        ASK_NETNS_SOCKET => {
+            let (netns, pids) = decode_netns_ask(body)?;
+            let fd = sock_diag::DiagSocket::entered(netns, &pids)?.into_fd()?;
+            Ok((Vec::new(), Some(fd)))
+        }
+        ASK_NAMESPACES => {
+            let mut out = Vec::new();
+            for (ns, pid) in sock_diag::every_process_namespace() {
+                out.extend_from_slice(&ns.to_le_bytes());
+                out.extend_from_slice(&pid.to_le_bytes());
+            }
+            Ok((out, None))
+        }
+        ASK_SOCKET_OWNERS => {
+            // A first byte of 1: the processes follow; 0: every one.
+            let pids = match body.split_first() {
+                Some((1, rest)) => Some(decode_pids(rest)?),
+                _ => None,
+            };
+            let found = crate::tracer::backfill::scan_socket_inodes(pids.as_deref());
+            let mut out = Vec::with_capacity(found.len() * 12);
+            for (inode, pid) in found.into_iter().take(MAX_FRAME / 12) {
+                out.extend_from_slice(&inode.to_le_bytes());
+                out.extend_from_slice(&pid.to_le_bytes());
+            }
+            Ok((out, None))
+        }
+        other => bail!("unknown request {other}"),
     }
 }
 
@@ -161,14 +213,14 @@ impl Helper {
     pub fn netns_socket(&self, netns: u32, pids: &[u32]) -> Result<OwnedFd> {
         let mut body = netns.to_le_bytes().to_vec();
         body.extend(encode_pids(pids));
-        let (body, fd) = self.ask(ASK_NETNS_SOCKET, &body)?;
+        let (body, fd) = self.namespaces.ask(ASK_NETNS_SOCKET, &body)?;
         fd.ok_or_else(|| anyhow!("the helper sent no socket ({} bytes)", body.len()))
     }
 
     /// Every network namespace a process or thread is in, with a process
     /// to enter it by.
     pub fn namespaces(&self) -> Result<Vec<(u32, u32)>> {
-        let (body, _) = self.ask(ASK_NAMESPACES, &[])?;
+        let (body, _) = self.namespaces.ask(ASK_NAMESPACES, &[])?;
         Ok(body.chunks_exact(8).map(|c| (le_u32(&c[..4]), le_u32(&c[4..]))).collect())
     }
 
@@ -179,21 +231,11 @@ impl Helper {
             Some(pids) => [vec![1], encode_pids(pids)].concat(),
             None => vec![0],
         };
-        let (body, _) = self.ask(ASK_SOCKET_OWNERS, &body)?;
+        let (body, _) = self.scans.ask(ASK_SOCKET_OWNERS, &body)?;
         Ok(body
             .chunks_exact(12)
             .map(|c| (u64::from_le_bytes(c[..8].try_into().unwrap_or_default()), le_u32(&c[8..])))
             .collect())
-    }
-
-    fn ask(&self, ask: u8, body: &[u8]) -> Result<(Vec<u8>, Option<OwnedFd>)> {
-        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
-        send_frame(&stream, ask, body, None).context("ask the helper")?;
-        let (status, body, fd) = read_reply(&stream).context("hear from the helper")?;
-        if status != 0 {
-            bail!("{}", String::from_utf8_lossy(&body));
-        }
-        Ok((body, fd))
     }
 }
 
@@ -270,8 +312,13 @@ fn read_reply(stream: &UnixStream) -> Result<(u8, Vec<u8>, Option<OwnedFd>)> {
     let mut head = [0u8; 5];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got =
-        recvmsg(stream, &mut [IoSliceMut::new(&mut head)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let got = loop {
+        let flags = RecvFlags::CMSG_CLOEXEC;
+        match recvmsg(stream, &mut [IoSliceMut::new(&mut head)], &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
     let mut fd = None;
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = msg {
@@ -315,5 +362,22 @@ mod tests {
         assert!(decode_netns_ask(&[1]).is_err());
         drop(a);
         assert!(read_frame(&mut &b).unwrap().is_none());
+    }
+
+    /// A request the helper cannot make sense of gets an error reply, and
+    /// the helper serves the next one.
+    #[test]
+    fn a_bad_request_is_answered_and_serving_goes_on() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || serve(&theirs));
+        let link = Link::new(ours);
+        let bad = link.ask(99, b"junk").unwrap_err();
+        assert!(format!("{bad:#}").contains("unknown request 99"), "{bad:#}");
+        let short = link.ask(ASK_NETNS_SOCKET, &[1]).unwrap_err();
+        assert!(format!("{short:#}").contains("namespace request of 1 bytes"), "{short:#}");
+        let (body, fd) = link.ask(ASK_SOCKET_OWNERS, &[1, 0, 0, 0, 0]).unwrap();
+        assert!(body.is_empty() && fd.is_none(), "pid 0 holds no sockets");
+        drop(link);
+        server.join().unwrap().unwrap();
     }
 }

@@ -167,10 +167,12 @@ fn threads() -> Vec<String> {
 }
 
 /// Keep only `keep` in every capability set of this thread, the bounding
-/// set and the ambient one included.
-fn keep_only(keep: u64) -> Result<()> {
+/// set and the ambient one included (that one needs CAP_SETPCAP: false if
+/// it was kept for want of it).
+fn keep_only(keep: u64) -> Result<bool> {
     let now = capabilities(None).context("read the capabilities")?;
-    if now.effective.bits() & (1 << CAP_SETPCAP) != 0 {
+    let bounding = now.effective.bits() & (1 << CAP_SETPCAP) != 0;
+    if bounding {
         for c in (0..=last_cap()).filter(|c| keep & (1 << c) == 0) {
             // SAFETY: prctl with plain integer arguments.
             if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) } != 0 {
@@ -190,7 +192,7 @@ fn keep_only(keep: u64) -> Result<()> {
         CapabilitySets { effective: keep, permitted: keep, inheritable: CapabilitySet::empty() },
     )
     .context("set the capabilities")?;
-    Ok(())
+    Ok(bounding)
 }
 
 fn no_new_privs() -> Result<()> {
@@ -260,7 +262,8 @@ fn apply_landlock(read: &[PathBuf], allowed: &Allowed) -> Result<String> {
     let status = Ruleset::default()
         .handle_access(AccessFs::from_all(all))?
         .create()?
-        .add_rules(path_beneath_rules(&read_paths, AccessFs::from_read(all)))?
+        // Read, never run: from_read would allow executing as well.
+        .add_rules(path_beneath_rules(&read_paths, AccessFs::ReadFile | AccessFs::ReadDir))?
         .add_rules(path_beneath_rules(&allowed.read_write, AccessFs::from_file(all)))?
         .add_rules(path_beneath_rules(
             &allowed.socket_dirs,
@@ -299,8 +302,13 @@ pub fn confine(allowed: &Allowed, read_maps: &mut dyn FnMut() -> bool) -> Protec
         return p;
     }
     let keep = if maps_need_cap_bpf(read_maps) { 1u64 << CAP_BPF } else { 0 };
-    if let Err(e) = keep_only(keep) {
-        p.notes.push(format!("capabilities kept: {e:#}"));
+    match keep_only(keep) {
+        Ok(true) => {}
+        Ok(false) => p.notes.push(
+            "the bounding set is kept: dropping from it needs CAP_SETPCAP (no_new_privs still stops any regain)"
+                .into(),
+        ),
+        Err(e) => p.notes.push(format!("capabilities kept: {e:#}")),
     }
     p.capabilities = capabilities(None).map(|c| names(c.permitted.bits())).unwrap_or_default();
     match no_new_privs() {
@@ -319,8 +327,23 @@ pub fn confine(allowed: &Allowed, read_maps: &mut dyn FnMut() -> bool) -> Protec
             Err(e) => format!("refused: {e}"),
         });
     }
-    if let Some(h) = crate::helper::get() {
-        p.helper = Some(HelperInfo { pid: h.pid, capabilities: names(helper_caps()) });
+    match crate::helper::get() {
+        Some(h) => {
+            // It confines itself as it starts: a moment, at most.
+            let mut caps = measured_caps(h.pid);
+            for _ in 0..100 {
+                if caps.is_some_and(|c| c == helper_caps()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                caps = measured_caps(h.pid);
+            }
+            p.helper = Some(HelperInfo { pid: h.pid, capabilities: names(caps.unwrap_or(u64::MAX)) })
+        }
+        None => p.notes.push(
+            "no privileged helper (it needs CAP_SYS_ADMIN at start): network namespaces seen later, and other users' sockets' owners, go unread"
+                .into(),
+        ),
     }
     p
 }
@@ -336,6 +359,14 @@ fn helper_caps() -> u64 {
 pub fn confine_helper() -> Result<()> {
     keep_only(helper_caps())?;
     no_new_privs()
+}
+
+/// The helper's capabilities as its process reports them (`CapEff` in
+/// `/proc/PID/status`), not as it was told to keep.
+fn measured_caps(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 #[cfg(test)]

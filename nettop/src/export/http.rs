@@ -1,7 +1,8 @@
 //! `serve`'s HTTP/1.1 (hyper), bounded against hostile clients: a request
 //! head larger than `MAX_HEAD` is refused with 431, one not sent whole
-//! within `HEAD_TIMEOUT` closes its connection (slowloris), and the serving
-//! code only ever sees a `Route`. What each route answers is the caller's
+//! within `HEAD_TIMEOUT` closes its connection (slowloris), no connection
+//! outlives `CONNECTION_LIFETIME`, and the serving code only ever sees a
+//! `Route`. What each route answers is the caller's
 //! (`Handler`); it runs on the runtime's blocking threads, since listing
 //! the connections can take a while.
 use std::convert::Infallible;
@@ -22,6 +23,9 @@ pub const MAX_HEAD: usize = 16 << 10;
 pub const MAX_HEADERS: usize = 64;
 /// A request head must arrive whole within this long.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection lasts at most this long, however busy: a client that asks
+/// for `/connections` and never reads the answer holds it no longer.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,14 +102,14 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let _ = http1::Builder::new()
+    let connection = http1::Builder::new()
         .max_buf_size(MAX_HEAD)
         .max_header_size(MAX_HEAD)
         .max_headers(MAX_HEADERS)
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
 }
 
 #[cfg(test)]
