@@ -330,13 +330,13 @@ pub fn confine(allowed: &Allowed, read_maps: &mut dyn FnMut() -> bool) -> Protec
     match crate::helper::get() {
         Some(h) => {
             // It confines itself as it starts: a moment, at most.
-            let mut caps = measured_caps(h.pid);
+            let mut caps = crate::probe::privileges::effective_caps(&h.pid.to_string());
             for _ in 0..100 {
                 if caps.is_some_and(|c| c == helper_caps()) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
-                caps = measured_caps(h.pid);
+                caps = crate::probe::privileges::effective_caps(&h.pid.to_string());
             }
             p.helper = Some(HelperInfo { pid: h.pid, capabilities: names(caps.unwrap_or(u64::MAX)) })
         }
@@ -359,14 +359,6 @@ fn helper_caps() -> u64 {
 pub fn confine_helper() -> Result<()> {
     keep_only(helper_caps())?;
     no_new_privs()
-}
-
-/// The helper's capabilities as its process reports them (`CapEff` in
-/// `/proc/PID/status`), not as it was told to keep.
-fn measured_caps(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 #[cfg(test)]

@@ -288,30 +288,17 @@ fn spawn_http(
                 let open = Arc::new(AtomicUsize::new(0));
                 for (name, bound) in listeners {
                     let (handler, open) = (handler.clone(), open.clone());
-                    let started = match bound {
-                        Bound::Tcp(l) => listen_tcp(l).map(|l| {
+                    match Listening::new(bound) {
+                        Ok(l) => {
                             tokio::spawn(async move {
                                 loop {
-                                    match l.accept().await {
-                                        Ok((s, _)) => serve(s, &handler, &open),
-                                        Err(e) => accept_failed(&name, e).await,
+                                    if let Err(e) = l.accept_one(&handler, &open).await {
+                                        accept_failed(&name, e).await;
                                     }
                                 }
-                            })
-                        }),
-                        Bound::Unix(l) => listen_unix(l).map(|l| {
-                            tokio::spawn(async move {
-                                loop {
-                                    match l.accept().await {
-                                        Ok((s, _)) => serve(s, &handler, &open),
-                                        Err(e) => accept_failed(&name, e).await,
-                                    }
-                                }
-                            })
-                        }),
-                    };
-                    if let Err(e) = started {
-                        eprintln!("nettop: cannot serve: {}", escape(&e.to_string()));
+                            });
+                        }
+                        Err(e) => eprintln!("nettop: cannot serve: {}", escape(&e.to_string())),
                     }
                 }
                 while !stop.load(Ordering::Relaxed) {
@@ -322,14 +309,34 @@ fn spawn_http(
         .context("spawn the HTTP thread")
 }
 
-fn listen_tcp(l: TcpListener) -> std::io::Result<tokio::net::TcpListener> {
-    l.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(l)
+/// A bound socket, handed to the runtime.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
 }
 
-fn listen_unix(l: UnixListener) -> std::io::Result<tokio::net::UnixListener> {
-    l.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(l)
+impl Listening {
+    fn new(bound: Bound) -> std::io::Result<Listening> {
+        Ok(match bound {
+            Bound::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Listening::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Bound::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Listening::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        })
+    }
+
+    /// The next client, served in a task of its own.
+    async fn accept_one(&self, handler: &Handler, open: &Arc<AtomicUsize>) -> std::io::Result<()> {
+        match self {
+            Listening::Tcp(l) => serve(l.accept().await?.0, handler, open),
+            Listening::Unix(l) => serve(l.accept().await?.0, handler, open),
+        }
+        Ok(())
+    }
 }
 
 /// Out of descriptors, say: not a reason to stop serving.

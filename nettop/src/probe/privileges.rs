@@ -15,8 +15,10 @@ pub struct PrivilegeError {
     pub missing: String,
 }
 
-fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A process's effective capabilities (`CapEff` of `/proc/PID/status`;
+/// "self" for this one).
+pub fn effective_caps(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
@@ -39,7 +41,7 @@ pub fn missing(caps: u64) -> Vec<&'static str> {
 }
 
 pub fn check() -> Result<()> {
-    let caps = effective_caps().unwrap_or(0);
+    let caps = effective_caps("self").unwrap_or(0);
     let missing = missing(caps);
     if !missing.is_empty() {
         bail!(PrivilegeError { missing: missing.join(", ") });
