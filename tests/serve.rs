@@ -1,7 +1,7 @@
 //! `nettop serve` end to end, as root: a real Prometheus server (Debian's
 //! `prometheus` package; tests/run installs it) scrapes the daemon, and its
 //! query API must show exactly the bytes a named process sent.
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -690,5 +690,160 @@ fn hostile_clients_do_not_stop_the_scrape() {
     assert!(status_line(&daemon.base, req("POST /metrics").as_bytes()).contains(" 405 "));
     assert!(status_line(&daemon.base, req("GET /etc/passwd").as_bytes()).contains(" 404 "));
     assert!(status_line(&daemon.base, req("GET /healthz").as_bytes()).contains(" 200 "));
+    daemon.stop();
+}
+
+/// A python3 process that opens `pairs` loopback connections to
+/// listeners of its own and holds both ends until its stdin closes:
+/// 20 000 descriptors a process is all root gets here (no
+/// CAP_SYS_RESOURCE), so a flood takes several.
+struct Flooder(Child);
+
+impl Flooder {
+    fn start(pairs: usize) -> Flooder {
+        const SCRIPT: &str = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+listeners = [socket.socket() for _ in range(8)]
+for l in listeners:
+    l.bind(("127.0.0.31", 0))
+    l.listen(4096)
+held = []
+for i in range(int(sys.argv[1])):
+    l = listeners[i % 8]
+    held.append(socket.create_connection(l.getsockname()))
+    held.append(l.accept()[0])
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT, &pairs.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (tests/run installs it)");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+        assert_eq!(ready.trim(), "ready", "the flooder failed");
+        Flooder(child)
+    }
+}
+
+impl Drop for Flooder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status_of(daemon: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&daemon.get("/status")).unwrap()
+}
+
+/// Floods from a local user and from `serve`'s clients, on loopback:
+/// connections opened and held until far past `--max-connections` leave
+/// the table at its bound and nettop's memory flat, every refusal counted
+/// (`table_full`, the "tracer" evictions); clients that ask for
+/// `/connections` and never read hold at most `MAX_LISTINGS` answers, the
+/// others wait then get 503, and `/metrics` answers meanwhile.
+#[test]
+fn a_connection_flood_and_listings_nobody_reads_keep_memory_bounded() {
+    let _g = serial();
+    const MAX: u64 = 8000;
+    let daemon = Daemon::start(&["--max-connections", &MAX.to_string()]);
+    let mut held = Vec::new();
+    let mut rss = Vec::new();
+    // Four rounds of 4 500 connections (9 000 ends) held open: the first
+    // fills the table, the other three are refused.
+    for round in 0..4 {
+        held.push(Flooder::start(4500));
+        // A refresh or two: the kernel's table read, the accepts resolved.
+        std::thread::sleep(Duration::from_millis(2500));
+        let status = status_of(&daemon);
+        let open = status["stats"]["connections_open"].as_u64().unwrap();
+        assert!(open <= MAX, "round {round}: {open} open past the bound: {status}");
+        rss.push(rss_kib(daemon.pid()));
+    }
+    let status = status_of(&daemon);
+    let stats = &status["stats"];
+    // Refused by the kernel's table or by the tracer's (which one depends
+    // on the backend: kprobe and fentry report a connection the kernel's
+    // table refused, and the tracer's refuses it in turn).
+    let refused: u64 = ["sock_map_full", "conn_map_full", "table_full"]
+        .iter()
+        .map(|k| stats[k].as_u64().unwrap())
+        .sum();
+    assert!(refused >= 27_000, "36 000 ends, {MAX} tracked, the rest refused: {stats}");
+    let metrics = daemon.get("/metrics");
+    let evictions: f64 = ["connections", "sockets", "tracer"]
+        .iter()
+        .map(|t| metric(&metrics, &format!("nettop_evictions_total{{table=\"{t}\"}}")))
+        .sum();
+    assert!(evictions as u64 >= refused, "the scrape's evictions: {evictions}, {stats}");
+    eprintln!("nettop serve RSS after each 9 000 ends held (KiB): {rss:?}; {stats}");
+    // Flat once the table is full: 18 000 more ends held add (almost)
+    // nothing; tracked, they would add some 18 MB.
+    let growth = rss[3].saturating_sub(rss[1]);
+    assert!(growth < 4096, "RSS grew by {growth} KiB from 18 000 to 36 000 ends: {rss:?}");
+
+    // Six clients ask for the listing (some thousands of rows, megabytes)
+    // and never read it.
+    let listing_bytes = daemon.get("/connections").len();
+    let addr = daemon.base.trim_start_matches("http://").to_owned();
+    let mut slow: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let t = Instant::now();
+    let sending = |d: &Daemon| status_of(d)["listings"]["sending"].as_u64().unwrap();
+    while sending(&daemon) < 4 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scrape = Instant::now();
+    assert!(daemon.get("/metrics").contains("nettop_"));
+    let scrape = scrape.elapsed();
+    // The two beyond the bound waited, then were told to come back.
+    std::thread::sleep(Duration::from_secs(6));
+    let status = status_of(&daemon);
+    assert_eq!(status["listings"]["sending"], 4, "held by clients that do not read: {status}");
+    assert_eq!(status["listings"]["refused"], 2, "{status}");
+    let rss_held = rss_kib(daemon.pid());
+    let mut heads = Vec::new();
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        heads.push(String::from_utf8_lossy(&head).into_owned());
+    }
+    heads.sort();
+    assert_eq!(
+        heads,
+        [
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 503",
+            "HTTP/1.1 503"
+        ]
+    );
+    eprintln!(
+        "a listing of {listing_bytes} B; with 4 held unread RSS {rss_held} KiB; a scrape meanwhile took {scrape:?}"
+    );
+    assert!(scrape < Duration::from_secs(1), "{scrape:?}");
+    // Once they go, listings are answered again.
+    drop(slow);
+    let t = Instant::now();
+    while sending(&daemon) > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "slots not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows: serde_json::Value = serde_json::from_str(&daemon.get("/connections")).unwrap();
+    assert!(rows.as_array().unwrap().len() as u64 <= MAX + 10_000, "open and lingering closed");
+    drop(held);
     daemon.stop();
 }

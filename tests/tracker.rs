@@ -798,6 +798,60 @@ fn a_connection_whose_close_was_lost_ends_at_a_refresh() {
     eprintln!("{} events lost, {vanished} connections ended as vanished", stats.events_lost);
 }
 
+/// A local user who opens connections without end: past
+/// `max_connections` open, the kernel's tables and the tracer's own refuse
+/// new ones and count each refusal (the TUI's "evicted"); once they close,
+/// new connections are tracked again, exactly.
+#[test]
+fn past_max_connections_new_ones_are_refused_and_counted() {
+    let _g = serial();
+    const MAX: u32 = 64;
+    let listener = TcpListener::bind("127.0.0.18:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = |n| -> Vec<(TcpStream, TcpStream)> {
+        (0..n).map(|_| (TcpStream::connect(addr).unwrap(), listener.accept().unwrap().0)).collect()
+    };
+    // 100 connections older than the tracer (200 ends) are more than its
+    // table takes from the kernel's list of sockets; 100 more after it
+    // started fill the kernel's socket table, and find the tracer's full.
+    let before = hold(100);
+    let w = Watch::with(Config { max_connections: MAX, ..Config::default() });
+    let after = hold(100);
+    let start = Instant::now();
+    let stats = loop {
+        let s = w.tracer.stats();
+        if s.table_full > 0 && s.conn_map_full + s.sock_map_full > 0 {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "nothing refused: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let open = w.tracer.connections().iter().filter(|c| c.state == State::Open).count();
+    assert!(open <= MAX as usize, "{open} open past the bound of {MAX}: {stats:?}");
+    assert!(w.tracer.stats().connections_open <= u64::from(MAX));
+    assert_eq!(stats.evicted(), stats.conn_map_full + stats.sock_map_full + stats.table_full);
+    eprintln!("{open} open; {stats:?}");
+    drop((before, after));
+    let ours = |c: &Connection| c.tuple.laddr == addr.ip() || c.tuple.raddr == Some(addr.ip());
+    let ours_open = || {
+        let conns = w.tracer.connections();
+        conns.iter().filter(|c| c.state == State::Open && ours(c)).count()
+    };
+    while ours_open() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(120), "{} still open", ours_open());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cport, sport) = exchange("127.0.0.18:0", 512, 32768);
+    w.wait_for("both closes", |e| {
+        !closes(e, cport, sport).is_empty() && !closes(e, sport, cport).is_empty()
+    });
+    let (conns, _, stats) = w.finish();
+    for (lport, rport, sent, recv) in [(cport, sport, 512, 32768), (sport, cport, 32768, 512)] {
+        let c = entry(&conns, "tcp", lport, rport);
+        assert_eq!((c.bytes_sent, c.bytes_recv), (sent, recv), "{c:?}; {stats:?}");
+    }
+}
+
 /// A connected UDP socket older than the tracer, still in use, stays
 /// open past the idle timeout: it is alive from when it was found, and
 /// every datagram keeps it so.

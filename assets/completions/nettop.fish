@@ -41,7 +41,7 @@ complete -c nettop -n "__fish_nettop_needs_command" -l comm -d 'Only processes w
 complete -c nettop -n "__fish_nettop_needs_command" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_needs_command" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_needs_command" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_needs_command" -s d -l interval -d 'Seconds between refreshes of the interactive table' -r
 complete -c nettop -n "__fish_nettop_needs_command" -l columns -d 'Columns of the interactive table, comma-separated, in order: pid, process, proto, local, remote, state, send-rate, recv-rate, sent, recv, age, rtt, retrans, send-q, recv-q, cwnd, delivery, limit [default: pid,process,proto,local,remote,state,rtt,send-rate,recv-rate,sent,recv,age]' -r
@@ -74,7 +74,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand completions" -l comm -d 'O
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand completions" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand completions" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -l no-ipv6 -d 'Leave out IPv6 connections'
 complete -c nettop -n "__fish_nettop_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -95,7 +95,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l comm -d 'Only 
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -l no-ipv6 -d 'Leave out IPv6 connections'
 complete -c nettop -n "__fish_nettop_using_subcommand manpage" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -116,7 +116,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l comm -d 'Only 
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l json -d 'One JSON object instead of a table'
 complete -c nettop -n "__fish_nettop_using_subcommand offsets" -l no-ipv6 -d 'Leave out IPv6 connections'
@@ -138,7 +138,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand trace" -l comm -d 'Only pr
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand trace" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand trace" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l json -d 'One JSON object per line; the first is {"event":"ready",…}'
 complete -c nettop -n "__fish_nettop_using_subcommand trace" -l no-ipv6 -d 'Leave out IPv6 connections'
@@ -161,7 +161,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand list" -l comm -d 'Only pro
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand list" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand list" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l json -d 'A JSON array'
 complete -c nettop -n "__fish_nettop_using_subcommand list" -l no-ipv6 -d 'Leave out IPv6 connections'
@@ -190,7 +190,7 @@ complete -c nettop -n "__fish_nettop_using_subcommand serve" -l comm -d 'Only pr
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l udp-timeout -d 'Seconds without traffic after which a UDP flow ends' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l linger -d 'Seconds a closed connection stays listed' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l max-closed -d 'At most this many closed connections stay listed (the latest); under churn they go before their linger is over' -r
-complete -c nettop -n "__fish_nettop_using_subcommand serve" -l max-connections -d 'Capacity of the kernel\'s connection table' -r
+complete -c nettop -n "__fish_nettop_using_subcommand serve" -l max-connections -d 'Open connections tracked at most, in the kernel\'s tables and in nettop\'s own; past it new ones are refused and counted as evicted' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l ring-bytes -d 'Size of the kernel\'s event ring buffer in bytes: a power of two, at least 4096' -r
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -l no-ipv6 -d 'Leave out IPv6 connections'
 complete -c nettop -n "__fish_nettop_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'

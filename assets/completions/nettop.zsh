@@ -32,7 +32,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '-d+[Seconds between refreshes of the interactive table]:SECONDS:_default' \
 '--interval=[Seconds between refreshes of the interactive table]:SECONDS:_default' \
@@ -72,7 +72,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--no-ipv6[Leave out IPv6 connections]' \
 '-h[Print help (see more with '\''--help'\'')]' \
@@ -99,7 +99,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--no-ipv6[Leave out IPv6 connections]' \
 '-h[Print help (see more with '\''--help'\'')]' \
@@ -125,7 +125,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--json[One JSON object instead of a table]' \
 '--no-ipv6[Leave out IPv6 connections]' \
@@ -152,7 +152,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--json[One JSON object per line; the first is {"event"\:"ready",…}]' \
 '--no-ipv6[Leave out IPv6 connections]' \
@@ -180,7 +180,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--json[A JSON array]' \
 '--no-ipv6[Leave out IPv6 connections]' \
@@ -214,7 +214,7 @@ btf\:"Read BTF only"))' \
 '--udp-timeout=[Seconds without traffic after which a UDP flow ends]:SECONDS:_default' \
 '--linger=[Seconds a closed connection stays listed]:SECONDS:_default' \
 '--max-closed=[At most this many closed connections stay listed (the latest); under churn they go before their linger is over]:N:_default' \
-'--max-connections=[Capacity of the kernel'\''s connection table]:MAX_CONNECTIONS:_default' \
+'--max-connections=[Open connections tracked at most, in the kernel'\''s tables and in nettop'\''s own; past it new ones are refused and counted as evicted]:N:_default' \
 '--ring-bytes=[Size of the kernel'\''s event ring buffer in bytes\: a power of two, at least 4096]:BYTES:_default' \
 '--no-ipv6[Leave out IPv6 connections]' \
 '-h[Print help (see more with '\''--help'\'')]' \

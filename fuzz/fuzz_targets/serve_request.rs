@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use nettop::export::http::{Handler, Reply, Route, serve_connection};
+use nettop::export::http::{Handler, LISTING_WAIT, Listings, Reply, Route, serve_connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[global_allocator]
@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
     });
     let out = runtime().block_on(async {
         let (mut client, server) = tokio::io::duplex(64 << 10);
-        let task = tokio::spawn(serve_connection(server, handler));
+        let task = tokio::spawn(serve_connection(server, handler, Listings::new(1, LISTING_WAIT)));
         let _ = client.write_all(data).await;
         let mut out = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut out)).await;

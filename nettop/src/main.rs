@@ -56,8 +56,8 @@ struct Args {
     /// At most this many closed connections stay listed (the latest); under churn they go before their linger is over.
     #[arg(long, value_name = "N", default_value_t = nettop::tracer::DEFAULT_MAX_CLOSED, global = true)]
     max_closed: usize,
-    /// Capacity of the kernel's connection table.
-    #[arg(long, default_value_t = 65536, global = true)]
+    /// Open connections tracked at most, in the kernel's tables and in nettop's own; past it new ones are refused and counted as evicted.
+    #[arg(long, value_name = "N", default_value_t = 65536, global = true)]
     max_connections: u32,
     /// Size of the kernel's event ring buffer in bytes: a power of two, at least 4096.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, global = true)]

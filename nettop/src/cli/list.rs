@@ -39,7 +39,7 @@ pub fn run(config: nettop::Config, opts: Options, allowed: &Allowed) -> Result<E
             "{} connections; lost {} events, {} full-table drops{}",
             conns.len(),
             stats.events_lost + stats.events_dropped,
-            stats.conn_map_full + stats.sock_map_full,
+            stats.evicted(),
             stats.kprobe_missed.map(|m| format!(", {m} kprobe misses")).unwrap_or_default()
                 + &stats
                     .prog_missed

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nettop::export::http::{self, Handler, Reply, Route, TEXT};
+use nettop::export::http::{self, Handler, Listings, Reply, Route, TEXT};
 use nettop::export::{Aggregator, LabelSpec, PortClass, encode_health};
 use nettop::sandbox::{Allowed, Protections};
 use nettop::tracer::{Connection, Tracer};
@@ -81,6 +81,7 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
         tracer,
         started: Instant::now(),
         longest_listing_us: AtomicU64::new(0),
+        listings: Listings::new(http::MAX_LISTINGS, http::LISTING_WAIT),
         protections,
     });
     let mut registry = Registry::with_prefix("nettop");
@@ -94,7 +95,7 @@ pub fn run(mut config: nettop::Config, opts: Options, allowed: &Allowed) -> Resu
         let (shared, registry) = (shared.clone(), registry.clone());
         Arc::new(move |route| handle(route, &shared, &registry))
     };
-    let http = spawn_http(listeners, handler, stop.clone())?;
+    let http = spawn_http(listeners, handler, shared.listings.clone(), stop.clone())?;
     let info = shared.tracer.info();
     eprintln!(
         "nettop: serving {} on the {} backend (offsets {}); SIGTERM or Ctrl-C to stop",
@@ -147,6 +148,8 @@ struct ServeState {
     /// The longest a listing of the connections took, in µs: the tracer's
     /// lock is held all that time, and its reader waits.
     longest_listing_us: AtomicU64,
+    /// The `/connections` answers being sent, bounded.
+    listings: Arc<Listings>,
     protections: Protections,
 }
 
@@ -208,6 +211,11 @@ impl ServeState {
         v["clients"] = c;
         let longest = self.longest_listing_us.load(Ordering::Relaxed);
         v["longest_listing_ms"] = (longest as f64 / 1e3).into();
+        v["listings"] = serde_json::json!({
+            "sending": self.listings.sending(),
+            "limit": self.listings.limit(),
+            "refused": self.listings.refused(),
+        });
         v["protections"] = serde_json::to_value(&self.protections).unwrap_or_default();
         v
     }
@@ -274,11 +282,13 @@ const MAX_CONNECTIONS: usize = 4096;
 fn spawn_http(
     listeners: Vec<(String, Bound)>,
     handler: Handler,
+    listings: Arc<Listings>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
+    // Room for every listing being made and a scrape beside them.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(4)
+        .max_blocking_threads(http::MAX_LISTINGS + 2)
         .build()
         .context("start the HTTP runtime")?;
     std::thread::Builder::new()
@@ -287,12 +297,13 @@ fn spawn_http(
             rt.block_on(async move {
                 let open = Arc::new(AtomicUsize::new(0));
                 for (name, bound) in listeners {
-                    let (handler, open) = (handler.clone(), open.clone());
+                    let (handler, listings, open) =
+                        (handler.clone(), listings.clone(), open.clone());
                     match Listening::new(bound) {
                         Ok(l) => {
                             tokio::spawn(async move {
                                 loop {
-                                    if let Err(e) = l.accept_one(&handler, &open).await {
+                                    if let Err(e) = l.accept_one(&handler, &listings, &open).await {
                                         accept_failed(&name, e).await;
                                     }
                                 }
@@ -330,10 +341,15 @@ impl Listening {
     }
 
     /// The next client, served in a task of its own.
-    async fn accept_one(&self, handler: &Handler, open: &Arc<AtomicUsize>) -> std::io::Result<()> {
+    async fn accept_one(
+        &self,
+        handler: &Handler,
+        listings: &Arc<Listings>,
+        open: &Arc<AtomicUsize>,
+    ) -> std::io::Result<()> {
         match self {
-            Listening::Tcp(l) => serve(l.accept().await?.0, handler, open),
-            Listening::Unix(l) => serve(l.accept().await?.0, handler, open),
+            Listening::Tcp(l) => serve(l.accept().await?.0, handler, listings, open),
+            Listening::Unix(l) => serve(l.accept().await?.0, handler, listings, open),
         }
         Ok(())
     }
@@ -346,7 +362,7 @@ async fn accept_failed(name: &str, e: std::io::Error) {
 }
 
 /// One connection, unless MAX_CONNECTIONS are open: then it is closed.
-fn serve<IO>(io: IO, handler: &Handler, open: &Arc<AtomicUsize>)
+fn serve<IO>(io: IO, handler: &Handler, listings: &Arc<Listings>, open: &Arc<AtomicUsize>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -354,9 +370,9 @@ where
         open.fetch_sub(1, Ordering::Relaxed);
         return;
     }
-    let (handler, open) = (handler.clone(), open.clone());
+    let (handler, listings, open) = (handler.clone(), listings.clone(), open.clone());
     tokio::spawn(async move {
-        http::serve_connection(io, handler).await;
+        http::serve_connection(io, handler, listings).await;
         open.fetch_sub(1, Ordering::Relaxed);
     });
 }

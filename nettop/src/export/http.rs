@@ -1,21 +1,26 @@
 //! `serve`'s HTTP/1.1 (hyper), bounded against hostile clients: a request
 //! head larger than `MAX_HEAD` is refused with 431, one not sent whole
 //! within `HEAD_TIMEOUT` closes its connection (slowloris), no connection
-//! outlives `CONNECTION_LIFETIME`, and the serving code only ever sees a
-//! `Route`. What each route answers is the caller's
-//! (`Handler`); it runs on the runtime's blocking threads, since listing
-//! the connections can take a while.
+//! outlives `CONNECTION_LIFETIME`, at most `Listings`' bound of
+//! `/connections` answers are being sent at once (each holds a copy of the
+//! table until its client has read it), and the serving code only ever
+//! sees a `Route`. What each route answers is the caller's (`Handler`); it
+//! runs on the runtime's blocking threads, since listing the connections
+//! can take a while.
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The largest request head (request line and headers) served.
 pub const MAX_HEAD: usize = 16 << 10;
@@ -26,6 +31,17 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection lasts at most this long, however busy: a client that asks
 /// for `/connections` and never reads the answer holds it no longer.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// `/connections` answers being sent at once, by default: a client that
+/// asks and never reads holds its answer's memory, a listing of the whole
+/// table, for up to `CONNECTION_LIFETIME`.
+pub const MAX_LISTINGS: usize = 4;
+/// How long a `/connections` request waits for one of them to finish before
+/// it is answered 503 (with `Retry-After`).
+pub const LISTING_WAIT: Duration = Duration::from_secs(5);
+/// Bodies go out this much at a time: hyper asks for the next piece only
+/// once the client has taken the last, so a listing's permit is held until
+/// it has (nearly) all been read.
+const PIECE: usize = 64 << 10;
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +57,13 @@ pub enum Route {
     NotFound,
     /// Anything but GET (and HEAD).
     MethodNotAllowed,
+}
+
+impl Route {
+    /// Its answer grows with the table.
+    fn is_listing(&self) -> bool {
+        matches!(self, Route::Connections { .. })
+    }
 }
 
 /// A request's route: the method and path only (the query names an
@@ -82,23 +105,104 @@ impl Reply {
 /// What each route answers.
 pub type Handler = Arc<dyn Fn(Route) -> Reply + Send + Sync>;
 
+/// The `/connections` answers being made or sent, shared by every
+/// connection of a server.
+pub struct Listings {
+    permits: Arc<Semaphore>,
+    limit: usize,
+    wait: Duration,
+    refused: AtomicU64,
+}
+
+impl Listings {
+    /// At most `limit` at once; a request waits `wait` for one to finish.
+    pub fn new(limit: usize, wait: Duration) -> Arc<Listings> {
+        let permits = Arc::new(Semaphore::new(limit));
+        Arc::new(Listings { permits, limit, wait, refused: 0.into() })
+    }
+
+    /// How many are being made or sent now.
+    pub fn sending(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
+    /// Requests answered 503 because `limit` were being sent for all of
+    /// their wait.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    async fn wait_for_one(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await;
+        let permit = permit.ok().and_then(Result::ok);
+        if permit.is_none() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        permit
+    }
+}
+
+/// A reply's body, handed out a piece at a time, holding its listing's
+/// permit (if any) until the last piece is taken.
+struct Pieces {
+    rest: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            self._permit = None;
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(PIECE);
+        Poll::Ready(Some(Ok(Frame::data(self.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
 /// Serve one connection until the client closes it or breaks a bound.
-pub async fn serve_connection<IO>(io: IO, handler: Handler)
+pub async fn serve_connection<IO>(io: IO, handler: Handler, listings: Arc<Listings>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req: Request<Incoming>| {
-        let handler = handler.clone();
+        let (handler, listings) = (handler.clone(), listings.clone());
         async move {
             let route = route(req.method(), req.uri().path(), req.uri().query());
+            let mut permit = None;
+            if route.is_listing() {
+                permit = listings.wait_for_one().await;
+                if permit.is_none() {
+                    return Ok(busy());
+                }
+            }
             let reply = tokio::task::spawn_blocking(move || handler(route))
                 .await
                 .unwrap_or_else(|_| Reply::text(500, "internal error\n"));
+            let body = Pieces { rest: Bytes::from(reply.body), _permit: permit };
             let response = Response::builder()
                 .status(reply.code)
                 .header("Content-Type", reply.kind)
-                .body(Full::new(Bytes::from(reply.body)))
-                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+                .body(body)
+                .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), _permit: None }));
             Ok::<_, Infallible>(response)
         }
     });
@@ -110,6 +214,17 @@ where
         .header_read_timeout(HEAD_TIMEOUT)
         .serve_connection(TokioIo::new(io), service);
     let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+}
+
+/// 503: every listing slot stayed taken for the whole wait.
+fn busy() -> Response<Pieces> {
+    let text = "too many /connections answers are being sent; try again\n";
+    Response::builder()
+        .status(503)
+        .header("Content-Type", TEXT)
+        .header("Retry-After", "1")
+        .body(Pieces { rest: Bytes::from_static(text.as_bytes()), _permit: None })
+        .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), _permit: None }))
 }
 
 #[cfg(test)]
@@ -143,7 +258,11 @@ mod tests {
             rt.block_on(async {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let (mut client, server) = tokio::io::duplex(1 << 20);
-                let task = tokio::spawn(serve_connection(server, handler.clone()));
+                let task = tokio::spawn(serve_connection(
+                    server,
+                    handler.clone(),
+                    Listings::new(1, LISTING_WAIT),
+                ));
                 // No half-close: hyper would take it for the client gone.
                 let _ = client.write_all(&raw).await;
                 let mut out = Vec::new();
@@ -165,5 +284,65 @@ mod tests {
             [b"GET / HTTP/1.1\r\nX: ".to_vec(), vec![b'a'; 2 * MAX_HEAD], b"\r\n\r\n".to_vec()];
         assert!(status(long_header.concat()).contains(" 431 "), "a long header");
         assert!(status(b"\x00\x01garbage\r\n\r\n".to_vec()).contains(" 400 "));
+    }
+
+    /// One request on a connection of its own, read to the end.
+    async fn ask(handler: &Handler, listings: &Arc<Listings>, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let task = tokio::spawn(serve_connection(server, handler.clone(), listings.clone()));
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        client.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        task.await.unwrap();
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    }
+
+    /// Clients that ask for `/connections` and never read hold its slots;
+    /// past the bound others wait, then get 503; `/metrics` is never held
+    /// up; a slot is free again once its client goes.
+    #[test]
+    fn listings_held_by_clients_that_never_read_are_bounded() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let big = "x".repeat(4 << 20);
+        let handler: Handler = Arc::new(move |r| match r {
+            Route::Connections { .. } => Reply::text(200, big.clone()),
+            _ => Reply::text(200, "ok\n"),
+        });
+        let listings = Listings::new(2, Duration::from_millis(200));
+        rt.block_on(async {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                let (mut client, server) = tokio::io::duplex(64 << 10);
+                let task =
+                    tokio::spawn(serve_connection(server, handler.clone(), listings.clone()));
+                client.write_all(b"GET /connections HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+                held.push((client, task));
+            }
+            for _ in 0..500 {
+                if listings.sending() == 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(listings.sending(), 2, "a client that reads nothing keeps its slot");
+            let third = ask(&handler, &listings, "/connections").await;
+            assert!(
+                third.starts_with("http/1.1 503 ") && third.contains("retry-after: 1"),
+                "{third}"
+            );
+            assert_eq!(listings.refused(), 1);
+            assert!(ask(&handler, &listings, "/metrics").await.starts_with("http/1.1 200 "));
+            let (client, task) = held.pop().unwrap();
+            drop(client);
+            task.await.unwrap();
+            assert_eq!(listings.sending(), 1, "its slot is given back");
+            let whole = ask(&handler, &listings, "/connections").await;
+            assert!(whole.starts_with("http/1.1 200 ") && whole.ends_with(&"x".repeat(4 << 20)));
+            assert_eq!(listings.refused(), 1);
+        });
     }
 }

@@ -320,8 +320,12 @@ pub fn encode_health(
     counter(
         encoder,
         "evictions",
-        "Connections or sockets the kernel's tables had no room for (--max-connections).",
-        &[("table", "connections", stats.conn_map_full), ("table", "sockets", stats.sock_map_full)],
+        "Connections or sockets the kernel's tables, or the tracer's own, had no room for (--max-connections).",
+        &[
+            ("table", "connections", stats.conn_map_full),
+            ("table", "sockets", stats.sock_map_full),
+            ("table", "tracer", stats.table_full),
+        ],
     )?;
     let single = |e: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
         ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)

@@ -209,11 +209,25 @@ pub struct Table {
     last_id: u64,
     linger_ns: u64,
     max_closed: usize,
+    /// At most this many open connections: a local user who opens
+    /// connections without end cannot make the table grow without end.
+    max_open: usize,
+    /// New connections refused because `max_open` were open.
+    refused: u64,
     udp_timeout_ns: u64,
     /// The latest read of the kernel's TCP table taken in, by a listing or
     /// by the reader, and the generation `end_vanished` last used.
     latest_read: Option<ReadMark>,
     vanish_checked: u32,
+}
+
+/// What `Table::sync_one` did with a flow of the kernel's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Synced {
+    Tracked,
+    /// The table was full.
+    Refused,
 }
 
 /// Found by read `generation` or a later one: reads take their sockets in
@@ -243,6 +257,8 @@ impl Table {
             vanish_checked: 0,
             linger_ns: linger.as_nanos() as u64,
             max_closed: usize::MAX,
+            max_open: usize::MAX,
+            refused: 0,
             udp_timeout_ns: udp_timeout.as_nanos() as u64,
         }
     }
@@ -252,6 +268,28 @@ impl Table {
     pub fn max_closed(mut self, n: usize) -> Table {
         self.max_closed = n;
         self
+    }
+
+    /// Keep at most `n` open connections: past that, a new one is not
+    /// tracked until one closes, and each refusal is counted (`refused`).
+    pub fn max_open(mut self, n: usize) -> Table {
+        self.max_open = n;
+        self
+    }
+
+    /// How many times a new connection found the table full: every event
+    /// or read that named an untracked connection counts once.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Room for one more open connection under `key`? Counts a refusal.
+    fn has_room_for(&mut self, key: &ConnKey) -> bool {
+        if self.open.len() < self.max_open || self.open.contains_key(key) {
+            return true;
+        }
+        self.refused += 1;
+        false
     }
 
     /// Open connections, then closed ones.
@@ -279,8 +317,30 @@ impl Table {
     }
 
     /// A closed tuple seen again (a reused port) is a new connection: the
-    /// closed one lingers beside it.
-    fn open_entry(&mut self, key: ConnKey, sk: u64, direction: u8, comm: [u8; 16]) -> &mut Entry {
+    /// closed one lingers beside it. None when the table is full.
+    fn open_entry(
+        &mut self,
+        key: ConnKey,
+        sk: u64,
+        direction: u8,
+        comm: [u8; 16],
+    ) -> Option<&mut Entry> {
+        if !self.has_room_for(&key) {
+            return None;
+        }
+        Some(self.entry_to_close(key, sk, direction, comm))
+    }
+
+    /// `open_entry` for a connection about to close: made even when the
+    /// table is full, as it leaves the open set at once (the closed ones
+    /// have a bound of their own).
+    fn entry_to_close(
+        &mut self,
+        key: ConnKey,
+        sk: u64,
+        direction: u8,
+        comm: [u8; 16],
+    ) -> &mut Entry {
         let id = &mut self.last_id;
         let e = self.open.get_or_insert_with(&key, || Entry::new(id, key, sk, direction, comm));
         if e.direction == DIR_UNKNOWN {
@@ -321,7 +381,9 @@ impl Table {
                     stale.vanished = true;
                     self.close(&ev.key, None, now_ns).into_iter().for_each(&mut out);
                 }
-                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                let Some(e) = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm) else {
+                    return;
+                };
                 e.born = true;
                 let e = e.clone();
                 out(if ev.kind == EV_CONNECT { Change::Connect(e) } else { Change::Accept(e) })
@@ -332,7 +394,7 @@ impl Table {
                 if ev.close_flags & CLOSE_NO_RECORD != 0 && !self.open.contains_key(&ev.key) {
                     return;
                 }
-                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                let e = self.entry_to_close(ev.key, ev.sk, ev.direction, ev.comm);
                 // The kernel's raw counters over the socket's whole life.
                 let (fin_acked, fin_received) = fins_at_close(
                     ev.sk_state,
@@ -359,7 +421,9 @@ impl Table {
                 comm: ev.comm,
             }),
             EV_RETRANSMIT => {
-                let e = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm);
+                let Some(e) = self.open_entry(ev.key, ev.sk, ev.direction, ev.comm) else {
+                    return;
+                };
                 e.stats.retransmits = e.stats.retransmits.max(ev.retransmits);
                 out(Change::Retransmit(e.clone()))
             }
@@ -399,7 +463,7 @@ impl Table {
     #[cfg(test)]
     pub fn sync(&mut self, live: &[(ConnKey, ConnStats)], now_ns: u64) {
         for (key, stats) in live {
-            self.sync_one(key, stats, now_ns);
+            let _ = self.sync_one(key, stats, now_ns);
         }
     }
 
@@ -413,7 +477,13 @@ impl Table {
     /// it reports the close, and the caller reads the kernel's table and
     /// applies events under one lock, so a close is never applied between
     /// the read of the table and its sync.
-    pub fn sync_one(&mut self, key: &ConnKey, stats: &ConnStats, now_ns: u64) {
+    ///
+    /// Refused (the table full): the caller removes the flow from the
+    /// kernel's table, which would otherwise keep it for good.
+    pub fn sync_one(&mut self, key: &ConnKey, stats: &ConnStats, now_ns: u64) -> Synced {
+        if !self.has_room_for(key) {
+            return Synced::Refused;
+        }
         let id = &mut self.last_id;
         let e = self
             .open
@@ -425,6 +495,7 @@ impl Table {
         if e.direction == DIR_UNKNOWN {
             e.direction = stats.direction;
         }
+        Synced::Tracked
     }
 
     /// A connection that predates nettop, with the kernel's own totals at
@@ -438,7 +509,7 @@ impl Table {
         counted: Option<ConnStats>,
         now_ns: u64,
     ) {
-        if self.open.get(&key).is_some_and(|e| e.born) {
+        if self.open.get(&key).is_some_and(|e| e.born) || !self.has_room_for(&key) {
             return;
         }
         let id = &mut self.last_id;
@@ -657,6 +728,38 @@ mod tests {
         t.expire_closed(2 * SEC);
         let ports: Vec<u16> = t.entries().map(|e| e.key.lport).collect();
         assert_eq!(ports, [999, 1002, 1003], "open ones stay; the latest closed ones stay");
+    }
+
+    #[test]
+    fn past_max_open_new_connections_are_refused_and_counted_until_one_closes() {
+        let mut t = Table::new(Duration::from_secs(5), Duration::from_secs(30)).max_open(2);
+        let (a, b, c) =
+            (key(IPPROTO_TCP, 1000, 80), key(IPPROTO_TCP, 1001, 80), key(IPPROTO_TCP, 1002, 80));
+        for k in [a, b] {
+            assert!(matches!(
+                t.apply(&ev(EV_CONNECT, k, 0, 0), 0, |_| None)[..],
+                [Change::Connect(_)]
+            ));
+        }
+        assert!(t.apply(&ev(EV_CONNECT, c, 0, 0), 0, |_| None).is_empty(), "refused");
+        assert!(t.apply(&ev(EV_RETRANSMIT, c, 0, 0), 0, |_| None).is_empty(), "still refused");
+        assert_eq!((t.counts(), t.refused()), ((2, 0), 2));
+        // Known connections still take their events; a refused one's close
+        // is still reported, with the kernel's totals.
+        assert_eq!(t.apply(&ev(EV_RETRANSMIT, a, 0, 0), 0, |_| None).len(), 1);
+        let out = t.apply(&ev(EV_CLOSE, c, 10, 20), SEC, |_| None);
+        let [Change::Close(e)] = &out[..] else { panic!("{out:?}") };
+        assert_eq!((e.bytes_sent(), e.bytes_recv()), (10, 20));
+        // The kernel's other readings of untracked connections are refused too.
+        let udp = key(IPPROTO_UDP, 53, 1111);
+        t.sync(&[(udp, ConnStats::default())], SEC);
+        t.backfill(key(IPPROTO_TCP, 1003, 80), DIR_OUTGOING, (1, 1), None, SEC);
+        assert_eq!((t.counts(), t.refused()), ((2, 1), 4));
+        // A close makes room.
+        t.apply(&ev(EV_CLOSE, a, 1, 1), SEC, |_| None);
+        assert_eq!(t.apply(&ev(EV_CONNECT, c, 0, 0), SEC, |_| None).len(), 1);
+        t.sync(&[(udp, ConnStats::default())], SEC);
+        assert_eq!((t.counts(), t.refused()), ((2, 2), 5), "full again: the flow is refused");
     }
 
     #[test]

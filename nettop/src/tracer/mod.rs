@@ -51,8 +51,9 @@ pub struct Config {
     pub backend: BackendChoice,
     pub offsets: OffsetsMode,
     pub btf_path: Option<std::path::PathBuf>,
-    /// Capacity of the kernel's connection table; past it, new connections
-    /// are counted in `Stats::conn_map_full`.
+    /// Capacity of the kernel's tables and of the tracer's own: past it,
+    /// new connections are counted in `Stats::conn_map_full` and
+    /// `sock_map_full` (the kernel's) or `table_full` (the tracer's).
     pub max_connections: u32,
     /// A UDP flow with no traffic for this long ends.
     pub udp_timeout: Duration,
@@ -247,7 +248,9 @@ impl Tracer {
             live.namespaces.open_every_process_namespace();
         }
         let mut shared = Shared {
-            table: Table::new(config.linger, config.udp_timeout).max_closed(config.max_closed),
+            table: Table::new(config.linger, config.udp_timeout)
+                .max_closed(config.max_closed)
+                .max_open(config.max_connections as usize),
             owners: Owners::new(),
             probe,
             config,
@@ -315,6 +318,7 @@ impl Tracer {
             incoming_late: counters[Counter::IncomingLate as usize],
             conn_map_full: counters[Counter::ConnMapFull as usize],
             sock_map_full: counters[Counter::SockMapFull as usize],
+            table_full: s.table.refused(),
             kprobe_missed: s.probe.kprobe_missed(),
             prog_missed: s.probe.prog_missed(),
             connections_open: open,
@@ -356,7 +360,10 @@ fn each_connection(
     let mut s = lock(shared);
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = &mut *s;
-    let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now_ns));
+    // A flow refused here (the table full) is the reader's to remove.
+    let _ = probe.for_each_udp_flow(|k, st| {
+        let _ = table.sync_one(k, st, now_ns);
+    });
     table.read_applied(read);
     table.expire_closed(now_ns);
     let now = Instant::now();

@@ -303,6 +303,10 @@ pub struct Stats {
     pub conn_map_full: u64,
     /// Sockets the kernel's socket table had no room for.
     pub sock_map_full: u64,
+    /// New connections the tracer's own table had no room for
+    /// (`--max-connections` open): not tracked until one closes. Counted
+    /// at every event or read that names one, like the kernel's.
+    pub table_full: u64,
     /// Kprobe/kretprobe hits the kernel missed (kprobe backend).
     pub kprobe_missed: Option<u64>,
     /// Runs of nettop's programs the kernel skipped because the program was
@@ -312,4 +316,12 @@ pub struct Stats {
     pub connections_open: u64,
     pub connections_closed: u64,
     pub backfilled: u64,
+}
+
+impl Stats {
+    /// Every refusal for want of room, the kernel's tables' and the
+    /// tracer's: what the TUI and `list` show as "evicted".
+    pub fn evicted(&self) -> u64 {
+        self.conn_map_full + self.sock_map_full + self.table_full
+    }
 }

@@ -12,7 +12,7 @@ use aya::maps::{MapData, RingBuf};
 use nettop_shared::{Counter, DIR_OUTGOING, EV_ACCEPT, EV_CLOSE, EV_INCOMING, Event as RawEvent};
 
 use super::accepts::Accepts;
-use super::conntrack::{Change, Entry};
+use super::conntrack::{Change, Entry, Synced};
 use super::live::Live;
 use super::owners::Owners;
 use super::sock_diag::{Detail, rest_after_walk};
@@ -215,7 +215,17 @@ fn next_event(ring: &mut RingBuf<MapData>) -> Option<RawEvent> {
 fn refresh(s: &mut Shared) -> Vec<Change> {
     let now = monotonic_ns();
     let Shared { probe, table, .. } = &mut *s;
-    let _ = probe.for_each_udp_flow(|k, st| table.sync_one(k, st, now));
+    let mut refused = Vec::new();
+    let _ = probe.for_each_udp_flow(|k, st| {
+        if table.sync_one(k, st, now) == Synced::Refused {
+            refused.push(*k);
+        }
+    });
+    // Untracked, they would stay in the kernel's table for good: the
+    // table's own expiry never sees them.
+    for k in &refused {
+        probe.remove_conn(k);
+    }
     let ended = s.table.expire_udp(now);
     for c in &ended {
         if let Change::Close(e) = c {

@@ -70,7 +70,7 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect) {
         second.push(Span::raw(" "));
     };
     counter("lost", s.events_lost + s.events_dropped);
-    counter("evicted", s.conn_map_full + s.sock_map_full);
+    counter("evicted", s.evicted());
     // Hook runs the kernel skipped: kretprobe misses, and programs not run
     // because they were already running on that CPU.
     if s.kprobe_missed.is_some() || s.prog_missed.is_some() {

@@ -516,7 +516,13 @@ fn header_highlights_loss() {
     a.ingest(Snapshot {
         now_ns: T0 + S,
         conns: conns(3),
-        stats: Stats { events_lost: 3, kprobe_missed: Some(0), ..stats() },
+        stats: Stats {
+            events_lost: 3,
+            sock_map_full: 2,
+            table_full: 5,
+            kprobe_missed: Some(0),
+            ..stats()
+        },
     });
     let t = render(&mut a, 150, 12);
     insta::assert_snapshot!(t.backend().to_string());
@@ -524,6 +530,8 @@ fn header_highlights_loss() {
     let line: String = (0..150).map(|x| buf[(x, 1)].symbol().to_owned()).collect();
     let at = |word: &str| line.find(word).map(|b| line[..b].chars().count() as u16).unwrap();
     assert!(buf[(at("lost 3"), 1)].modifier.contains(Modifier::REVERSED), "lost is highlighted");
+    // The kernel's refusals and the tracer's, together.
+    assert!(buf[(at("evicted 7"), 1)].modifier.contains(Modifier::REVERSED), "so is evicted");
     assert!(!buf[(at("missed 0"), 1)].modifier.contains(Modifier::REVERSED), "zero is not");
 }
 
