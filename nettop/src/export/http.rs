@@ -31,7 +31,7 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection lasts at most this long, however busy: a client that asks
 /// for `/connections` and never reads the answer holds it no longer.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// `/connections` answers being sent at once, by default: a client that
+/// `/connections` answers being made or sent at once (serve's bound): a client that
 /// asks and never reads holds its answer's memory, a listing of the whole
 /// table, for up to `CONNECTION_LIFETIME`.
 pub const MAX_LISTINGS: usize = 4;
@@ -150,7 +150,7 @@ impl Listings {
 /// permit (if any) until the last piece is taken.
 struct Pieces {
     rest: Bytes,
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Body for Pieces {
@@ -162,7 +162,7 @@ impl Body for Pieces {
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if self.rest.is_empty() {
-            self._permit = None;
+            self.permit = None;
             return Poll::Ready(None);
         }
         let n = self.rest.len().min(PIECE);
@@ -197,12 +197,12 @@ where
             let reply = tokio::task::spawn_blocking(move || handler(route))
                 .await
                 .unwrap_or_else(|_| Reply::text(500, "internal error\n"));
-            let body = Pieces { rest: Bytes::from(reply.body), _permit: permit };
+            let body = Pieces { rest: Bytes::from(reply.body), permit };
             let response = Response::builder()
                 .status(reply.code)
                 .header("Content-Type", reply.kind)
                 .body(body)
-                .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), _permit: None }));
+                .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), permit: None }));
             Ok::<_, Infallible>(response)
         }
     });
@@ -223,8 +223,8 @@ fn busy() -> Response<Pieces> {
         .status(503)
         .header("Content-Type", TEXT)
         .header("Retry-After", "1")
-        .body(Pieces { rest: Bytes::from_static(text.as_bytes()), _permit: None })
-        .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), _permit: None }))
+        .body(Pieces { rest: Bytes::from_static(text.as_bytes()), permit: None })
+        .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), permit: None }))
 }
 
 #[cfg(test)]
