@@ -140,8 +140,9 @@ pub struct Entry {
     pub health: Option<Health>,
     /// TCP: the refresh that last found it in the kernel's table.
     pub seen: u32,
-    /// TCP: the last refresh did not find it in the kernel's table.
-    pub absent: bool,
+    /// TCP: when the first of the reads that have not found it since it
+    /// was last found was taken (0: the last read found it).
+    pub absent_since_ns: u64,
     /// Ended because the kernel no longer had it at a refresh (its close
     /// event was lost), not by a close the probe saw.
     pub vanished: bool,
@@ -165,7 +166,7 @@ impl Entry {
             tcp_at_ns: 0,
             health: None,
             seen: 0,
-            absent: false,
+            absent_since_ns: 0,
             vanished: false,
         }
     }
@@ -229,6 +230,10 @@ pub enum Synced {
     /// The table was full.
     Refused,
 }
+
+/// How long reads of the kernel's table must go on not finding a TCP
+/// connection before it is ended as vanished (`Table::end_vanished`).
+pub const VANISH_AFTER_NS: u64 = 2_000_000_000;
 
 /// Found by read `generation` or a later one: reads take their sockets in
 /// a reply at a time, so the next one may be part way in already.
@@ -561,7 +566,7 @@ impl Table {
             (e.tcp, e.tcp_at_ns) = (tcp, now_ns);
         }
         e.seen = generation;
-        e.absent = false;
+        e.absent_since_ns = 0;
     }
 
     /// The kernel's table found this connection in read `generation`,
@@ -569,7 +574,7 @@ impl Table {
     pub fn live_present(&mut self, key: &ConnKey, generation: u32) {
         if let Some(e) = self.open.get_mut(key) {
             e.seen = generation;
-            e.absent = false;
+            e.absent_since_ns = 0;
         }
     }
 
@@ -585,12 +590,13 @@ impl Table {
     }
 
     /// End the open TCP connections of the namespaces the latest read
-    /// covered that it, and the read before it, did not find (made no later
+    /// covered that no read has found for `VANISH_AFTER_NS` (made no later
     /// than it was planned): the kernel no longer has them, and their close
-    /// event was lost. Twice, because the kernel unhashes a closing socket
-    /// just before the probe reports its close: one read can fall in
-    /// between. Each read counts once, however often this is called; the
-    /// caller drains the probe's events first.
+    /// event was lost. Not at the first miss, because the kernel unhashes a
+    /// socket going to TIME_WAIT just before the probe reports its close,
+    /// and a read can fall in between; a virtual CPU the host holds still
+    /// there can make that last. Each read counts once, however often this
+    /// is called; the caller drains the probe's events first.
     pub fn end_vanished(&mut self, now_ns: u64) -> Vec<Change> {
         let Some(read) = self.latest_read.clone().filter(|r| r.generation != self.vanish_checked)
         else {
@@ -606,10 +612,11 @@ impl Table {
             {
                 continue;
             }
-            if e.absent {
+            if e.absent_since_ns == 0 {
+                e.absent_since_ns = read.at_ns.max(1);
+            } else if read.at_ns.saturating_sub(e.absent_since_ns) >= VANISH_AFTER_NS {
                 gone.push(e.key);
             }
-            e.absent = true;
         }
         gone.iter()
             .filter_map(|k| {
@@ -1002,5 +1009,23 @@ mod tests {
         assert!(t.end_vanished(5 * SEC).is_empty());
         t.read_applied(read(7, a.netns + 1, t.last_id(), 6 * SEC));
         assert!(t.end_vanished(6 * SEC).is_empty());
+        // Found again, then missed by reads for less than VANISH_AFTER_NS
+        // (a virtual CPU held still between the unhash and the close
+        // event): open.
+        for k in [a, c] {
+            t.live_present(&ConnKey { tgid: 0, ..k }, 8);
+        }
+        t.read_applied(read(8, a.netns, t.last_id(), 7 * SEC));
+        assert!(t.end_vanished(7 * SEC).is_empty());
+        for (generation, at) in [(9, 8 * SEC), (10, 8 * SEC + SEC / 2), (11, 9 * SEC + SEC / 2)] {
+            t.read_applied(read(generation, a.netns, t.last_id(), at));
+            assert!(
+                t.end_vanished(at).is_empty(),
+                "ended {} ms after the first miss",
+                (at - 8 * SEC) / 1_000_000
+            );
+        }
+        t.read_applied(read(12, a.netns, t.last_id(), 10 * SEC));
+        assert_eq!(t.end_vanished(10 * SEC).len(), 2, "a and c, missed for 2 s");
     }
 }
