@@ -1146,6 +1146,30 @@ fn stop_and_drop_leave_nothing_attached() {
     assert!(!events.contains("nettop_"), "kprobe events left behind:\n{events}");
 }
 
+/// An accepted connection bound to an interface (its listener's
+/// SO_BINDTODEVICE, inherited) is missed by sock_diag's exact lookups too:
+/// on the tracepoint backend, where accepts are named by looking the socket
+/// up, it is still listed with its owner while open.
+#[test]
+fn an_accepted_connection_bound_to_an_interface_is_named_while_open() {
+    let _g = serial();
+    let w = Watch::start();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind_device(Some(b"lo")).unwrap();
+    sock.bind(&"127.0.0.25:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.listen(16).unwrap();
+    let listener: TcpListener = sock.into();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (srv, _) = listener.accept().unwrap();
+    let (cport, sport) = (client.local_addr().unwrap().port(), srv.local_addr().unwrap().port());
+    w.wait_accepted(&[(sport, cport)]);
+    let conns = w.tracer.connections();
+    let accepted = entry(&conns, "tcp", sport, cport);
+    assert_eq!(accepted.state, State::Open, "{accepted:?}");
+    assert_eq!(accepted.owner.pid, std::process::id(), "{accepted:?}");
+    drop((client, srv));
+}
+
 /// A socket bound to an interface (SO_BINDTODEVICE here; IPv6 link-local
 /// and VRF sockets are bound too) is invisible to sock_diag's exact lookup
 /// of its tuple, which names no interface: across several refreshes it

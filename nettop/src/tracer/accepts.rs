@@ -85,6 +85,7 @@ impl Accepts {
             last_full_scan: None,
             namespaces: Namespaces::new()?,
             walked: Duration::ZERO,
+            missed: FxHashSet::default(),
         };
         Ok(Accepts {
             waiting: FxHashMap::default(),
@@ -205,6 +206,12 @@ struct Resolver {
     /// have their own bound, FULL_SCAN_EVERY, and a burst of accepts
     /// waited half a minute behind a 1.5 s scan.)
     walked: Duration,
+    /// Waiting connections the last look's exact lookups did not find. A
+    /// lookup names no interface, so it misses a socket bound to one (VRF,
+    /// IPv6 link-local, SO_BINDTODEVICE) as surely as a closed one; a
+    /// closed one's close comes by the next look, and what is missed again
+    /// is looked for in a dump of its namespace.
+    missed: FxHashSet<u64>,
 }
 
 impl Resolver {
@@ -275,6 +282,8 @@ impl Resolver {
         // listeners on the accepted ones' ports.
         let mut inodes: FxHashMap<u64, u64> = FxHashMap::default();
         let mut answered = Vec::new();
+        // Answered by lookups alone: a miss there may be a bound socket.
+        let mut looked_up_only = Vec::new();
         for &ns in &netns {
             let Some(sock) = self.namespaces.get(ns) else { continue };
             let (sks, keys): (Vec<u64>, Vec<ConnKey>) = (self.waiting.iter())
@@ -283,34 +292,54 @@ impl Resolver {
                 .unzip();
             let by_key: FxHashMap<ConnKey, u64> =
                 keys.iter().zip(&sks).map(|(k, &sk)| (slot(k), sk)).collect();
-            let each = |batch: &[SocketEntry]| {
+            let take = |inodes: &mut FxHashMap<u64, u64>, batch: &[SocketEntry]| {
                 for e in batch {
                     if let Some(&sk) = by_key.get(&slot(&key_of(e))) {
                         inodes.insert(sk, e.inode);
                     }
                 }
             };
-            let found = if keys.len() <= LOOKUPS_AT_MOST {
-                sock.lookup_tcp(&keys, ACCEPTED_STATES, Detail::Presence, each)
-            } else {
+            let mut dump = keys.len() > LOOKUPS_AT_MOST;
+            if !dump {
+                let looked = sock
+                    .lookup_tcp(&keys, ACCEPTED_STATES, Detail::Presence, |b| take(&mut inodes, b));
+                let missed_again =
+                    sks.iter().any(|sk| !inodes.contains_key(sk) && self.missed.contains(sk));
+                match looked {
+                    Ok(()) if missed_again => dump = true,
+                    Ok(()) => {
+                        answered.push(ns);
+                        looked_up_only.push(ns);
+                    }
+                    Err(_) => {}
+                }
+            }
+            if dump {
                 let walk = Instant::now();
-                let dumped = sock.stream_tcp(ACCEPTED_STATES, Detail::Presence, each);
+                let dumped =
+                    sock.stream_tcp(ACCEPTED_STATES, Detail::Presence, |b| take(&mut inodes, b));
                 self.walked += walk.elapsed();
-                dumped
-            };
-            if found.is_ok() {
-                answered.push(ns);
+                if dumped.is_ok() {
+                    answered.push(ns);
+                }
             }
         }
         // Gone before anyone accepted it (or its namespace with it): its
-        // close comes from the probe.
+        // close comes from the probe. A first miss by a lookup waits for
+        // the next look.
+        let mut missed = FxHashSet::default();
         self.waiting.retain(|sk, (k, _)| {
-            let keep = !answered.contains(&k.netns) || inodes.contains_key(sk);
-            if !keep {
-                out.push(Answer::Gone(*sk));
+            if !answered.contains(&k.netns) || inodes.contains_key(sk) {
+                return true;
             }
-            keep
+            if looked_up_only.contains(&k.netns) && !self.missed.contains(sk) {
+                missed.insert(*sk);
+                return true;
+            }
+            out.push(Answer::Gone(*sk));
+            false
         });
+        self.missed = missed;
         let mut accepted: Vec<(u64, u64, Vec<u64>)> = (self.waiting.iter())
             .filter_map(|(&sk, _)| {
                 let inode = *inodes.get(&sk).filter(|&&n| n != 0)?;
