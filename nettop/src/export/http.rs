@@ -153,6 +153,12 @@ struct Pieces {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+impl Pieces {
+    fn new(body: impl Into<Bytes>, permit: Option<OwnedSemaphorePermit>) -> Pieces {
+        Pieces { rest: body.into(), permit }
+    }
+}
+
 impl Body for Pieces {
     type Data = Bytes;
     type Error = Infallible;
@@ -197,12 +203,12 @@ where
             let reply = tokio::task::spawn_blocking(move || handler(route))
                 .await
                 .unwrap_or_else(|_| Reply::text(500, "internal error\n"));
-            let body = Pieces { rest: Bytes::from(reply.body), permit };
+            let body = Pieces::new(reply.body, permit);
             let response = Response::builder()
                 .status(reply.code)
                 .header("Content-Type", reply.kind)
                 .body(body)
-                .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), permit: None }));
+                .unwrap_or_else(|_| Response::new(Pieces::new(Bytes::new(), None)));
             Ok::<_, Infallible>(response)
         }
     });
@@ -223,8 +229,8 @@ fn busy() -> Response<Pieces> {
         .status(503)
         .header("Content-Type", TEXT)
         .header("Retry-After", "1")
-        .body(Pieces { rest: Bytes::from_static(text.as_bytes()), permit: None })
-        .unwrap_or_else(|_| Response::new(Pieces { rest: Bytes::new(), permit: None }))
+        .body(Pieces::new(text, None))
+        .unwrap_or_else(|_| Response::new(Pieces::new(Bytes::new(), None)))
 }
 
 #[cfg(test)]

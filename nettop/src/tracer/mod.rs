@@ -360,10 +360,7 @@ fn each_connection(
     let mut s = lock(shared);
     let now_ns = monotonic_ns();
     let Shared { probe, table, owners, config, .. } = &mut *s;
-    // A flow refused here (the table full) is the reader's to remove.
-    let _ = probe.for_each_udp_flow(|k, st| {
-        let _ = table.sync_one(k, st, now_ns);
-    });
+    reader::sync_udp_flows(probe, table, now_ns);
     table.read_applied(read);
     table.expire_closed(now_ns);
     let now = Instant::now();

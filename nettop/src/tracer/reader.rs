@@ -12,13 +12,14 @@ use aya::maps::{MapData, RingBuf};
 use nettop_shared::{Counter, DIR_OUTGOING, EV_ACCEPT, EV_CLOSE, EV_INCOMING, Event as RawEvent};
 
 use super::accepts::Accepts;
-use super::conntrack::{Change, Entry, Synced};
+use super::conntrack::{Change, Entry, Synced, Table};
 use super::live::Live;
 use super::owners::Owners;
 use super::sock_diag::{Detail, rest_after_walk};
 use super::{
     Config, Connection, Event, EventConn, EventKind, Shared, State, monotonic_ns, queue, wanted,
 };
+use crate::probe::Probe;
 use crate::worker::StopFlag;
 
 const POLL: Duration = Duration::from_millis(100);
@@ -210,22 +211,26 @@ fn next_event(ring: &mut RingBuf<MapData>) -> Option<RawEvent> {
     }
 }
 
+/// Pull the kernel's UDP flows' counters into the table. A flow the table
+/// refuses (full) leaves the kernel's table too: untracked, it would stay
+/// there for good, as the table's idle expiry never sees it.
+pub(super) fn sync_udp_flows(probe: &mut Probe, table: &mut Table, now_ns: u64) {
+    let mut refused = Vec::new();
+    let _ = probe.for_each_udp_flow(|k, st| {
+        if table.sync_one(k, st, now_ns) == Synced::Refused {
+            refused.push(*k);
+        }
+    });
+    for k in &refused {
+        probe.remove_conn(k);
+    }
+}
+
 /// Pull the UDP flows' counters into the table, end idle ones, forget what
 /// lingered long enough. Returns the ends it caused.
 fn refresh(s: &mut Shared) -> Vec<Change> {
     let now = monotonic_ns();
-    let Shared { probe, table, .. } = &mut *s;
-    let mut refused = Vec::new();
-    let _ = probe.for_each_udp_flow(|k, st| {
-        if table.sync_one(k, st, now) == Synced::Refused {
-            refused.push(*k);
-        }
-    });
-    // Untracked, they would stay in the kernel's table for good: the
-    // table's own expiry never sees them.
-    for k in &refused {
-        probe.remove_conn(k);
-    }
+    sync_udp_flows(&mut s.probe, &mut s.table, now);
     let ended = s.table.expire_udp(now);
     for c in &ended {
         if let Change::Close(e) = c {
